@@ -1,0 +1,95 @@
+"""The composition root: the one place that builds every component and wires them together.
+
+`build_app` is what tests call too. Resources live in a `cleanup_ctx` lifecycle, so they are
+created inside the running loop and torn down in reverse order:
+1. storage (tree, sweep of leftovers, index), 2. upstream clients, 3. fills and the service;
+shutdown cancels downloads first (their temporary files are removed), then closes the clients,
+then the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from edgecache.config import Config, parse_hostport
+from edgecache.errors import StorageError
+from edgecache.metrics import Metrics
+from edgecache.proxy.fill import Fills
+from edgecache.proxy.routing import Router
+from edgecache.proxy.service import RegistryService
+from edgecache.storage.blobs import BlobStore
+from edgecache.storage.index import Index
+from edgecache.storage.layout import Layout
+from edgecache.upstream.client import UpstreamClient
+from edgecache.web.errors import add_api_version, error_middleware
+from edgecache.web.handlers import RegistryHandlers
+
+log = logging.getLogger(__name__)
+
+MANIFEST_LIMIT = 4 * 1024 * 1024
+METRICS = web.AppKey("metrics", Metrics)
+SERVICE = web.AppKey("service", RegistryService)
+
+
+def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app[METRICS] = metrics if metrics is not None else Metrics()
+    app.cleanup_ctx.append(lambda a: _components(a, config))
+    app.on_response_prepare.append(add_api_version)
+    router = Router(config.upstreams, config.default_upstream)
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS])
+        if request.path in ("/v2", "/v2/"):
+            return await handlers.base(request)
+        return await handlers.dispatch(request)
+
+    app.router.add_route("*", "/v2", dispatch)
+    app.router.add_route("*", "/v2/", dispatch)
+    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    return app
+
+
+async def _components(app: web.Application, config: Config) -> AsyncIterator[None]:
+    layout = Layout(config.storage.path)
+    blobs = BlobStore(layout)
+    try:
+        blobs.prepare()
+        index = Index(layout.index_file)
+    except OSError as exc:
+        raise StorageError(f"storage.path {layout.root}: {exc.strerror or exc}") from exc
+    metrics = app[METRICS]
+    clients = {name: UpstreamClient(cfg, MANIFEST_LIMIT) for name, cfg in config.upstreams.items()}
+    fills = Fills(blobs, metrics, lambda digest, size: index.record_blob(str(digest), size))
+    app[SERVICE] = RegistryService(blobs, index, clients, fills, metrics)
+    try:
+        yield
+    finally:
+        await fills.close()
+        await asyncio.gather(*(client.close() for client in clients.values()))
+        index.close()
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then stop accepting, finish, and release everything."""
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs', handler_cancellation=True)
+    await runner.setup()
+    try:
+        if config.listen.http:
+            host, port = parse_hostport(config.listen.http, "listen.http")
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            log.info("edgecache listening on http://%s", config.listen.http)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()

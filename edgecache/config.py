@@ -1,0 +1,199 @@
+"""The configuration: frozen value objects, loaded and validated in one place.
+
+Only the CLI and the composition root call `load`; every component receives its own section.
+Errors name the key path and the problem in one line (`upstreams.ghcr.io.url: ...`), because an
+operator reading a failed unit's journal should not have to guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from edgecache.errors import ConfigError
+
+DEFAULT_STORAGE = "/var/lib/edgecache"
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object, key: str) -> float:
+    """Seconds from `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"1d"` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration such as '30s', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ConfigError(f"{key}: expected a duration such as '30s', got {value!r}")
+    if seconds < 0:
+        raise ConfigError(f"{key}: duration must not be negative")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    http: str | None = "127.0.0.1:5000"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    path: Path = Path(DEFAULT_STORAGE)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str
+    url: str
+    username: str = ""
+    password_file: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+    def password(self) -> str:
+        """Read the password when needed, so it never sits in a config dump or a log line."""
+        if not self.password_file:
+            return ""
+        return Path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    default_upstream: str | None = "docker.io"
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+DEFAULT_UPSTREAMS: dict[str, dict[str, Any]] = {
+    "docker.io": {"url": "https://registry-1.docker.io"},
+    "ghcr.io": {"url": "https://ghcr.io"},
+    "registry.k8s.io": {"url": "https://registry.k8s.io"},
+    "quay.io": {"url": "https://quay.io"},
+}
+
+
+def _section(raw: object, key: str, allowed: set[str]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {type(raw).__name__}")
+    for name in raw:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else str(name)
+            raise ConfigError(f"{where}: unknown key (allowed: {', '.join(sorted(allowed))})")
+    return raw
+
+
+def _string(raw: Mapping[str, Any], name: str, key: str, default: str) -> str:
+    value = raw.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}.{name}: expected a string, got {value!r}")
+    return value
+
+
+def parse_hostport(value: str, key: str) -> tuple[str, int]:
+    """Split `host:port`, `[v6]:port` or `:port`; the port must be 0-65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{key}: expected host:port, got {value!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)
+
+
+def _upstream(name: str, raw: object, key: str) -> UpstreamConfig:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", name):
+        raise ConfigError(f"{key}: upstream name must be a registry host[:port], got {name!r}")
+    fields = {"url", "username", "password_file", "connect_timeout", "read_timeout"}
+    section = _section(raw, key, fields)
+    url = _string(section, "url", key, "")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}.url: expected an http(s) URL, got {url!r}")
+    if parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"{key}.url: must not carry credentials, query or fragment")
+    username = _string(section, "username", key, "")
+    password_file = _string(section, "password_file", key, "")
+    if password_file and not Path(password_file).is_file():
+        raise ConfigError(f"{key}.password_file: no such file {password_file!r}")
+    if bool(username) != bool(password_file):
+        raise ConfigError(f"{key}: username and password_file go together")
+    return UpstreamConfig(
+        name=name,
+        url=url.rstrip("/"),
+        username=username,
+        password_file=password_file,
+        connect_timeout=parse_duration(section.get("connect_timeout", 5), f"{key}.connect_timeout"),
+        read_timeout=parse_duration(section.get("read_timeout", 60), f"{key}.read_timeout"),
+    )
+
+
+def from_mapping(raw: object) -> Config:
+    """Validate a parsed YAML document; an empty document gives the embedded defaults."""
+    top = _section(raw, "", {"listen", "storage", "upstreams", "default_upstream", "log"})
+    listen = _section(top.get("listen"), "listen", {"http"})
+    http = listen.get("http", "127.0.0.1:5000")
+    if http is not None:
+        if not isinstance(http, str):
+            raise ConfigError(f"listen.http: expected host:port, got {http!r}")
+        parse_hostport(http, "listen.http")
+    storage = _section(top.get("storage"), "storage", {"path"})
+    path = _string(storage, "path", "storage", DEFAULT_STORAGE)
+    if not path:
+        raise ConfigError("storage.path: must not be empty")
+    raw_upstreams = top.get("upstreams", DEFAULT_UPSTREAMS)
+    if not isinstance(raw_upstreams, dict) or not raw_upstreams:
+        raise ConfigError("upstreams: expected a non-empty mapping of registry name to settings")
+    upstreams = {
+        str(name): _upstream(name, value, f"upstreams.{name}")
+        for name, value in raw_upstreams.items()
+    }
+    default = top.get("default_upstream", "docker.io" if "docker.io" in upstreams else None)
+    if default in ("", None):
+        default = None
+    elif not isinstance(default, str) or default not in upstreams:
+        raise ConfigError(f"default_upstream: {default!r} is not a configured upstream")
+    log = _section(top.get("log"), "log", {"level"})
+    level = _string(log, "level", "log", "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log.level: expected debug, info, warning or error, got {level!r}")
+    return Config(
+        listen=ListenConfig(http=http),
+        storage=StorageConfig(path=Path(path)),
+        upstreams=upstreams,
+        default_upstream=default,
+        log=LogConfig(level=level),
+    )
+
+
+def load(path: str | None) -> Config:
+    """Load and validate a YAML file, or the embedded defaults when `path` is None."""
+    if path is None:
+        return from_mapping({})
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from exc
+    return from_mapping(raw if raw is not None else {})

@@ -1,0 +1,116 @@
+"""The domain exception tree, grouped by what the caller can do about it.
+
+```
+EdgecacheError
+├── ConfigError             the operator must fix the configuration
+├── InvalidRequest          the client sent something malformed; nothing was touched
+│   ├── NameInvalid, TagInvalid, DigestInvalid, RangeNotSatisfiable
+│   └── Unsupported         a verb or feature a pull-through cache does not offer
+├── NotFound                the content does not exist (here and, where asked, upstream)
+│   └── BlobUnknown, ManifestUnknown, NameUnknown
+├── UpstreamError           the upstream could not give us what we needed
+│   ├── UpstreamUnavailable refused, DNS, timeout, TLS, 5xx, 429
+│   ├── UpstreamAuthError   the upstream refused our credentials or the repository
+│   └── UpstreamBadResponse the upstream answered with something that is not a registry answer
+├── IntegrityError          content is not what it claims to be; it is never published
+│   ├── DigestMismatch      bytes do not match their digest
+│   └── ManifestInvalid     not a manifest, an unknown media type, or over the size cap
+└── StorageError            the local disk failed us
+```
+
+This module knows no HTTP: `edgecache.web.errors` holds the one table that maps these to status
+codes and OCI error codes.
+"""
+
+from __future__ import annotations
+
+
+class EdgecacheError(Exception):
+    """Base of every error edgecache raises on purpose."""
+
+
+class ConfigError(EdgecacheError):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+class InvalidRequest(EdgecacheError):
+    """The client's request is malformed."""
+
+
+class NameInvalid(InvalidRequest):
+    pass
+
+
+class TagInvalid(InvalidRequest):
+    pass
+
+
+class DigestInvalid(InvalidRequest):
+    pass
+
+
+class RangeNotSatisfiable(InvalidRequest):
+    """The Range header is malformed, multi-part, or outside the blob."""
+
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class Unsupported(InvalidRequest):
+    pass
+
+
+class NotFound(EdgecacheError):
+    pass
+
+
+class BlobUnknown(NotFound):
+    pass
+
+
+class ManifestUnknown(NotFound):
+    pass
+
+
+class NameUnknown(NotFound):
+    pass
+
+
+class UpstreamError(EdgecacheError):
+    """The upstream could not serve us; `upstream` names which one."""
+
+    def __init__(self, upstream: str, message: str) -> None:
+        super().__init__(f"upstream {upstream}: {message}")
+        self.upstream = upstream
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamAuthError(UpstreamError):
+    pass
+
+
+class UpstreamBadResponse(UpstreamError):
+    pass
+
+
+class IntegrityError(EdgecacheError):
+    pass
+
+
+class DigestMismatch(IntegrityError):
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"content does not match digest {expected} (got {actual})")
+        self.expected = expected
+        self.actual = actual
+
+
+class ManifestInvalid(IntegrityError):
+    pass
+
+
+class StorageError(EdgecacheError):
+    pass

@@ -1,0 +1,117 @@
+"""OCI distribution vocabulary: digests, repository names, tags, media types. No I/O.
+
+The grammar is the distribution spec's; validating here, before any path is built or any upstream
+is asked, is what keeps traversal and injection attempts from touching anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from edgecache.errors import DigestInvalid, ManifestInvalid, NameInvalid, TagInvalid
+
+NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"{NAME_COMPONENT}(?:/{NAME_COMPONENT})*")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+NAME_MAX = 255
+
+ALGORITHMS = {"sha256": 64, "sha512": 128}
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST_V1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_MANIFEST_V1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+MANIFEST_TYPES = (
+    OCI_INDEX,
+    DOCKER_MANIFEST_LIST,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_V1_SIGNED,
+    DOCKER_MANIFEST_V1,
+)
+INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+# What we send upstream: every manifest type, so a tag resolves to the same (richest) manifest
+# whichever client asks, and the cached bytes are what the upstream publishes under that tag.
+MANIFEST_ACCEPT = ", ".join(MANIFEST_TYPES)
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A validated `algorithm:hex` content digest."""
+
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        if not DIGEST_RE.fullmatch(text):
+            raise DigestInvalid(f"invalid digest {text[:200]!r}")
+        algorithm, _, hexpart = text.partition(":")
+        length = ALGORITHMS.get(algorithm)
+        if length is None:
+            raise DigestInvalid(f"unsupported digest algorithm {algorithm!r}")
+        if len(hexpart) != length or not re.fullmatch(r"[a-f0-9]+", hexpart):
+            raise DigestInvalid(f"invalid {algorithm} digest {text[:200]!r}")
+        return cls(algorithm, hexpart)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+    def hasher(self) -> Any:
+        """A fresh hashlib object for this digest's algorithm."""
+        return hashlib.new(self.algorithm)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+def is_digest(reference: str) -> bool:
+    return ":" in reference
+
+
+def validate_name(name: str) -> str:
+    if len(name) > NAME_MAX or not NAME_RE.fullmatch(name):
+        raise NameInvalid(f"invalid repository name {name[:300]!r}")
+    return name
+
+
+def validate_tag(tag: str) -> str:
+    if not TAG_RE.fullmatch(tag):
+        raise TagInvalid(f"invalid tag {tag[:200]!r}")
+    return tag
+
+
+def manifest_media_type(body: bytes, content_type: str | None) -> str:
+    """The media type to store a manifest under, checking the body really is a manifest.
+
+    The upstream's Content-Type wins when it names a manifest type; otherwise (a registry that
+    says `application/json`) the body's own `mediaType`, or its shape, decides.
+    """
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestInvalid("manifest is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise ManifestInvalid("manifest is not a JSON object")
+    declared = (content_type or "").split(";", 1)[0].strip().lower()
+    if declared in MANIFEST_TYPES:
+        return declared
+    embedded = doc.get("mediaType")
+    if isinstance(embedded, str) and embedded in MANIFEST_TYPES:
+        return embedded
+    if doc.get("schemaVersion") == 2:
+        if isinstance(doc.get("manifests"), list):
+            return OCI_INDEX
+        if isinstance(doc.get("config"), dict):
+            return OCI_MANIFEST
+    if doc.get("schemaVersion") == 1:
+        return DOCKER_MANIFEST_V1_SIGNED if "signatures" in doc else DOCKER_MANIFEST_V1
+    raise ManifestInvalid(f"unsupported manifest media type {declared or embedded!r}")

@@ -1,0 +1,1 @@
+"""How we decide: routing, one download per blob, and the cache rules."""

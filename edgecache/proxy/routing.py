@@ -1,0 +1,102 @@
+"""Which upstream and repository a request means: three routing styles on one port.
+
+1. containerd (and k3s) append `?ns=<registry>` to every request;
+2. podman, CRI-O and containerd's `override_path` put the registry first in the path:
+   `/v2/<registry>/<repository>/...`;
+3. Docker's `registry-mirrors` name no registry: the request goes to `default_upstream`.
+
+A registry name that is not configured is refused here, before any connection: edgecache never
+contacts a host that is not in its configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from edgecache.errors import NameInvalid, NameUnknown, Unsupported
+from edgecache.oci import Digest, validate_name, validate_tag
+
+Kind = Literal["manifests", "blobs", "tags"]
+
+_PATH_RE = re.compile(r"^(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)$")
+# Docker Hub answers to several host names; containerd sends `ns=docker.io`, others the API host.
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed, validated registry request."""
+
+    upstream: str
+    repository: str
+    kind: Kind
+    reference: str  # a tag or digest for manifests, a digest for blobs, "list" for tags
+
+    @property
+    def is_digest(self) -> bool:
+        return ":" in self.reference
+
+
+def _looks_like_host(component: str) -> bool:
+    """Docker's rule: a first component with a dot or a port, or `localhost`, is a registry."""
+    return "." in component or ":" in component or component == "localhost"
+
+
+class Router:
+    def __init__(self, upstreams: Iterable[str], default: str | None) -> None:
+        self._upstreams = frozenset(upstreams)
+        self._default = default
+
+    def _canonical(self, registry: str) -> str | None:
+        registry = registry.lower()
+        if registry in self._upstreams:
+            return registry
+        if registry in DOCKER_HUB_ALIASES and DOCKER_HUB in self._upstreams:
+            return DOCKER_HUB
+        return None
+
+    def resolve(self, path: str, ns: str | None) -> Target:
+        """Parse the part of the URL path after `/v2/` (still percent-encoded) and `?ns=`."""
+        if "%" in path or "\\" in path or "\x00" in path:
+            raise NameInvalid("encoded or escaped characters are not allowed in registry paths")
+        match = _PATH_RE.match(path)
+        if match is None:
+            raise NameInvalid(f"not a registry API path: /v2/{path[:200]}")
+        name, kind, ref = match.group("name"), match.group("kind"), match.group("ref")
+        if kind == "blobs" and (ref == "uploads" or name.endswith("/blobs/uploads")):
+            raise Unsupported("pushing is not supported by a pull-through cache")
+        upstream, repository = self._split(name, ns)
+        validate_name(repository)
+        if upstream == DOCKER_HUB and "/" not in repository:
+            repository = f"library/{repository}"
+        if kind == "tags":
+            if ref != "list":
+                raise NameInvalid(f"unknown tags endpoint {ref[:50]!r}")
+        elif kind == "blobs" or ":" in ref:
+            ref = str(Digest.parse(ref))
+        else:
+            validate_tag(ref)
+        return Target(upstream, repository, kind, ref)  # type: ignore[arg-type]
+
+    def _split(self, name: str, ns: str | None) -> tuple[str, str]:
+        head, sep, rest = name.partition("/")
+        if ns is not None:
+            upstream = self._canonical(ns)
+            if upstream is None:
+                raise NameUnknown(f"registry {ns[:100]!r} is not configured on this mirror")
+            # containerd with override_path sends both: /v2/<registry>/<repo>?ns=<registry>
+            if sep and self._canonical(head) == upstream:
+                return upstream, rest
+            return upstream, name
+        if sep and _looks_like_host(head):
+            upstream = self._canonical(head)
+            if upstream is None:
+                raise NameUnknown(f"registry {head[:100]!r} is not configured on this mirror")
+            return upstream, rest
+        if self._default is None:
+            raise NameUnknown("no registry named (use ?ns= or a path prefix) and no default")
+        return self._default, name

@@ -1,0 +1,199 @@
+"""The cache rules, each small enough to read at once.
+
+- A manifest by digest is answered locally when cached; the upstream is asked only otherwise.
+- A tag is resolved with an upstream HEAD (Docker Hub does not count HEADs against its pull
+  limit); the manifest body is fetched only when its digest is not cached. When the upstream
+  cannot answer and the tag is cached, the cached digest is served (stale-if-error).
+- A blob is served from disk when cached; otherwise every request joins the one `Fill` for that
+  digest. A HEAD of anything uncached asks the upstream without downloading, so a cache can be
+  chained behind edgecache.
+- Manifests are stored byte-exact, after their digest is checked, under the media type the
+  upstream gave; they are never converted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgecache.errors import DigestInvalid, DigestMismatch, UpstreamBadResponse, UpstreamError
+from edgecache.metrics import Metrics
+from edgecache.oci import Digest, manifest_media_type
+from edgecache.proxy.fill import FillReader, Fills
+from edgecache.proxy.routing import Target
+from edgecache.proxy.singleflight import SingleFlight
+from edgecache.storage.blobs import BlobStore
+from edgecache.storage.index import Index
+from edgecache.upstream.client import BlobStream, ManifestInfo, UpstreamClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    digest: str
+    media_type: str
+    size: int
+    body: bytes | None  # None for a HEAD
+    source: str  # "cache", "upstream" or "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobAnswer:
+    digest: str
+    size: int | None
+    path: Path | None = None  # a cached file
+    reader: FillReader | None = None  # a download in progress
+    source: str = "cache"
+
+
+class RegistryService:
+    def __init__(self, blobs: BlobStore, index: Index, upstreams: Mapping[str, UpstreamClient],
+                 fills: Fills, metrics: Metrics) -> None:
+        self._blobs = blobs
+        self._index = index
+        self._upstreams = upstreams
+        self._fills = fills
+        self._metrics = metrics
+        self._manifest_fetches: SingleFlight[tuple[str, ...], ManifestAnswer] = SingleFlight()
+        self._tag_heads: SingleFlight[tuple[str, ...], ManifestInfo] = SingleFlight()
+
+    # ---- manifests ----------------------------------------------------------------------------
+
+    async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
+        client = self._upstreams[target.upstream]
+        if target.is_digest:
+            local = self._local_manifest(target.reference, head)
+            if local is not None:
+                return local
+            if head:
+                info = await client.head_manifest(target.repository, target.reference)
+                if info.media_type and info.size is not None:
+                    return ManifestAnswer(target.reference, info.media_type, info.size, None,
+                                          "upstream")
+            return await self._fetch_manifest(client, target.repository, target.reference)
+        key = (target.upstream, target.repository, target.reference)
+        try:
+            info = await self._tag_heads.run(
+                key, lambda: client.head_manifest(target.repository, target.reference))
+        except UpstreamError as exc:
+            record = self._index.tag(*key)
+            local = self._local_manifest(record.digest, head) if record else None
+            if local is None:
+                raise
+            self._metrics.stale_serves.labels(target.upstream).inc()
+            log.warning("serving cached %s/%s:%s: %s", *key, exc)
+            return replace(local, source="stale")
+        digest = _upstream_digest(target.upstream, info.digest)
+        if digest is not None:
+            local = self._local_manifest(digest, head)
+            if local is not None:
+                self._index.set_tag(*key, digest)
+                return local
+            if head and info.media_type and info.size is not None:
+                return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
+        answer = await self._fetch_manifest(client, target.repository, digest or target.reference)
+        self._index.set_tag(*key, answer.digest)
+        return answer if not head else replace(answer, body=None)
+
+    def _local_manifest(self, digest: str, head: bool) -> ManifestAnswer | None:
+        media_type = self._index.media_type(digest)
+        if media_type is None:
+            return None
+        parsed = Digest.parse(digest)
+        if head:
+            size = self._blobs.size(parsed)
+            return None if size is None else ManifestAnswer(digest, media_type, size, None, "cache")
+        body = self._blobs.read(parsed)
+        if body is None:
+            return None
+        return ManifestAnswer(digest, media_type, len(body), body, "cache")
+
+    async def _fetch_manifest(self, client: UpstreamClient, repository: str,
+                              reference: str) -> ManifestAnswer:
+        key = (reference,) if ":" in reference else (client.name, repository, reference)
+        return await self._manifest_fetches.run(
+            key, lambda: self._download_manifest(client, repository, reference))
+
+    async def _download_manifest(self, client: UpstreamClient, repository: str,
+                                 reference: str) -> ManifestAnswer:
+        body, info = await client.get_manifest(repository, reference)
+        expected = (Digest.parse(reference) if ":" in reference
+                    else _parse_upstream_digest(client.name, info.digest))
+        actual = Digest.of(body, expected.algorithm if expected else "sha256")
+        if expected is not None and actual != expected:
+            self._metrics.digest_mismatches.labels(client.name).inc()
+            log.error("upstream %s sent a manifest that does not match %s", client.name, expected)
+            raise DigestMismatch(str(expected), str(actual))
+        media_type = manifest_media_type(body, info.media_type)
+        await self._blobs.put(actual, body)
+        self._index.record_blob(str(actual), len(body), media_type)
+        return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
+
+    # ---- blobs --------------------------------------------------------------------------------
+
+    async def blob(self, target: Target, head: bool) -> BlobAnswer:
+        digest = Digest.parse(target.reference)
+        fill = self._fills.get(digest)
+        if fill is None:
+            size = self._blobs.size(digest)
+            if size is not None:
+                return BlobAnswer(target.reference, size, path=self._blobs.path(digest))
+        client = self._upstreams[target.upstream]
+        if head:
+            if fill is not None and fill.size is not None:
+                return BlobAnswer(target.reference, fill.size, source="upstream")
+            size = await client.head_blob(target.repository, target.reference)
+            return BlobAnswer(target.reference, size, source="upstream")
+        if fill is None:
+            repository = target.repository
+
+            async def opener(offset: int) -> BlobStream:
+                return await client.open_blob(repository, str(digest), offset)
+
+            fill = self._fills.start(digest, client.name, opener)
+        reader = fill.open_reader()
+        try:
+            size = await fill.wait_size()
+        except BaseException:
+            reader.close()
+            raise
+        return BlobAnswer(target.reference, size, reader=reader, source="upstream")
+
+    # ---- tags ---------------------------------------------------------------------------------
+
+    async def tags(self, target: Target, query: Mapping[str, str]) -> tuple[Any, str | None]:
+        """The upstream's tag list, or the tags we know of when it cannot answer."""
+        client = self._upstreams[target.upstream]
+        try:
+            return await client.list_tags(target.repository, query)
+        except UpstreamError:
+            known = self._index.tags(target.upstream, target.repository)
+            if not known:
+                raise
+            self._metrics.stale_serves.labels(target.upstream).inc()
+        last = query.get("last")
+        if last:
+            known = [tag for tag in known if tag > last]
+        limit = query.get("n", "")
+        if limit.isdigit():
+            known = known[: int(limit)]
+        return {"name": target.repository, "tags": known}, None
+
+
+def _parse_upstream_digest(upstream: str, value: str | None) -> Digest | None:
+    if not value:
+        return None
+    try:
+        return Digest.parse(value)
+    except DigestInvalid as exc:
+        raise UpstreamBadResponse(upstream, f"invalid Docker-Content-Digest {value[:100]!r}") \
+            from exc
+
+
+def _upstream_digest(upstream: str, value: str | None) -> str | None:
+    digest = _parse_upstream_digest(upstream, value)
+    return None if digest is None else str(digest)

@@ -1,0 +1,33 @@
+"""Run one coroutine per key at a time and share its result with every concurrent caller.
+
+The call runs as its own task, shielded from callers: a client that disconnects does not cancel
+the fetch that other clients (and the cache) are waiting for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SingleFlight(Generic[K, V]):
+    def __init__(self) -> None:
+        self._calls: dict[K, asyncio.Task[V]] = {}
+
+    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        task = self._calls.get(key)
+        if task is None:
+            task = asyncio.ensure_future(call())
+            self._calls[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        return await asyncio.shield(task)
+
+    def _done(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._calls.get(key) is task:
+            del self._calls[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an abandoned failure is not logged as lost

@@ -1,0 +1,1 @@
+"""What we have: content-addressed files on disk and the SQLite index beside them."""

@@ -1,0 +1,153 @@
+"""Content-addressed blob files: written once, verified, then published by an atomic rename.
+
+A blob becomes visible under its digest only after every byte was hashed and matched, the file
+was fsynced and renamed into place, and the directory entry was fsynced: a crash at any point
+leaves at worst a `.part` file in `tmp/`, which the next start sweeps away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from edgecache.errors import DigestMismatch, StorageError
+from edgecache.oci import Digest
+from edgecache.storage.layout import Layout
+
+log = logging.getLogger(__name__)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobWriter:
+    """One blob being written to a temporary file, hashed as it goes.
+
+    `fd` is readable too (O_RDWR), so readers streaming a download in progress can `pread`
+    duplicates of it even after the file has been renamed into place.
+    """
+
+    def __init__(self, layout: Layout, digest: Digest) -> None:
+        self.digest = digest
+        self.target = layout.blob(digest)
+        self.path = layout.tmp_dir / f"{digest.hex[:16]}-{uuid.uuid4().hex}.part"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.size = 0
+        self._hasher: Any = digest.hasher()
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        """Append to the file; page-cache writes are fast enough to stay on the event loop."""
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self._hasher.update(data)
+        self.size += len(data)
+
+    def truncate(self, size: int) -> None:
+        """Drop bytes past `size` and rehash: used when a resumed download restarts earlier."""
+        os.ftruncate(self.fd, size)
+        os.lseek(self.fd, size, os.SEEK_SET)
+        hasher = self.digest.hasher()
+        offset = 0
+        while offset < size:
+            chunk = os.pread(self.fd, min(1 << 20, size - offset), offset)
+            if not chunk:
+                break
+            hasher.update(chunk)
+            offset += len(chunk)
+        self._hasher = hasher
+        self.size = size
+
+    async def commit(self) -> Path:
+        """Verify, fsync and rename into place; on a mismatch remove the file and raise."""
+        actual = f"{self.digest.algorithm}:{self._hasher.hexdigest()}"
+        if actual != str(self.digest):
+            self.abort()
+            raise DigestMismatch(str(self.digest), actual)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._publish)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"cannot store {self.digest}: {exc.strerror or exc}") from exc
+        return self.target
+
+    def _publish(self) -> None:
+        os.fsync(self.fd)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.path, self.target)
+        _fsync_dir(self.target.parent)
+        self._close()
+
+    def abort(self) -> None:
+        """Forget everything written; safe to call twice and after commit."""
+        if self._closed:
+            return
+        self._close()
+        self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self.fd)
+
+
+class BlobStore:
+    """The content-addressed file tree. Holds no state beyond its layout."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def prepare(self) -> None:
+        """Create the tree and sweep downloads a previous process left half-written."""
+        for directory in (self.layout.blobs_dir, self.layout.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        swept = 0
+        for leftover in self.layout.tmp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+            swept += 1
+        if swept:
+            log.info("swept %d unfinished download(s) from %s", swept, self.layout.tmp_dir)
+
+    def path(self, digest: Digest) -> Path:
+        return self.layout.blob(digest)
+
+    def size(self, digest: Digest) -> int | None:
+        """The stored size, or None when the blob is not here."""
+        try:
+            return os.stat(self.layout.blob(digest)).st_size
+        except FileNotFoundError:
+            return None
+
+    def read(self, digest: Digest) -> bytes | None:
+        try:
+            return self.layout.blob(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def writer(self, digest: Digest) -> BlobWriter:
+        try:
+            return BlobWriter(self.layout, digest)
+        except OSError as exc:
+            raise StorageError(f"cannot create a temporary file: {exc.strerror or exc}") from exc
+
+    async def put(self, digest: Digest, data: bytes) -> Path:
+        """Store small content (a manifest) in one go, with the same guarantees as a stream."""
+        writer = self.writer(digest)
+        try:
+            writer.write(data)
+        except OSError as exc:
+            writer.abort()
+            raise StorageError(f"cannot write {digest}: {exc.strerror or exc}") from exc
+        return await writer.commit()

@@ -1,0 +1,38 @@
+"""Every on-disk path, in one pure module. Paths are built only from validated `Digest`s.
+
+```
+<storage.path>/
+  blobs/<algorithm>/<hex[0:2]>/<hex>   verified content: layers, configs and manifests alike
+  tmp/<random>.part                    downloads in progress; swept at start
+  index.db (+ -wal, -shm)              SQLite: manifests' media types, tags, sizes, access times
+```
+Manifests live in the same content-addressed tree as blobs: they are byte-exact blobs whose media
+type the index remembers, so an image and its layers share one store and one eviction policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecache.oci import Digest
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    root: Path
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def index_file(self) -> Path:
+        return self.root / "index.db"
+
+    def blob(self, digest: Digest) -> Path:
+        return self.blobs_dir / digest.algorithm / digest.hex[:2] / digest.hex

@@ -1,0 +1,1 @@
+"""What they have: clients for the configured upstream registries."""

@@ -1,0 +1,315 @@
+"""One upstream registry: requests with auth, redirects and timeouts, answers as domain values.
+
+This is the only module that touches aiohttp's client; every failure leaves it as an
+`UpstreamError` (or a `NotFound` when the upstream says the content does not exist), so the
+proxy decides on meaning, never on exception types of a library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from edgecache import __version__
+from edgecache.config import UpstreamConfig
+from edgecache.errors import (
+    BlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    NotFound,
+    UpstreamAuthError,
+    UpstreamBadResponse,
+    UpstreamUnavailable,
+)
+from edgecache.oci import MANIFEST_ACCEPT
+from edgecache.upstream.auth import (
+    DEFAULT_TOKEN_TTL,
+    Challenge,
+    TokenCache,
+    basic_header,
+    parse_challenge,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+ERROR_BODY_LIMIT = 64 * 1024
+TOKEN_BODY_LIMIT = 1 << 20
+NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestInfo:
+    """What a manifest HEAD (or GET) told us: any field may be missing from a lax upstream."""
+
+    digest: str | None
+    media_type: str | None
+    size: int | None
+
+
+class BlobStream:
+    """An open upstream blob response; `start` is the offset of its first byte."""
+
+    def __init__(self, client: UpstreamClient, response: aiohttp.ClientResponse, start: int,
+                 total: int | None) -> None:
+        self._client = client
+        self._response = response
+        self.start = start
+        self.total = total
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._response.content.iter_any():
+                yield data
+        except NETWORK_ERRORS as exc:
+            raise self._client.unavailable(exc) from exc
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
+class UpstreamClient:
+    """A client for one configured upstream, with its own connection pool and token cache."""
+
+    def __init__(self, config: UpstreamConfig, manifest_limit: int) -> None:
+        self.name = config.name
+        self.config = config
+        self.base = URL(config.url)
+        self.manifest_limit = manifest_limit
+        self._basic: str | None = None
+        if config.username:
+            self._basic = basic_header(config.username, config.password())
+        self._use_basic = False
+        self._tokens = TokenCache(self._fetch_token)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+            ),
+            connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
+            auto_decompress=False,
+            headers={"User-Agent": f"edgecache/{__version__}", "Accept-Encoding": "identity"},
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    def unavailable(self, exc: BaseException) -> UpstreamUnavailable:
+        kind = type(exc).__name__
+        detail = str(exc) or kind
+        return UpstreamUnavailable(self.name, f"{kind}: {detail}"[:300])
+
+    # ---- the registry API -------------------------------------------------------------------
+
+    async def head_manifest(self, repository: str, reference: str) -> ManifestInfo:
+        path = f"/v2/{repository}/manifests/{reference}"
+        async with await self._request("HEAD", path, repository, accept=MANIFEST_ACCEPT) as resp:
+            await self._check(resp, ManifestUnknown)
+            return ManifestInfo(
+                digest=resp.headers.get("Docker-Content-Digest"),
+                media_type=resp.headers.get("Content-Type"),
+                size=_int(resp.headers.get("Content-Length")),
+            )
+
+    async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, ManifestInfo]:
+        path = f"/v2/{repository}/manifests/{reference}"
+        async with await self._request("GET", path, repository, accept=MANIFEST_ACCEPT) as resp:
+            await self._check(resp, ManifestUnknown)
+            declared = _int(resp.headers.get("Content-Length"))
+            if declared is not None and declared > self.manifest_limit:
+                raise ManifestInvalid(f"manifest of {declared} bytes exceeds the size limit")
+            try:
+                body = await resp.content.read(self.manifest_limit + 1)
+            except NETWORK_ERRORS as exc:
+                raise self.unavailable(exc) from exc
+            if len(body) > self.manifest_limit:
+                raise ManifestInvalid("manifest exceeds the size limit")
+            if declared is not None and len(body) != declared:
+                raise UpstreamUnavailable(self.name, "manifest response was cut short")
+            info = ManifestInfo(
+                digest=resp.headers.get("Docker-Content-Digest"),
+                media_type=resp.headers.get("Content-Type"),
+                size=len(body),
+            )
+            return body, info
+
+    async def head_blob(self, repository: str, digest: str) -> int | None:
+        async with await self._request("HEAD", f"/v2/{repository}/blobs/{digest}",
+                                       repository) as resp:
+            await self._check(resp, BlobUnknown)
+            return _int(resp.headers.get("Content-Length"))
+
+    async def open_blob(self, repository: str, digest: str, offset: int = 0) -> BlobStream:
+        """Open the blob from `offset`; `start` says where the body really starts (0 when the
+        upstream ignored our Range)."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = await self._request("GET", f"/v2/{repository}/blobs/{digest}", repository,
+                                   extra=headers)
+        try:
+            await self._check(resp, BlobUnknown)
+            start, total = 0, _int(resp.headers.get("Content-Length"))
+            if resp.status == 206:
+                first, total = _content_range(resp.headers.get("Content-Range"))
+                if first is None:
+                    raise UpstreamBadResponse(self.name, "206 without a usable Content-Range")
+                start = first
+        except BaseException:
+            resp.close()
+            raise
+        return BlobStream(self, resp, start, total)
+
+    async def list_tags(self, repository: str, query: Mapping[str, str]) -> tuple[Any, str | None]:
+        async with await self._request("GET", f"/v2/{repository}/tags/list", repository,
+                                       params=query, accept="application/json") as resp:
+            await self._check(resp, NameUnknown)
+            try:
+                body = await resp.content.read(self.manifest_limit + 1)
+                doc = json.loads(body)
+            except NETWORK_ERRORS as exc:
+                raise self.unavailable(exc) from exc
+            except ValueError as exc:
+                raise UpstreamBadResponse(self.name, "tag list is not JSON") from exc
+            if len(body) > self.manifest_limit or not isinstance(doc, dict):
+                raise UpstreamBadResponse(self.name, "tag list is not a JSON object")
+            return doc, resp.headers.get("Link")
+
+    # ---- transport: auth, redirects, errors ---------------------------------------------------
+
+    async def _request(self, method: str, path: str, repository: str, *, accept: str | None = None,
+                       extra: Mapping[str, str] | None = None,
+                       params: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
+        scope = f"repository:{repository}:pull"
+        headers = dict(extra or {})
+        if accept:
+            headers["Accept"] = accept
+        url = self.base.with_path(self.base.path.rstrip("/") + path)
+        if params:
+            url = url.with_query(params)
+        for attempt in (1, 2):
+            token = self._tokens.get(scope)
+            auth = f"Bearer {token}" if token else (self._basic if self._use_basic else None)
+            resp = await self._follow(method, url, headers, auth)
+            if resp.status != 401 or attempt == 2:
+                return resp
+            challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+            resp.release()
+            if challenge is None:
+                raise UpstreamAuthError(self.name, "401 without a usable WWW-Authenticate")
+            if challenge.scheme == "basic":
+                if self._basic is None:
+                    raise UpstreamAuthError(self.name, "requires credentials; none configured")
+                if self._use_basic:
+                    raise UpstreamAuthError(self.name, "rejected the configured credentials")
+                self._use_basic = True
+            else:
+                self._tokens.invalidate(scope, token)
+                await self._tokens.obtain(challenge, scope, stale=token)
+        raise AssertionError("unreachable")
+
+    async def _follow(self, method: str, url: URL, headers: dict[str, str],
+                      auth: str | None) -> aiohttp.ClientResponse:
+        """Send, following redirects ourselves so Authorization never leaves the upstream's
+        origin (Docker Hub sends blobs to a CDN with a signed URL of its own)."""
+        origin = _origin(self.base)
+        for _ in range(MAX_REDIRECTS + 1):
+            sent = dict(headers)
+            if auth and _origin(url) == origin:
+                sent["Authorization"] = auth
+            try:
+                resp = await self._session.request(method, url, headers=sent,
+                                                   allow_redirects=False)
+            except NETWORK_ERRORS as exc:
+                raise self.unavailable(exc) from exc
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_STATUSES or not location:
+                return resp
+            resp.release()
+            target = resp.url.join(URL(location, encoded=True))
+            if target.scheme not in ("http", "https") or not target.host:
+                raise UpstreamBadResponse(self.name, f"redirect to unsupported URL scheme "
+                                          f"{target.scheme!r}")
+            if target.scheme == "http" and self.base.scheme == "https":
+                raise UpstreamBadResponse(self.name, "redirect from https to plain http refused")
+            if resp.status == 303 and method != "HEAD":
+                method = "GET"
+            url = target
+        raise UpstreamBadResponse(self.name, f"more than {MAX_REDIRECTS} redirects")
+
+    async def _check(self, resp: aiohttp.ClientResponse, missing: type[NotFound]) -> None:
+        if resp.status in (200, 206):
+            return
+        code, message = await self._error_of(resp)
+        status = resp.status
+        if status == 404:
+            if code == "NAME_UNKNOWN":
+                raise NameUnknown(f"repository not known to upstream {self.name}: {message}")
+            raise missing(f"not found at upstream {self.name}: {message}")
+        if status in (401, 403):
+            raise UpstreamAuthError(self.name, f"{status} {code or ''} {message}".strip())
+        if status == 429 or status >= 500:
+            raise UpstreamUnavailable(self.name, f"answered {status} {message}".strip())
+        raise UpstreamBadResponse(self.name, f"unexpected status {status} {message}".strip())
+
+    async def _error_of(self, resp: aiohttp.ClientResponse) -> tuple[str | None, str]:
+        """The first OCI error code and message of an error body, tolerating any garbage."""
+        if resp.method == "HEAD":
+            return None, ""
+        try:
+            body = await resp.content.read(ERROR_BODY_LIMIT)
+            errors = json.loads(body).get("errors") or []
+            first = errors[0]
+            return str(first.get("code", "")) or None, str(first.get("message", ""))[:200]
+        except (*NETWORK_ERRORS, ValueError, AttributeError, IndexError, TypeError, KeyError):
+            return None, ""
+
+    async def _fetch_token(self, challenge: Challenge, scope: str) -> tuple[str, float]:
+        realm = challenge.params.get("realm", "")
+        realm_url = URL(realm)
+        if realm_url.scheme not in ("http", "https") or not realm_url.host:
+            raise UpstreamAuthError(self.name, f"token realm is not an http(s) URL: {realm!r}")
+        query = {"scope": challenge.params.get("scope") or scope}
+        if "service" in challenge.params:
+            query["service"] = challenge.params["service"]
+        headers = {"Authorization": self._basic} if self._basic else {}
+        try:
+            async with self._session.get(realm_url.with_query(query), headers=headers,
+                                         allow_redirects=False) as resp:
+                if resp.status in (401, 403):
+                    raise UpstreamAuthError(self.name, f"token service refused ({resp.status})")
+                if resp.status != 200:
+                    raise UpstreamUnavailable(self.name, f"token service answered {resp.status}")
+                doc = json.loads(await resp.content.read(TOKEN_BODY_LIMIT))
+        except NETWORK_ERRORS as exc:
+            raise self.unavailable(exc) from exc
+        except ValueError as exc:
+            raise UpstreamAuthError(self.name, "token service answered no JSON") from exc
+        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise UpstreamAuthError(self.name, "token service answered no token")
+        ttl = doc.get("expires_in", DEFAULT_TOKEN_TTL)
+        return token, float(ttl) if isinstance(ttl, int | float) and ttl > 0 else DEFAULT_TOKEN_TTL
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """`bytes 100-199/1000` → (100, 1000); the total may be `*`."""
+    if not value or not value.startswith("bytes "):
+        return None, None
+    span, _, total = value[6:].partition("/")
+    first, _, _ = span.partition("-")
+    return _int(first.strip()), _int(total.strip())

@@ -1,0 +1,1 @@
+"""What clients see: routes, thin handlers, and the one error table."""

@@ -1,0 +1,106 @@
+"""Thin handlers: parse the request, ask the service, shape the answer. No cache logic here."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from yarl import URL
+
+from edgecache.errors import Unsupported
+from edgecache.metrics import Metrics
+from edgecache.proxy.routing import Router, Target
+from edgecache.proxy.service import BlobAnswer, ManifestAnswer, RegistryService
+from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
+
+_LINK_RE = re.compile(r"<([^>]*)>")
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class RegistryHandlers:
+    def __init__(self, router: Router, service: RegistryService, metrics: Metrics) -> None:
+        self._router = router
+        self._service = service
+        self._metrics = metrics
+
+    async def base(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in READ_METHODS:
+            raise Unsupported(f"{request.method} is not supported by a pull-through cache")
+        return web.json_response({})
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in READ_METHODS:
+            raise Unsupported(f"{request.method} is not supported by a pull-through cache")
+        path = request.rel_url.raw_path.removeprefix("/v2/")
+        target = self._router.resolve(path, request.query.get("ns"))
+        if target.kind == "manifests":
+            return await self._manifest(request, target)
+        if target.kind == "blobs":
+            return await self._blob(request, target)
+        return await self._tags(request, target)
+
+    async def _manifest(self, request: web.Request, target: Target) -> web.StreamResponse:
+        head = request.method == "HEAD"
+        try:
+            answer: ManifestAnswer = await self._service.manifest(target, head)
+        except Exception:
+            self._metrics.requests.labels("manifest", "error").inc()
+            raise
+        self._metrics.requests.labels("manifest", _result(answer.source)).inc()
+        headers = {
+            "Content-Type": answer.media_type,
+            "Docker-Content-Digest": answer.digest,
+            "ETag": f'"{answer.digest}"',
+            "Content-Length": str(answer.size),
+        }
+        if head:
+            return web.Response(headers=headers)
+        return web.Response(body=answer.body, headers=headers)
+
+    async def _blob(self, request: web.Request, target: Target) -> web.StreamResponse:
+        head = request.method == "HEAD"
+        try:
+            answer: BlobAnswer = await self._service.blob(target, head)
+        except Exception:
+            self._metrics.requests.labels("blob", "error").inc()
+            raise
+        self._metrics.requests.labels("blob", _result(answer.source)).inc()
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Docker-Content-Digest": answer.digest,
+            "ETag": f'"{answer.digest}"',
+            "Accept-Ranges": "bytes",
+        }
+        try:
+            span = (parse_range(request.headers.get("Range"), answer.size)
+                    if answer.size is not None else None)
+        except Exception:
+            if answer.reader is not None:
+                answer.reader.close()
+            raise
+        if head:
+            if answer.size is not None:
+                headers["Content-Length"] = str(answer.size)
+            return web.Response(headers=headers)
+        if answer.path is not None and answer.size is not None:
+            self._metrics.served_bytes.labels("cache").inc(
+                answer.size if span is None else span[1] - span[0])
+            return BlobFileResponse(answer.path, answer.size, span, headers)
+        assert answer.reader is not None
+        return await stream_fill(request, answer.reader, answer.size, span, headers)
+
+    async def _tags(self, request: web.Request, target: Target) -> web.StreamResponse:
+        query = {k: v for k, v in request.query.items() if k in ("n", "last")}
+        doc, link = await self._service.tags(target, query)
+        response = web.json_response(doc)
+        if link and (match := _LINK_RE.search(link)):
+            upstream_query = dict(URL(match.group(1)).query)
+            if "ns" in request.query:
+                upstream_query["ns"] = request.query["ns"]
+            next_url = request.rel_url.with_query(upstream_query)
+            response.headers["Link"] = f'<{next_url}>; rel="next"'
+        return response
+
+
+def _result(source: str) -> str:
+    return {"cache": "hit", "upstream": "miss", "stale": "stale"}[source]

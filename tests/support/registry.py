@@ -1,0 +1,137 @@
+"""A real upstream: Debian's docker-registry (Distribution 2.8) on loopback, plus a pusher.
+
+The registry logs every request as JSON; `requests()` parses that log so tests can count what
+the upstream really served, without any proxy in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.images import Blob, Image, Index
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError as exc:
+            last = exc
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process we started, by its PID."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class RequestLog:
+    method: str
+    path: str
+    status: int
+
+
+class DockerRegistry:
+    """A docker-registry process with its own storage and JSON log."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("docker-registry")
+        if binary is None:
+            raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "registry.log"
+        config = workdir / "config.yml"
+        config.write_text(json.dumps({
+            "version": 0.1,
+            "log": {"level": "info", "formatter": "json", "accesslog": {"disabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(workdir / "data")},
+                        "delete": {"enabled": True}},
+            "http": {"addr": f"127.0.0.1:{self.port}"},
+        }))
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env={"PATH": os.environ["PATH"]})
+        wait_http(self.url + "/v2/", proc=self.proc)
+
+    def close(self) -> None:
+        stop(self.proc)
+        self._log.close()
+
+    def requests(self) -> list[RequestLog]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") != "response completed":
+                continue
+            out.append(RequestLog(entry.get("http.request.method", ""),
+                                  entry.get("http.request.uri", ""),
+                                  int(entry.get("http.response.status", 0))))
+        return out
+
+    # ---- seeding through the push API -----------------------------------------------------
+
+    def _call(self, method: str, url: str, data: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+        request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, dict(resp.headers)
+
+    def push_blob(self, repo: str, blob: Blob) -> None:
+        _, headers = self._call("POST", f"{self.url}/v2/{repo}/blobs/uploads/", b"")
+        location = headers["Location"]
+        if location.startswith("/"):
+            location = self.url + location
+        sep = "&" if "?" in location else "?"
+        self._call("PUT", f"{location}{sep}digest={blob.digest}", blob.data,
+                   {"Content-Type": "application/octet-stream"})
+
+    def push_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> None:
+        self._call("PUT", f"{self.url}/v2/{repo}/manifests/{reference}", body,
+                   {"Content-Type": media_type})
+
+    def push_image(self, repo: str, tag: str, image: Image) -> None:
+        for blob in image.blobs:
+            self.push_blob(repo, blob)
+        self.push_manifest(repo, tag, image.manifest, image.media_type)
+
+    def push_index(self, repo: str, tag: str, index: Index) -> None:
+        for image in index.images:
+            for blob in image.blobs:
+                self.push_blob(repo, blob)
+            self.push_manifest(repo, image.digest, image.manifest, image.media_type)
+        self.push_manifest(repo, tag, index.manifest, index.media_type)
