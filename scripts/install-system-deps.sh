@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the real components the tests run against, when they are missing:
+# Debian's docker-registry (the upstream), skopeo (a client) and containerd (a client).
+set -euo pipefail
+need=()
+for pair in docker-registry:docker-registry skopeo:skopeo containerd:containerd ctr:containerd; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+echo "installing: ${need[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to apt-get install ${need[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${need[@]}"
