@@ -63,12 +63,12 @@ class Router:
         """Parse the part of the URL path after `/v2/` (still percent-encoded) and `?ns=`."""
         if "%" in path or "\\" in path or "\x00" in path:
             raise NameInvalid("encoded or escaped characters are not allowed in registry paths")
+        if "/blobs/uploads" in f"/{path}":
+            raise Unsupported("pushing is not supported by a pull-through cache")
         match = _PATH_RE.match(path)
         if match is None:
             raise NameInvalid(f"not a registry API path: /v2/{path[:200]}")
         name, kind, ref = match.group("name"), match.group("kind"), match.group("ref")
-        if kind == "blobs" and (ref == "uploads" or name.endswith("/blobs/uploads")):
-            raise Unsupported("pushing is not supported by a pull-through cache")
         upstream, repository = self._split(name, ns)
         validate_name(repository)
         if upstream == DOCKER_HUB and "/" not in repository:
@@ -92,7 +92,7 @@ class Router:
             if sep and self._canonical(head) == upstream:
                 return upstream, rest
             return upstream, name
-        if sep and _looks_like_host(head):
+        if sep and (_looks_like_host(head) or self._canonical(head) is not None):
             upstream = self._canonical(head)
             if upstream is None:
                 raise NameUnknown(f"registry {head[:100]!r} is not configured on this mirror")
