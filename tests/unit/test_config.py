@@ -31,7 +31,7 @@ def test_durations(value: object, seconds: float) -> None:
 
 @pytest.mark.parametrize("value", ["soon", "-1s", True, None, "5 minutes", [1]])
 def test_bad_durations(value: object) -> None:
-    with pytest.raises(ConfigError, match="^k: "):
+    with pytest.raises(ConfigError, match=r"^k: "):
         config.parse_duration(value, "k")
 
 

@@ -1,0 +1,85 @@
+"""Is an upstream reachable? Decided from real requests, and a probe while it is not.
+
+After `threshold` consecutive failures (refused, DNS, timeout, TLS, 5xx, 429) the upstream is
+marked down: requests stop waiting on it and fail at once, so the proxy serves what it has
+without any timeout. A background probe (`GET /v2/`, any answer below 500 counts) with
+exponential backoff marks it up again. Each change of state is logged once, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], Awaitable[bool]]
+StateChange = Callable[[str, bool], None]
+
+
+class UpstreamHealth:
+    def __init__(self, name: str, probe: Probe, *, threshold: int = 3,
+                 backoff_initial: float = 1.0, backoff_max: float = 60.0,
+                 on_change: StateChange | None = None) -> None:
+        self.name = name
+        self.up = True
+        self.last_success: float | None = None
+        self._probe = probe
+        self._threshold = max(1, threshold)
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._on_change = on_change
+        self._failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self.last_error = ""
+
+    def success(self) -> None:
+        self._failures = 0
+        self.last_success = time.time()
+        if not self.up:
+            self._set(True, "answering again")
+
+    def failure(self, reason: str) -> None:
+        self._failures += 1
+        self.last_error = reason
+        if self.up and self._failures >= self._threshold:
+            self._set(False, reason)
+
+    def _set(self, up: bool, reason: str) -> None:
+        self.up = up
+        if up:
+            log.warning("upstream %s is up: %s", self.name, reason)
+            if self._task is not None and self._task is not asyncio.current_task():
+                self._task.cancel()
+            self._task = None
+        else:
+            log.warning("upstream %s is down after %d failures (%s); serving from cache",
+                        self.name, self._failures, reason)
+            if self._task is None:
+                self._task = asyncio.get_running_loop().create_task(
+                    self._probe_loop(), name=f"probe {self.name}")
+        if self._on_change is not None:
+            self._on_change(self.name, up)
+
+    async def _probe_loop(self) -> None:
+        delay = self._backoff_initial
+        while not self.up:
+            await asyncio.sleep(delay)
+            try:
+                ok = await self._probe()
+            except Exception as exc:  # the probe is a background-loop guard: never dies silently
+                log.debug("probe of %s failed: %s", self.name, exc)
+                ok = False
+            if ok:
+                self._task = None
+                self.success()
+                return
+            delay = min(delay * 2, self._backoff_max)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
