@@ -131,7 +131,7 @@ class UpstreamClient:
             if declared is not None and declared > self.manifest_limit:
                 raise ManifestInvalid(f"manifest of {declared} bytes exceeds the size limit")
             try:
-                body = await resp.content.read(self.manifest_limit + 1)
+                body = await _read_upto(resp, self.manifest_limit + 1)
             except NETWORK_ERRORS as exc:
                 raise self.unavailable(exc) from exc
             if len(body) > self.manifest_limit:
@@ -175,7 +175,7 @@ class UpstreamClient:
                                        params=query, accept="application/json") as resp:
             await self._check(resp, NameUnknown)
             try:
-                body = await resp.content.read(self.manifest_limit + 1)
+                body = await _read_upto(resp, self.manifest_limit + 1)
                 doc = json.loads(body)
             except NETWORK_ERRORS as exc:
                 raise self.unavailable(exc) from exc
@@ -290,7 +290,7 @@ class UpstreamClient:
                     raise UpstreamAuthError(self.name, f"token service refused ({resp.status})")
                 if resp.status != 200:
                     raise UpstreamUnavailable(self.name, f"token service answered {resp.status}")
-                doc = json.loads(await resp.content.read(TOKEN_BODY_LIMIT))
+                doc = json.loads(await _read_upto(resp, TOKEN_BODY_LIMIT))
         except NETWORK_ERRORS as exc:
             raise self.unavailable(exc) from exc
         except ValueError as exc:
@@ -300,6 +300,17 @@ class UpstreamClient:
             raise UpstreamAuthError(self.name, "token service answered no token")
         ttl = doc.get("expires_in", DEFAULT_TOKEN_TTL)
         return token, float(ttl) if isinstance(ttl, int | float) and ttl > 0 else DEFAULT_TOKEN_TTL
+
+
+async def _read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to `limit` bytes; `content.read(n)` alone returns only what has arrived."""
+    body = bytearray()
+    while len(body) < limit:
+        data = await resp.content.read(limit - len(body))
+        if not data:
+            break
+        body += data
+    return bytes(body)
 
 
 def _int(value: str | None) -> int | None:

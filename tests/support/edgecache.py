@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from tests.support.registry import free_port, stop, wait_http
+from tests.support.registry import RequestLog, free_port, settle_log, stop, wait_http
+
+_ACCESS_RE = re.compile(r'aiohttp\.access: \S+ "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" '
+                        r'(?P<status>\d+)')
 
 
 class EdgecacheProcess:
     def __init__(self, workdir: Path, upstreams: dict[str, str],
-                 default_upstream: str | None = None, extra: dict[str, object] | None = None) -> None:
+                 default_upstream: str | None = None, extra: dict[str, object] | None = None,
+                 storage: Path | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
-        self.storage = workdir / "storage"
+        self.storage = storage if storage is not None else workdir / "storage"
         config: dict[str, object] = {
             "listen": {"http": self.address},
             "storage": {"path": str(self.storage)},
@@ -47,6 +53,20 @@ class EdgecacheProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def requests(self) -> list[RequestLog]:
+        """What edgecache answered, from its access log."""
+        return [RequestLog(m["method"], m["path"], int(m["status"]))
+                for m in _ACCESS_RE.finditer(self.log())]
+
+    def mark(self) -> int:
+        """A position in the access log: every request answered so far lies before it."""
+        settle_log(self.url, self.requests)
+        return len(self.requests())
+
+    def requests_since(self, mark: int) -> list[RequestLog]:
+        settle_log(self.url, self.requests)
+        return self.requests()[mark:]
+
     def stored_blobs(self) -> dict[str, int]:
         """digest -> size of every published blob file."""
         out = {}
@@ -54,3 +74,7 @@ class EdgecacheProcess:
         for path in root.glob("*/*/*"):
             out[f"{path.parent.parent.name}:{path.name}"] = path.stat().st_size
         return out
+
+
+# What the integration tests' `edgecaches` fixture hands out: start(name, upstreams, **kwargs).
+StartEdgecache = Callable[..., EdgecacheProcess]

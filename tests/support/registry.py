@@ -13,6 +13,8 @@ import socket
 import subprocess
 import time
 import urllib.request
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,11 +55,39 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
+MARKER = "edgecache-test-marker"
+
+
 @dataclass
 class RequestLog:
     method: str
     path: str
     status: int
+
+
+def settle_log(base_url: str, read: Callable[[], list[RequestLog]], timeout: float = 15.0) -> None:
+    """Wait until a server's log has caught up with every request answered so far.
+
+    A server may log a request a moment after the client has read the last byte of its answer,
+    so counting right away could miss it. Send one marker request and wait, bounded, until its
+    own line appears: every request answered before it has been logged by then.
+    """
+    marker = f"{MARKER}={uuid.uuid4().hex}"
+    with urllib.request.urlopen(f"{base_url}/v2/?{marker}", timeout=5):
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(marker in entry.path for entry in read()):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"{base_url} did not log the marker request within {timeout}s")
+
+
+def pulls(entries: list[RequestLog]) -> list[RequestLog]:
+    """The GETs and HEADs of the registry API, without health checks and log markers."""
+    return [entry for entry in entries
+            if entry.method in ("GET", "HEAD") and MARKER not in entry.path
+            and entry.path not in ("/v2", "/v2/")]
 
 
 class DockerRegistry:
@@ -102,6 +132,16 @@ class DockerRegistry:
                                   entry.get("http.request.uri", ""),
                                   int(entry.get("http.response.status", 0))))
         return out
+
+    def mark(self) -> int:
+        """A position in the log: every request answered so far lies before it."""
+        settle_log(self.url, self.requests)
+        return len(self.requests())
+
+    def pulls_since(self, mark: int) -> list[RequestLog]:
+        """The registry API reads (GET/HEAD) the registry served after `mark`."""
+        settle_log(self.url, self.requests)
+        return pulls(self.requests()[mark:])
 
     # ---- seeding through the push API -----------------------------------------------------
 

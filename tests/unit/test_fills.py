@@ -1,0 +1,228 @@
+"""Blob fills through edgecache's HTTP interface: one download, streamed, verified, resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+
+from edgecache.proxy import fill as fill_mod
+from tests.fakes.registry import BlobFault, FakeRegistry
+from tests.support.images import make_layer
+from tests.unit.conftest import UPSTREAM, Edge
+
+REPO = "team/app"
+READ_TIMEOUT = 10.0
+
+
+def blob_url(digest: str, repo: str = REPO) -> str:
+    return f"/v2/{repo}/blobs/{digest}"
+
+
+async def read_until_broken(resp: aiohttp.ClientResponse) -> tuple[bytes, BaseException | None]:
+    """Everything the client received, and the error that ended the body early (if any)."""
+    received = bytearray()
+    try:
+        async with asyncio.timeout(READ_TIMEOUT):
+            async for data in resp.content.iter_any():
+                received += data
+    except aiohttp.ClientError as exc:
+        return bytes(received), exc
+    return bytes(received), None
+
+
+def upstream_gets(fake: FakeRegistry, digest: str, repo: str = REPO) -> int:
+    return len(fake.api_requests("GET", blob_url(digest, repo)))
+
+
+# ---- truncated upstream bodies ------------------------------------------------------------------
+
+
+async def test_truncated_blob_resumes_with_range(fake: FakeRegistry, edge: Edge) -> None:
+    blob = make_layer(1 << 20, seed=11)
+    digest = fake.add_blob(blob)
+    cut = 300_000
+    fake.fault(digest, BlobFault(truncate_at=cut, truncate_times=1))
+
+    async with edge.client.get(blob_url(digest)) as resp:
+        assert resp.status == 200
+        body = await resp.read()
+
+    assert body == blob.data
+    gets = fake.api_requests("GET", blob_url(digest))
+    assert len(gets) == 2
+    assert "Range" not in gets[0].headers
+    match = re.fullmatch(r"bytes=(\d+)-", gets[1].headers.get("Range", ""))
+    assert match is not None, gets[1].headers
+    assert 0 < int(match.group(1)) <= cut
+    assert gets[1].status == 206
+    assert edge.sample("edgecache_resumed_downloads_total", upstream=UPSTREAM) == 1
+    assert edge.blob_path(digest).read_bytes() == blob.data
+    assert edge.tmp_files() == []
+
+
+async def test_resume_against_upstream_that_ignores_range(fake: FakeRegistry, edge: Edge) -> None:
+    """An upstream answering 200 to a Range request: the download starts over, bytes stay right."""
+    blob = make_layer(600_000, seed=12)
+    digest = fake.add_blob(blob)
+    fake.fault(digest, BlobFault(truncate_at=250_000, truncate_times=1))
+    fake.ignore_range()
+
+    async with edge.client.get(blob_url(digest)) as resp:
+        body = await resp.read()
+
+    assert body == blob.data
+    gets = fake.api_requests("GET", blob_url(digest))
+    assert len(gets) == 2
+    assert "Range" in gets[1].headers
+    assert gets[1].status == 200
+    assert edge.blob_path(digest).read_bytes() == blob.data
+
+
+async def test_truncated_every_time_breaks_client_and_stores_nothing(
+        fake: FakeRegistry, edge: Edge) -> None:
+    blob = make_layer(1 << 20, seed=13)
+    digest = fake.add_blob(blob)
+    fake.fault(digest, BlobFault(truncate_at=100_000))
+
+    async with edge.client.get(blob_url(digest)) as resp:
+        assert resp.status == 200
+        assert resp.content_length == len(blob.data)
+        received, error = await read_until_broken(resp)
+
+    assert isinstance(error, aiohttp.ClientPayloadError)
+    assert len(received) < len(blob.data)
+    assert blob.data.startswith(received)
+    assert upstream_gets(fake, digest) == fill_mod.RESUME_ATTEMPTS + 1
+    assert not edge.blob_path(digest).exists()
+    assert edge.blob_files() == []
+    assert edge.tmp_files() == []
+
+
+# ---- wrong bytes --------------------------------------------------------------------------------
+
+
+async def test_wrong_bytes_break_the_stream_and_are_not_stored(
+        fake: FakeRegistry, edge: Edge) -> None:
+    blob = make_layer(400_000, seed=14)
+    digest = fake.add_blob(blob)
+    fake.fault(digest, BlobFault(wrong_bytes=True))
+    assert edge.sample("edgecache_digest_mismatches_total", upstream=UPSTREAM) == 0
+
+    async with edge.client.get(blob_url(digest)) as resp:
+        assert resp.status == 200
+        received, error = await read_until_broken(resp)
+
+    assert isinstance(error, aiohttp.ClientPayloadError)
+    assert len(received) < len(blob.data)  # never a complete (wrong) body
+    assert edge.sample("edgecache_digest_mismatches_total", upstream=UPSTREAM) == 1
+    assert edge.blob_files() == []
+    assert edge.tmp_files() == []
+
+    # Nothing was cached: once the upstream behaves, the next request downloads afresh.
+    fake.clear_fault(digest)
+    async with edge.client.get(blob_url(digest)) as resp:
+        assert await resp.read() == blob.data
+    assert upstream_gets(fake, digest) == 2
+    assert edge.blob_path(digest).read_bytes() == blob.data
+
+
+# ---- streaming ----------------------------------------------------------------------------------
+
+
+async def test_slow_drip_streams_before_upstream_finishes(fake: FakeRegistry, edge: Edge) -> None:
+    blob = make_layer(512 * 1024, seed=15)
+    digest = fake.add_blob(blob)
+    fault = fake.fault(digest, BlobFault(chunk_size=16 * 1024, delay=0.002, gate_after=64 * 1024))
+
+    async with edge.client.get(blob_url(digest)) as resp:
+        assert resp.status == 200
+        async with asyncio.timeout(READ_TIMEOUT):
+            first = await resp.content.readany()
+        # The client holds bytes while the upstream is still (held) mid-body.
+        assert first
+        assert fake.completed.get(digest, 0) == 0
+        assert not edge.blob_path(digest).exists()
+        fault.gate.set()
+        rest = await resp.read()
+
+    assert first + rest == blob.data
+    assert fake.completed[digest] == 1
+
+
+# ---- concurrency --------------------------------------------------------------------------------
+
+
+async def test_concurrent_gets_share_one_upstream_download(fake: FakeRegistry, edge: Edge) -> None:
+    blob = make_layer(3 * 1024 * 1024, seed=16)
+    digest = fake.add_blob(blob)
+    fault = fake.fault(digest, BlobFault(gate_after=1024 * 1024))
+
+    responses = await asyncio.gather(*(edge.client.get(blob_url(digest)) for _ in range(20)))
+    try:
+        # All 20 have their headers while the upstream body is held: all joined the one fill.
+        assert [r.status for r in responses] == [200] * 20
+        assert not edge.blob_path(digest).exists()
+        fault.gate.set()
+        bodies = await asyncio.gather(*(r.read() for r in responses))
+    finally:
+        for r in responses:
+            r.release()
+
+    assert all(body == blob.data for body in bodies)
+    assert upstream_gets(fake, digest) == 1
+    assert fake.completed[digest] == 1
+    assert edge.blob_path(digest).read_bytes() == blob.data
+
+
+async def test_concurrent_ranges_on_a_cold_blob(fake: FakeRegistry, edge: Edge) -> None:
+    blob = make_layer(2 * 1024 * 1024, seed=17)
+    size = len(blob.data)
+    digest = fake.add_blob(blob)
+    fault = fake.fault(digest, BlobFault(gate_after=512 * 1024))
+    wanted = {
+        "bytes=100-199": (100, 200),
+        "bytes=-10": (size - 10, size),
+        "bytes=1048576-": (1048576, size),
+        "bytes=0-0": (0, 1),
+    }
+
+    responses = await asyncio.gather(
+        *(edge.client.get(blob_url(digest), headers={"Range": spec}) for spec in wanted))
+    try:
+        # Every range request has its answer's headers while the upstream body is held.
+        assert not edge.blob_path(digest).exists()
+        fault.gate.set()
+        results = [(r.status, r.headers.get("Content-Range"), await r.read()) for r in responses]
+    finally:
+        for r in responses:
+            r.release()
+
+    for (spec, (start, end)), (status, content_range, body) in zip(wanted.items(), results,
+                                                                     strict=True):
+        assert status == 206, spec
+        assert content_range == f"bytes {start}-{end - 1}/{size}", spec
+        assert body == blob.data[start:end], spec
+    assert upstream_gets(fake, digest) == 1
+
+
+async def test_client_disconnect_does_not_stop_the_download(
+        fake: FakeRegistry, edge: Edge) -> None:
+    blob = make_layer(1024 * 1024, seed=18)
+    digest = fake.add_blob(blob)
+    fault = fake.fault(digest, BlobFault(gate_after=128 * 1024))
+
+    resp = await edge.client.get(blob_url(digest))
+    assert resp.status == 200
+    async with asyncio.timeout(READ_TIMEOUT):
+        assert await resp.content.readany()
+    resp.close()  # the client hangs up mid-stream, while the upstream is still sending
+    fault.gate.set()
+
+    assert await edge.wait_published(digest)
+    assert edge.blob_path(digest).read_bytes() == blob.data
+    assert edge.tmp_files() == []
+    async with edge.client.get(blob_url(digest)) as again:
+        assert await again.read() == blob.data
+    assert upstream_gets(fake, digest) == 1
