@@ -64,9 +64,17 @@ async def _components(app: web.Application, config: Config) -> AsyncIterator[Non
     except OSError as exc:
         raise StorageError(f"storage.path {layout.root}: {exc.strerror or exc}") from exc
     metrics = app[METRICS]
-    clients = {name: UpstreamClient(cfg, MANIFEST_LIMIT) for name, cfg in config.upstreams.items()}
+    def upstream_state(name: str, up: bool) -> None:
+        metrics.upstream_up.labels(name).set(1 if up else 0)
+
+    clients = {
+        name: UpstreamClient(cfg, MANIFEST_LIMIT, config.health, upstream_state)
+        for name, cfg in config.upstreams.items()
+    }
+    for name in clients:
+        upstream_state(name, True)
     fills = Fills(blobs, metrics, lambda digest, size: index.record_blob(str(digest), size))
-    app[SERVICE] = RegistryService(blobs, index, clients, fills, metrics)
+    app[SERVICE] = RegistryService(blobs, index, clients, fills, metrics, config.cache)
     try:
         yield
     finally:

@@ -39,23 +39,24 @@ def parse_duration(value: object, key: str) -> float:
     return seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ListenConfig:
     http: str | None = "127.0.0.1:5000"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StorageConfig:
     path: Path = Path(DEFAULT_STORAGE)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class UpstreamConfig:
     name: str
     url: str
     username: str = ""
     password_file: str = ""
     connect_timeout: float = 5.0
+    response_timeout: float = 20.0
     read_timeout: float = 60.0
 
     def password(self) -> str:
@@ -65,17 +66,32 @@ class UpstreamConfig:
         return Path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
+class CacheConfig:
+    tag_ttl: float = 300.0
+    revalidate_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    failure_threshold: int = 3
+    probe_min_interval: float = 1.0
+    probe_max_interval: float = 60.0
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     default_upstream: str | None = "docker.io"
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -120,7 +136,8 @@ def parse_hostport(value: str, key: str) -> tuple[str, int]:
 def _upstream(name: str, raw: object, key: str) -> UpstreamConfig:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", name):
         raise ConfigError(f"{key}: upstream name must be a registry host[:port], got {name!r}")
-    fields = {"url", "username", "password_file", "connect_timeout", "read_timeout"}
+    fields = {"url", "username", "password_file", "connect_timeout", "response_timeout",
+              "read_timeout"}
     section = _section(raw, key, fields)
     url = _string(section, "url", key, "")
     parts = urlsplit(url)
@@ -139,14 +156,46 @@ def _upstream(name: str, raw: object, key: str) -> UpstreamConfig:
         url=url.rstrip("/"),
         username=username,
         password_file=password_file,
-        connect_timeout=parse_duration(section.get("connect_timeout", 5), f"{key}.connect_timeout"),
-        read_timeout=parse_duration(section.get("read_timeout", 60), f"{key}.read_timeout"),
+        connect_timeout=_duration(section, "connect_timeout", key, UpstreamConfig.connect_timeout),
+        response_timeout=_duration(section, "response_timeout", key,
+                                   UpstreamConfig.response_timeout),
+        read_timeout=_duration(section, "read_timeout", key, UpstreamConfig.read_timeout),
     )
+
+
+def _duration(raw: Mapping[str, Any], name: str, key: str, default: float) -> float:
+    return parse_duration(raw.get(name, default), f"{key}.{name}")
+
+
+def _cache(raw: object) -> CacheConfig:
+    section = _section(raw, "cache", {"tag_ttl", "revalidate_timeout"})
+    return CacheConfig(
+        tag_ttl=_duration(section, "tag_ttl", "cache", CacheConfig.tag_ttl),
+        revalidate_timeout=_duration(section, "revalidate_timeout", "cache",
+                                     CacheConfig.revalidate_timeout),
+    )
+
+
+def _health(raw: object) -> HealthConfig:
+    section = _section(raw, "health",
+                       {"failure_threshold", "probe_min_interval", "probe_max_interval"})
+    threshold = section.get("failure_threshold", HealthConfig.failure_threshold)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise ConfigError(f"health.failure_threshold: expected a positive integer, got "
+                          f"{threshold!r}")
+    low = _duration(section, "probe_min_interval", "health", HealthConfig.probe_min_interval)
+    high = _duration(section, "probe_max_interval", "health", HealthConfig.probe_max_interval)
+    if low <= 0 or high < low:
+        raise ConfigError("health.probe_min_interval: must be positive and at most "
+                          "probe_max_interval")
+    return HealthConfig(failure_threshold=threshold, probe_min_interval=low,
+                        probe_max_interval=high)
 
 
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document; an empty document gives the embedded defaults."""
-    top = _section(raw, "", {"listen", "storage", "upstreams", "default_upstream", "log"})
+    top = _section(raw, "", {"listen", "storage", "upstreams", "default_upstream", "cache",
+                             "health", "log"})
     listen = _section(top.get("listen"), "listen", {"http"})
     http = listen.get("http", "127.0.0.1:5000")
     if http is not None:
@@ -178,6 +227,8 @@ def from_mapping(raw: object) -> Config:
         storage=StorageConfig(path=Path(path)),
         upstreams=upstreams,
         default_upstream=default,
+        cache=_cache(top.get("cache")),
+        health=_health(top.get("health")),
         log=LogConfig(level=level),
     )
 

@@ -33,5 +33,8 @@ class Metrics:
             "edgecache_stale_serves_total",
             "Tags answered from cache because the upstream could not be asked.",
             ["upstream"], registry=r)
+        self.upstream_up = Gauge(
+            "edgecache_upstream_up", "1 while the upstream answers, 0 while marked down.",
+            ["upstream"], registry=r)
         self.downloads_in_flight = Gauge(
             "edgecache_downloads_in_flight", "Upstream blob downloads in progress.", registry=r)

@@ -1,9 +1,12 @@
 """The cache rules, each small enough to read at once.
 
 - A manifest by digest is answered locally when cached; the upstream is asked only otherwise.
-- A tag is resolved with an upstream HEAD (Docker Hub does not count HEADs against its pull
+- A tag confirmed within `cache.tag_ttl` is answered from cache without asking anyone. An older
+  one is revalidated with an upstream HEAD (Docker Hub does not count HEADs against its pull
   limit); the manifest body is fetched only when its digest is not cached. When the upstream
-  cannot answer and the tag is cached, the cached digest is served (stale-if-error).
+  cannot answer (or is marked down, or has not answered within `cache.revalidate_timeout`) and
+  the tag is cached, the cached digest is served (stale-if-error); a late answer still updates
+  the index in the background.
 - A blob is served from disk when cached; otherwise every request joins the one `Fill` for that
   digest. A HEAD of anything uncached asks the upstream without downloading, so a cache can be
   chained behind edgecache.
@@ -13,12 +16,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgecache.config import CacheConfig
 from edgecache.errors import DigestInvalid, DigestMismatch, UpstreamBadResponse, UpstreamError
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest, manifest_media_type
@@ -52,7 +58,8 @@ class BlobAnswer:
 
 class RegistryService:
     def __init__(self, blobs: BlobStore, index: Index, upstreams: Mapping[str, UpstreamClient],
-                 fills: Fills, metrics: Metrics) -> None:
+                 fills: Fills, metrics: Metrics, cache: CacheConfig | None = None) -> None:
+        self._cache = cache or CacheConfig()
         self._blobs = blobs
         self._index = index
         self._upstreams = upstreams
@@ -76,28 +83,41 @@ class RegistryService:
                                           "upstream")
             return await self._fetch_manifest(client, target.repository, target.reference)
         key = (target.upstream, target.repository, target.reference)
+        record = self._index.tag(*key)
+        cached = self._local_manifest(record.digest, head) if record else None
+        if cached is not None and record and time.time() - record.checked_at < self._cache.tag_ttl:
+            return cached
+        revalidation = self._tag_heads.run(key, lambda: self._revalidate(client, key))
         try:
-            info = await self._tag_heads.run(
-                key, lambda: client.head_manifest(target.repository, target.reference))
-        except UpstreamError as exc:
-            record = self._index.tag(*key)
-            local = self._local_manifest(record.digest, head) if record else None
-            if local is None:
+            if cached is None:
+                info = await revalidation
+            else:
+                info = await asyncio.wait_for(revalidation, self._cache.revalidate_timeout)
+        except (UpstreamError, TimeoutError) as exc:
+            if cached is None:
                 raise
             self._metrics.stale_serves.labels(target.upstream).inc()
-            log.warning("serving cached %s/%s:%s: %s", *key, exc)
-            return replace(local, source="stale")
+            log.debug("serving cached %s/%s:%s: %s", *key, exc or "no answer in time")
+            return replace(cached, source="stale")
         digest = _upstream_digest(target.upstream, info.digest)
         if digest is not None:
             local = self._local_manifest(digest, head)
             if local is not None:
-                self._index.set_tag(*key, digest)
                 return local
             if head and info.media_type and info.size is not None:
                 return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
         answer = await self._fetch_manifest(client, target.repository, digest or target.reference)
         self._index.set_tag(*key, answer.digest)
         return answer if not head else replace(answer, body=None)
+
+    async def _revalidate(self, client: UpstreamClient, key: tuple[str, str, str]) -> ManifestInfo:
+        """HEAD the tag; when its digest is cached, confirm the tag. Runs to the end even if
+        every waiter has given up, so a late answer still refreshes the index."""
+        info = await client.head_manifest(key[1], key[2])
+        digest = _upstream_digest(client.name, info.digest)
+        if digest is not None and self._index.media_type(digest) is not None:
+            self._index.set_tag(*key, digest)
+        return info
 
     def _local_manifest(self, digest: str, head: bool) -> ManifestAnswer | None:
         media_type = self._index.media_type(digest)

@@ -18,7 +18,7 @@ import aiohttp
 from yarl import URL
 
 from edgecache import __version__
-from edgecache.config import UpstreamConfig
+from edgecache.config import HealthConfig, UpstreamConfig
 from edgecache.errors import (
     BlobUnknown,
     ManifestInvalid,
@@ -37,6 +37,7 @@ from edgecache.upstream.auth import (
     basic_header,
     parse_challenge,
 )
+from edgecache.upstream.health import StateChange, UpstreamHealth
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ class BlobStream:
             async for data in self._response.content.iter_any():
                 yield data
         except NETWORK_ERRORS as exc:
-            raise self._client.unavailable(exc) from exc
+            error = self._client.unavailable(exc)
+            self._client.health.failure(str(error))
+            raise error from exc
 
     def close(self) -> None:
         self._response.close()
@@ -84,7 +87,8 @@ def _origin(url: URL) -> tuple[str, str | None, int | None]:
 class UpstreamClient:
     """A client for one configured upstream, with its own connection pool and token cache."""
 
-    def __init__(self, config: UpstreamConfig, manifest_limit: int) -> None:
+    def __init__(self, config: UpstreamConfig, manifest_limit: int,
+                 health: HealthConfig | None = None, on_change: StateChange | None = None) -> None:
         self.name = config.name
         self.config = config
         self.base = URL(config.url)
@@ -94,6 +98,11 @@ class UpstreamClient:
             self._basic = basic_header(config.username, config.password())
         self._use_basic = False
         self._tokens = TokenCache(self._fetch_token)
+        health = health or HealthConfig()
+        self.health = UpstreamHealth(
+            config.name, self._probe, threshold=health.failure_threshold,
+            backoff_initial=health.probe_min_interval, backoff_max=health.probe_max_interval,
+            on_change=on_change)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
@@ -104,12 +113,29 @@ class UpstreamClient:
         )
 
     async def close(self) -> None:
+        await self.health.close()
         await self._session.close()
 
     def unavailable(self, exc: BaseException) -> UpstreamUnavailable:
         kind = type(exc).__name__
         detail = str(exc) or kind
         return UpstreamUnavailable(self.name, f"{kind}: {detail}"[:300])
+
+    def _guard(self) -> None:
+        """Fail at once while the upstream is marked down: nobody waits on a dead link."""
+        if not self.health.up:
+            raise UpstreamUnavailable(
+                self.name, f"unreachable (marked down: {self.health.last_error}); "
+                "serving cached content only until it answers again")
+
+    async def _probe(self) -> bool:
+        """Any HTTP answer below 500 from the API root means the upstream is back."""
+        try:
+            root = self.base.with_path(self.base.path.rstrip("/") + "/v2/")
+            async with await self._send("GET", root, {}) as resp:
+                return resp.status < 500 and resp.status != 429
+        except NETWORK_ERRORS:
+            return False
 
     # ---- the registry API -------------------------------------------------------------------
 
@@ -200,6 +226,7 @@ class UpstreamClient:
         for attempt in (1, 2):
             token = self._tokens.get(scope)
             auth = f"Bearer {token}" if token else (self._basic if self._use_basic else None)
+            self._guard()
             resp = await self._follow(method, url, headers, auth)
             if resp.status != 401 or attempt == 2:
                 return resp
@@ -228,10 +255,15 @@ class UpstreamClient:
             if auth and _origin(url) == origin:
                 sent["Authorization"] = auth
             try:
-                resp = await self._session.request(method, url, headers=sent,
-                                                   allow_redirects=False)
+                resp = await self._send(method, url, sent)
             except NETWORK_ERRORS as exc:
-                raise self.unavailable(exc) from exc
+                error = self.unavailable(exc)
+                self.health.failure(str(error))
+                raise error from exc
+            if resp.status >= 500 or resp.status == 429:
+                self.health.failure(f"answered {resp.status}")
+            else:
+                self.health.success()
             location = resp.headers.get("Location")
             if resp.status not in REDIRECT_STATUSES or not location:
                 return resp
@@ -246,6 +278,17 @@ class UpstreamClient:
                 method = "GET"
             url = target
         raise UpstreamBadResponse(self.name, f"more than {MAX_REDIRECTS} redirects")
+
+    async def _send(self, method: str, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """One request, with a deadline on the response headers: an upstream that accepts the
+        connection and then says nothing (a black hole) fails in `response_timeout`, while a
+        slow body may still take `read_timeout` between reads."""
+        try:
+            return await asyncio.wait_for(
+                self._session.request(method, url, headers=headers, allow_redirects=False),
+                self.config.response_timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"no answer within {self.config.response_timeout:g}s") from exc
 
     async def _check(self, resp: aiohttp.ClientResponse, missing: type[NotFound]) -> None:
         if resp.status in (200, 206):
@@ -283,16 +326,19 @@ class UpstreamClient:
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]
         headers = {"Authorization": self._basic} if self._basic else {}
+        self._guard()
         try:
-            async with self._session.get(realm_url.with_query(query), headers=headers,
-                                         allow_redirects=False) as resp:
+            async with await self._send("GET", realm_url.with_query(query), headers) as resp:
                 if resp.status in (401, 403):
                     raise UpstreamAuthError(self.name, f"token service refused ({resp.status})")
                 if resp.status != 200:
+                    self.health.failure(f"token service answered {resp.status}")
                     raise UpstreamUnavailable(self.name, f"token service answered {resp.status}")
                 doc = json.loads(await _read_upto(resp, TOKEN_BODY_LIMIT))
         except NETWORK_ERRORS as exc:
-            raise self.unavailable(exc) from exc
+            error = self.unavailable(exc)
+            self.health.failure(str(error))
+            raise error from exc
         except ValueError as exc:
             raise UpstreamAuthError(self.name, "token service answered no JSON") from exc
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None

@@ -38,7 +38,7 @@ def good_config(tmp_path: Path) -> dict[str, Any]:
 
 # (test id, where in the config, the bad value, the key the one-line error must name)
 BAD_CONFIGS = [
-    ("unknown-key", ("cache",), {"size": "10G"}, "cache"),
+    ("unknown-key", ("cacheing",), {"size": "10G"}, "cacheing"),
     ("unknown-nested-key", ("upstreams", "docker.io", "mirror"), True,
      "upstreams.docker.io.mirror"),
     ("wrong-type-listen", ("listen", "http"), 5000, "listen.http"),

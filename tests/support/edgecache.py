@@ -32,6 +32,8 @@ class EdgecacheProcess:
             "storage": {"path": str(self.storage)},
             "upstreams": {name: {"url": url} for name, url in upstreams.items()},
             "default_upstream": default_upstream or "",
+            # every tag request reaches the upstream, so tests can count them; TTL tests override
+            "cache": {"tag_ttl": "0s"},
             "log": {"level": "debug"},
         }
         config.update(extra or {})

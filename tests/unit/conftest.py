@@ -105,7 +105,10 @@ def make_edge(aiohttp_client: AiohttpClient, tmp_path: Path, fake: FakeRegistry)
     upstream's settings (username, password_file, ...)."""
     count = 0
 
-    async def make(upstream: str = UPSTREAM, **settings: Any) -> Edge:
+    async def make(upstream: str = UPSTREAM, top: dict[str, Any] | None = None,
+                   **settings: Any) -> Edge:
+        """`top` overrides top-level sections. Tags revalidate on every request by default
+        (cache.tag_ttl 0s), so each tag request is visible at the fake."""
         nonlocal count
         count += 1
         storage = tmp_path / f"cache{count}"
@@ -114,6 +117,8 @@ def make_edge(aiohttp_client: AiohttpClient, tmp_path: Path, fake: FakeRegistry)
             "storage": {"path": str(storage)},
             "upstreams": {upstream: {"url": fake.url, **settings}},
             "default_upstream": upstream,
+            "cache": {"tag_ttl": "0s"},
+            **(top or {}),
         })
         client = await aiohttp_client(build_app(config, Metrics()))
         return Edge(client, storage)
