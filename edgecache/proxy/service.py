@@ -155,6 +155,12 @@ class RegistryService:
 
     # ---- blobs --------------------------------------------------------------------------------
 
+    def known_size(self, target: Target) -> int | None:
+        """The blob's size if we know it without asking anyone (cached, or downloading)."""
+        digest = Digest.parse(target.reference)
+        fill = self._fills.get(digest)
+        return fill.size if fill is not None else self._blobs.size(digest)
+
     async def blob(self, target: Target, head: bool) -> BlobAnswer:
         digest = Digest.parse(target.reference)
         fill = self._fills.get(digest)

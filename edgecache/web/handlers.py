@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 from yarl import URL
 
-from edgecache.errors import Unsupported
+from edgecache.errors import RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.proxy.routing import Router, Target
 from edgecache.proxy.service import BlobAnswer, ManifestAnswer, RegistryService
@@ -15,6 +15,9 @@ from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
 
 _LINK_RE = re.compile(r"<([^>]*)>")
 READ_METHODS = frozenset({"GET", "HEAD"})
+# A Range checked against an unbounded size before anything is fetched: a malformed one is
+# refused without starting an upstream download; bounds are checked once the size is known.
+_ANY_SIZE = 1 << 62
 
 
 class RegistryHandlers:
@@ -59,6 +62,12 @@ class RegistryHandlers:
 
     async def _blob(self, request: web.Request, target: Target) -> web.StreamResponse:
         head = request.method == "HEAD"
+        if not head:
+            try:
+                parse_range(request.headers.get("Range"), _ANY_SIZE)
+            except RangeNotSatisfiable as exc:
+                exc.size = self._service.known_size(target)
+                raise
         try:
             answer: BlobAnswer = await self._service.blob(target, head)
         except Exception:

@@ -121,6 +121,21 @@ async def test_malformed_or_multipart_range(fake: FakeRegistry, edge: Edge, spec
     assert edge.tmp_files() == []
 
 
+@pytest.mark.parametrize("spec", BAD_RANGES)
+async def test_malformed_range_on_a_cold_blob_starts_no_download(
+        fake: FakeRegistry, edge: Edge, spec: str) -> None:
+    digest = fake.add_blob(make_layer(5000, seed=8))
+
+    async with edge.client.get(f"/v2/app/blobs/{digest}", headers={"Range": spec}) as resp:
+        assert resp.status == 416
+        assert (await resp.json())["errors"][0]["code"] == "RANGE_INVALID"
+        assert "Content-Range" not in resp.headers  # the size is not known yet
+
+    assert fake.requests == []
+    assert edge.blob_files() == []
+    assert edge.tmp_files() == []
+
+
 @pytest.mark.parametrize("spec", ["bytes={size}-", "bytes={size}-{more}", "bytes={more}-"])
 async def test_range_past_the_end(fake: FakeRegistry, edge: Edge, spec: str) -> None:
     digest, data, upstream_seen = await warm_blob(fake, edge, 5000)
