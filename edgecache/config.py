@@ -39,6 +39,46 @@ def parse_duration(value: object, key: str) -> float:
     return seconds
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Size:
+    """A size in bytes, or a percentage of the filesystem holding the storage."""
+
+    bytes: int | None = None
+    percent: float | None = None
+
+    def resolve(self, filesystem_total: int) -> int:
+        if self.percent is not None:
+            return int(filesystem_total * self.percent / 100)
+        return self.bytes or 0
+
+
+def parse_size(value: object, key: str) -> Size:
+    """`20GiB`, `500MB`, `1.5G`, `80%` or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a size such as '20GiB' or '10%', got {value!r}")
+    if isinstance(value, int) and value >= 0:
+        return Size(bytes=value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                percent = -1.0
+            if 0 < percent <= 100:
+                return Size(percent=percent)
+            raise ConfigError(f"{key}: a percentage must be above 0 and at most 100, got {value!r}")
+        if m := _SIZE_RE.match(text):
+            unit = (m.group(2) or "").upper()
+            base = 1024 if unit.endswith("IB") or unit.endswith("I") else 1000
+            factor = base ** "KMGTP".index(unit[0]) * base if unit and unit[0] in "KMGTP" else 1
+            return Size(bytes=int(float(m.group(1)) * factor))
+    raise ConfigError(f"{key}: expected a size such as '20GiB' or '10%', got {value!r}")
+
+
 @dataclass(frozen=True)
 class ListenConfig:
     http: str | None = "127.0.0.1:5000"
@@ -47,6 +87,11 @@ class ListenConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     path: Path = Path(DEFAULT_STORAGE)
+    max_size: Size | None = None
+    min_free: Size = Size(percent=5.0)
+    high_watermark: float = 0.95
+    low_watermark: float = 0.85
+    access_flush_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +138,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    pins: tuple[str, ...] = ()
 
 
 DEFAULT_UPSTREAMS: dict[str, dict[str, Any]] = {
@@ -195,17 +241,14 @@ def _health(raw: object) -> HealthConfig:
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document; an empty document gives the embedded defaults."""
     top = _section(raw, "", {"listen", "storage", "upstreams", "default_upstream", "cache",
-                             "health", "log"})
+                             "health", "log", "pins"})
     listen = _section(top.get("listen"), "listen", {"http"})
     http = listen.get("http", "127.0.0.1:5000")
     if http is not None:
         if not isinstance(http, str):
             raise ConfigError(f"listen.http: expected host:port, got {http!r}")
         parse_hostport(http, "listen.http")
-    storage = _section(top.get("storage"), "storage", {"path"})
-    path = _string(storage, "path", "storage", DEFAULT_STORAGE)
-    if not path:
-        raise ConfigError("storage.path: must not be empty")
+    storage_config = _storage(top.get("storage"))
     raw_upstreams = top.get("upstreams", DEFAULT_UPSTREAMS)
     if not isinstance(raw_upstreams, dict) or not raw_upstreams:
         raise ConfigError("upstreams: expected a non-empty mapping of registry name to settings")
@@ -224,13 +267,53 @@ def from_mapping(raw: object) -> Config:
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {level!r}")
     return Config(
         listen=ListenConfig(http=http),
-        storage=StorageConfig(path=Path(path)),
+        storage=storage_config,
         upstreams=upstreams,
         default_upstream=default,
         cache=_cache(top.get("cache")),
         health=_health(top.get("health")),
         log=LogConfig(level=level),
+        pins=_pins(top.get("pins"), upstreams),
     )
+
+
+def _storage(raw: object) -> StorageConfig:
+    section = _section(raw, "storage", {"path", "max_size", "min_free", "high_watermark",
+                                        "low_watermark", "access_flush_interval"})
+    path = _string(section, "path", "storage", DEFAULT_STORAGE)
+    if not path:
+        raise ConfigError("storage.path: must not be empty")
+    max_size = section.get("max_size")
+    high = section.get("high_watermark", StorageConfig.high_watermark)
+    low = section.get("low_watermark", StorageConfig.low_watermark)
+    for name, value in (("high_watermark", high), ("low_watermark", low)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ConfigError(f"storage.{name}: expected a fraction in (0, 1], got {value!r}")
+    if low > high:
+        raise ConfigError("storage.low_watermark: must not be above high_watermark")
+    return StorageConfig(
+        path=Path(path),
+        max_size=None if max_size in (None, "") else parse_size(max_size, "storage.max_size"),
+        min_free=parse_size(section.get("min_free", "5%"), "storage.min_free"),
+        high_watermark=float(high),
+        low_watermark=float(low),
+        access_flush_interval=_duration(section, "access_flush_interval", "storage",
+                                        StorageConfig.access_flush_interval),
+    )
+
+
+def _pins(raw: object, upstreams: Mapping[str, UpstreamConfig]) -> tuple[str, ...]:
+    """Image references `registry/repository:tag` or `registry/repository@digest`; the
+    registry must be a configured upstream (parsed fully by the pin resolver)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ConfigError("pins: expected a list of image references")
+    for i, ref in enumerate(raw):
+        registry = ref.split("/", 1)[0]
+        if "/" not in ref or registry not in upstreams:
+            raise ConfigError(f"pins[{i}]: {ref!r} must start with a configured upstream name")
+    return tuple(raw)
 
 
 def load(path: str | None) -> Config:

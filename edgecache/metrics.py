@@ -36,5 +36,13 @@ class Metrics:
         self.upstream_up = Gauge(
             "edgecache_upstream_up", "1 while the upstream answers, 0 while marked down.",
             ["upstream"], registry=r)
+        self.evictions = Counter(
+            "edgecache_evictions_total", "Blobs and manifests evicted to stay within quota.",
+            registry=r)
+        self.evicted_bytes = Counter(
+            "edgecache_evicted_bytes_total", "Bytes evicted to stay within quota.", registry=r)
+        self.uncacheable = Counter(
+            "edgecache_uncacheable_total",
+            "Blobs served without caching because no room could be made.", registry=r)
         self.downloads_in_flight = Gauge(
             "edgecache_downloads_in_flight", "Upstream blob downloads in progress.", registry=r)

@@ -73,6 +73,16 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
 
+DOCKER_HUB = "docker.io"
+
+
+def official_repository(registry: str, repository: str) -> str:
+    """Docker Hub's official images live under `library/`: `nginx` means `library/nginx`."""
+    if registry == DOCKER_HUB and "/" not in repository:
+        return f"library/{repository}"
+    return repository
+
+
 def is_digest(reference: str) -> bool:
     return ":" in reference
 
@@ -115,3 +125,69 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
     if doc.get("schemaVersion") == 1:
         return DOCKER_MANIFEST_V1_SIGNED if "signatures" in doc else DOCKER_MANIFEST_V1
     raise ManifestInvalid(f"unsupported manifest media type {declared or embedded!r}")
+
+
+def manifest_children(body: bytes) -> list[str]:
+    """The digests a manifest references: config, layers, blobs and, for an index, its
+    manifests. A stored manifest has already been parsed once, so garbage yields nothing."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    found: list[str] = []
+    descriptors: list[Any] = [doc.get("config")]
+    for key in ("layers", "manifests", "blobs"):
+        items = doc.get(key)
+        if isinstance(items, list):
+            descriptors.extend(items)
+    for item in descriptors:
+        if isinstance(item, dict) and isinstance(item.get("digest"), str):
+            found.append(item["digest"])
+    layers = doc.get("fsLayers")  # Docker schema 1
+    if isinstance(layers, list):
+        found.extend(i["blobSum"] for i in layers
+                     if isinstance(i, dict) and isinstance(i.get("blobSum"), str))
+    valid = []
+    for digest in dict.fromkeys(found):
+        try:
+            valid.append(str(Digest.parse(digest)))
+        except DigestInvalid:
+            continue
+    return valid
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """`registry/repository[:tag][@digest]`, as operators write images in pins and lists."""
+
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> ImageReference:
+        registry, sep, rest = text.strip().partition("/")
+        if not sep or not rest:
+            raise NameInvalid(f"image reference {text[:200]!r} must start with a registry name")
+        rest, at, digest = rest.partition("@")
+        name, tag = rest, None
+        last = rest.rsplit("/", 1)[-1]
+        if ":" in last:
+            name, _, tag = rest.rpartition(":")
+            validate_tag(tag)
+        validate_name(name)
+        parsed = str(Digest.parse(digest)) if at else None
+        if tag is None and parsed is None:
+            tag = "latest"
+        return cls(registry.lower(), name, tag, parsed)
+
+    def __str__(self) -> str:
+        text = f"{self.registry}/{self.repository}"
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text

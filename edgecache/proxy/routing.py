@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edgecache.errors import NameInvalid, NameUnknown, Unsupported
-from edgecache.oci import Digest, validate_name, validate_tag
+from edgecache.oci import DOCKER_HUB, Digest, official_repository, validate_name, validate_tag
 
 Kind = Literal["manifests", "blobs", "tags"]
 
 _PATH_RE = re.compile(r"^(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)$")
 # Docker Hub answers to several host names; containerd sends `ns=docker.io`, others the API host.
-DOCKER_HUB = "docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
@@ -70,9 +69,7 @@ class Router:
             raise NameInvalid(f"not a registry API path: /v2/{path[:200]}")
         name, kind, ref = match.group("name"), match.group("kind"), match.group("ref")
         upstream, repository = self._split(name, ns)
-        validate_name(repository)
-        if upstream == DOCKER_HUB and "/" not in repository:
-            repository = f"library/{repository}"
+        repository = official_repository(upstream, validate_name(repository))
         if kind == "tags":
             if ref != "list":
                 raise NameInvalid(f"unknown tags endpoint {ref[:50]!r}")

@@ -136,6 +136,10 @@ class BlobStore:
         except FileNotFoundError:
             return None
 
+    def remove(self, digest: Digest) -> None:
+        """Unlink a published blob. A reader that has it open keeps reading the old inode."""
+        self.layout.blob(digest).unlink(missing_ok=True)
+
     def writer(self, digest: Digest) -> BlobWriter:
         try:
             return BlobWriter(self.layout, digest)

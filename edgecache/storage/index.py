@@ -1,19 +1,28 @@
 """The index: what the files on disk mean. SQLite, one file, survives restarts.
 
-It records, per digest, the size and (for manifests) the media type, and per
-(upstream, repository, tag) the digest the upstream last gave and when it was confirmed. Content
-bytes never live here: the blob tree is the truth for "do we have it", the index for "what is it".
-Queries run on the event loop: each is a few microseconds against a local WAL database.
+It records, per digest, the size, (for manifests) the media type and the digests it references,
+and the last time it was used; per (upstream, repository, tag) the digest the upstream last gave
+and when that was confirmed. Content bytes never live here: the blob tree is the truth for "do
+we have it", the index for "what is it".
+
+Access times are kept in memory and written in one transaction per flush (an SD card must not
+take a write per request). Using a manifest refreshes everything it references, two levels down
+(index → platform manifests → configs and layers), so an image ages as a whole.
+
+Queries run on the event loop: each is microseconds against a local WAL database.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from edgecache.policy import Entry
+
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     digest      TEXT PRIMARY KEY,
@@ -22,6 +31,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     added_at    REAL NOT NULL,
     last_access REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS blobs_by_access ON blobs(last_access);
+CREATE TABLE IF NOT EXISTS refs (   -- manifest → what it references
+    parent TEXT NOT NULL,
+    child  TEXT NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refs_by_child ON refs(child);
 CREATE TABLE IF NOT EXISTS tags (
     upstream    TEXT NOT NULL,
     repository  TEXT NOT NULL,
@@ -31,6 +47,8 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (upstream, repository, tag)
 );
 """
+_CHILDREN_SQL = "SELECT child FROM refs WHERE parent=?"
+_PARENTS_SQL = "SELECT parent FROM refs WHERE child=?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,33 +57,110 @@ class TagRecord:
     checked_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class TagRow:
+    upstream: str
+    repository: str
+    tag: str
+    digest: str
+
+
 class Index:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._accessed: dict[str, float] = {}
 
     def close(self) -> None:
+        self.flush_access()
         self._db.close()
 
-    def record_blob(self, digest: str, size: int, media_type: str | None = None) -> None:
+    # ---- blobs and manifests ------------------------------------------------------------------
+
+    def record_blob(self, digest: str, size: int, media_type: str | None = None,
+                    children: Iterable[str] = ()) -> None:
         now = time.time()
-        self._db.execute(
-            "INSERT INTO blobs(digest, size, media_type, added_at, last_access)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(digest) DO UPDATE SET"
-            " media_type=COALESCE(excluded.media_type, blobs.media_type),"
-            " last_access=excluded.last_access",
-            (digest, size, media_type, now, now),
-        )
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO blobs(digest, size, media_type, added_at, last_access)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(digest) DO UPDATE SET"
+                " media_type=COALESCE(excluded.media_type, blobs.media_type),"
+                " last_access=excluded.last_access",
+                (digest, size, media_type, now, now),
+            )
+            self._db.executemany("INSERT OR IGNORE INTO refs(parent, child) VALUES (?, ?)",
+                                 [(digest, child) for child in children])
 
     def media_type(self, digest: str) -> str | None:
         row = self._db.execute("SELECT media_type FROM blobs WHERE digest=?", (digest,)).fetchone()
         return row[0] if row else None
 
-    def forget_blob(self, digest: str) -> None:
-        self._db.execute("DELETE FROM blobs WHERE digest=?", (digest,))
+    def size(self, digest: str) -> int | None:
+        row = self._db.execute("SELECT size FROM blobs WHERE digest=?", (digest,)).fetchone()
+        return row[0] if row else None
+
+    def forget(self, digests: Iterable[str]) -> None:
+        rows = [(d,) for d in digests]
+        with self._transaction():
+            self._db.executemany("DELETE FROM blobs WHERE digest=?", rows)
+            self._db.executemany("DELETE FROM refs WHERE parent=?", rows)
+        for (digest,) in rows:
+            self._accessed.pop(digest, None)
+
+    def total_size(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0])
+
+    def counts(self) -> tuple[int, int]:
+        """(blobs, manifests) in the index."""
+        row = self._db.execute(
+            "SELECT COUNT(*), COUNT(media_type) FROM blobs").fetchone()
+        return int(row[0]) - int(row[1]), int(row[1])
+
+    def entries(self) -> list[Entry]:
+        self.flush_access()
+        return [Entry(d, s, a) for d, s, a in
+                self._db.execute("SELECT digest, size, last_access FROM blobs")]
+
+    def sizes(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT digest, size FROM blobs"))
+
+    def digests(self) -> Iterator[tuple[str, int]]:
+        yield from self._db.execute("SELECT digest, size FROM blobs")
+
+    def children(self, digest: str) -> list[str]:
+        return [row[0] for row in self._db.execute(_CHILDREN_SQL, (digest,))]
+
+    def parents(self, digest: str) -> list[str]:
+        return [row[0] for row in self._db.execute(_PARENTS_SQL, (digest,))]
+
+    # ---- access times, in batches -------------------------------------------------------------
+
+    def touch(self, digest: str) -> None:
+        self._accessed[digest] = time.time()
+
+    def flush_access(self) -> int:
+        """Write pending access times; a manifest's refresh its references two levels down."""
+        pending, self._accessed = self._accessed, {}
+        if not pending:
+            return 0
+        rows = [(when, digest) for digest, when in pending.items()]
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE blobs SET last_access=MAX(last_access, ?) WHERE digest=?", rows)
+            self._db.executemany(
+                "UPDATE blobs SET last_access=MAX(last_access, ?) WHERE digest IN"
+                " (SELECT child FROM refs WHERE parent=?)", rows)
+            self._db.executemany(
+                "UPDATE blobs SET last_access=MAX(last_access, ?) WHERE digest IN"
+                " (SELECT r2.child FROM refs r1 JOIN refs r2 ON r2.parent=r1.child"
+                "  WHERE r1.parent=?)", rows)
+        return len(rows)
+
+    # ---- tags ---------------------------------------------------------------------------------
 
     def tag(self, upstream: str, repository: str, tag: str) -> TagRecord | None:
         row = self._db.execute(
@@ -88,3 +183,25 @@ class Index:
             (upstream, repository),
         ).fetchall()
         return [row[0] for row in rows]
+
+    def all_tags(self) -> list[TagRow]:
+        return [TagRow(*row) for row in self._db.execute(
+            "SELECT upstream, repository, tag, digest FROM tags ORDER BY 1, 2, 3")]
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, so a batch is one fsync-free WAL append, all or nothing."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")

@@ -1,0 +1,103 @@
+"""What we throw away, and when: pure functions, no I/O, so every rule is testable on its own.
+
+The cache's budget is the smaller of `storage.max_size` and what the filesystem can give while
+keeping `storage.min_free` free (other tenants of the disk count). Eviction starts above the high
+watermark and stops at the low one, so it runs in batches rather than on every request.
+
+Victims are chosen least recently used first. Pulling a manifest refreshes every blob it
+references (see the index), so an image ages as a whole and its blobs leave together; a blob
+that a recently used image still references is recent itself and stays. Pinned closures, blobs
+being written and blobs being read are never chosen. When a blob goes, every manifest that
+references it goes too, so the index never claims an image it cannot serve whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_size: int | None  # bytes, after resolving a percentage; None = no fixed cap
+    min_free: int  # bytes the filesystem must keep free
+    high_watermark: float = 0.95
+    low_watermark: float = 0.85
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cache_bytes: int  # what the index accounts for, plus reservations in flight
+    fs_free: int  # free bytes on the filesystem right now
+
+
+def budget(limits: Limits, usage: Usage) -> int:
+    """The most the cache may hold now."""
+    room = usage.cache_bytes + usage.fs_free - limits.min_free
+    if limits.max_size is not None:
+        room = min(room, limits.max_size)
+    return max(0, room)
+
+
+def bytes_to_free(limits: Limits, usage: Usage, incoming: int = 0) -> int:
+    """How much to evict so `incoming` more bytes fit: 0 below the high watermark, otherwise
+    down to the low watermark."""
+    total = budget(limits, usage)
+    after = usage.cache_bytes + incoming
+    if after <= total * limits.high_watermark:
+        return 0
+    return after - int(total * limits.low_watermark)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    digest: str
+    size: int
+    last_access: float
+
+
+def select_victims(entries: Iterable[Entry], need: int, protected: set[str],
+                   parents: Callable[[str], Iterable[str]],
+                   sizes: Mapping[str, int]) -> list[str]:
+    """Least recently used first until `need` bytes are chosen; a chosen blob takes the
+    manifests that reference it along (transitively), unless one of them is protected, in which
+    case the blob stays too."""
+    chosen: list[str] = []
+    seen: set[str] = set()
+    freed = 0
+    for entry in sorted(entries, key=lambda e: (e.last_access, e.digest)):
+        if freed >= need:
+            break
+        if entry.digest in seen or entry.digest in protected:
+            continue
+        group = _with_parents(entry.digest, parents)
+        if group & protected:
+            continue
+        for digest in sorted(group - seen):
+            seen.add(digest)
+            chosen.append(digest)
+            freed += sizes.get(digest, 0)
+    return chosen
+
+
+def _with_parents(digest: str, parents: Callable[[str], Iterable[str]]) -> set[str]:
+    group = {digest}
+    frontier = [digest]
+    for _ in range(8):  # index → manifest → blob is two levels; 8 bounds a hostile graph
+        frontier = [p for d in frontier for p in parents(d) if p not in group]
+        if not frontier:
+            break
+        group.update(frontier)
+    return group
+
+
+def closure(roots: Iterable[str], children: Callable[[str], Iterable[str]]) -> set[str]:
+    """Everything reachable from `roots` (index → manifests → configs and layers)."""
+    found = set(roots)
+    frontier = list(found)
+    for _ in range(8):
+        frontier = [c for d in frontier for c in children(d) if c not in found]
+        if not frontier:
+            break
+        found.update(frontier)
+    return found
