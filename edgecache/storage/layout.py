@@ -5,6 +5,7 @@
   blobs/<algorithm>/<hex[0:2]>/<hex>   verified content: layers, configs and manifests alike
   tmp/<random>.part                    downloads in progress; swept at start
   index.db (+ -wal, -shm)              SQLite: manifests' media types, tags, sizes, access times
+  clean-shutdown                       present only between a clean stop and the next start
 ```
 Manifests live in the same content-addressed tree as blobs: they are byte-exact blobs whose media
 type the index remembers, so an image and its layers share one store and one eviction policy.
@@ -33,6 +34,10 @@ class Layout:
     @property
     def index_file(self) -> Path:
         return self.root / "index.db"
+
+    @property
+    def clean_marker(self) -> Path:
+        return self.root / "clean-shutdown"
 
     def blob(self, digest: Digest) -> Path:
         return self.blobs_dir / digest.algorithm / digest.hex[:2] / digest.hex

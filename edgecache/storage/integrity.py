@@ -1,0 +1,125 @@
+"""Making the index agree with the files, and proving the files are what their names say.
+
+`reconcile` runs at start unless the previous process stopped cleanly (it leaves a marker):
+index rows whose file is gone are forgotten, published files the index does not know (a crash
+between rename and index write) are adopted with their size and, for manifests, their media type
+and references; anything in the blob tree that is not named by a digest is removed. Published
+files were verified before their rename, so adopting them is safe.
+
+`verify` re-hashes every blob (the `edgecache verify` command): what does not match its name is
+reported and, with repair, removed together with its index row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgecache.errors import EdgecacheError
+from edgecache.oci import Digest, manifest_children, manifest_media_type
+from edgecache.storage.blobs import BlobStore
+from edgecache.storage.index import Index
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SNIFF_LIMIT = 4 * 1024 * 1024
+HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class Report:
+    forgotten: list[str] = field(default_factory=list)  # indexed, file missing
+    adopted: list[str] = field(default_factory=list)  # file present, not indexed
+    removed: list[str] = field(default_factory=list)  # not a digest-named file
+    corrupt: list[str] = field(default_factory=list)  # content does not match the name
+    checked: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.forgotten or self.adopted or self.removed or self.corrupt)
+
+
+def _published(blobs: BlobStore) -> Iterator[tuple[Path, Digest | None]]:
+    root = blobs.layout.blobs_dir
+    if not root.is_dir():
+        return
+    for path in root.rglob("*"):
+        if path.is_dir():
+            continue
+        algorithm = path.parent.parent.name
+        try:
+            digest = Digest.parse(f"{algorithm}:{path.name}")
+        except EdgecacheError:
+            yield path, None
+            continue
+        yield path, digest if blobs.layout.blob(digest) == path else None
+
+
+def _adopt(blobs: BlobStore, index: Index, path: Path, digest: Digest) -> None:
+    size = path.stat().st_size
+    media_type, children = None, []
+    if size <= MANIFEST_SNIFF_LIMIT:
+        with path.open("rb") as handle:
+            head = handle.read(1)
+        if head == b"{":
+            body = path.read_bytes()
+            try:
+                media_type = manifest_media_type(body, None)
+                children = manifest_children(body)
+            except EdgecacheError:
+                media_type = None
+    index.record_blob(str(digest), size, media_type, children)
+
+
+def reconcile(blobs: BlobStore, index: Index) -> Report:
+    report = Report()
+    indexed = dict(index.digests())
+    for path, digest in _published(blobs):
+        if digest is None:
+            path.unlink(missing_ok=True)
+            report.removed.append(str(path))
+            continue
+        key = str(digest)
+        if key in indexed:
+            del indexed[key]
+            continue
+        _adopt(blobs, index, path, digest)
+        report.adopted.append(key)
+    report.forgotten = sorted(indexed)
+    index.forget(report.forgotten)
+    if not report.clean:
+        log.warning("storage reconciled: %d forgotten, %d adopted, %d removed",
+                    len(report.forgotten), len(report.adopted), len(report.removed))
+    return report
+
+
+def verify(blobs: BlobStore, index: Index, repair: bool,
+           progress: Callable[[str, bool], None] | None = None) -> Report:
+    """Re-hash every published blob; with `repair`, remove the corrupt ones."""
+    report = reconcile(blobs, index) if repair else Report()
+    for path, digest in _published(blobs):
+        if digest is None:
+            report.removed.append(str(path))
+            continue
+        report.checked += 1
+        hasher = digest.hasher()
+        with path.open("rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                hasher.update(chunk)
+        ok = hasher.hexdigest() == digest.hex
+        if progress is not None:
+            progress(str(digest), ok)
+        if ok:
+            continue
+        report.corrupt.append(str(digest))
+        if repair:
+            blobs.remove(digest)
+            index.forget([str(digest)])
+    if not repair:
+        indexed = {d for d, _ in index.digests()}
+        present = {str(d) for _, d in _published(blobs) if d is not None}
+        report.forgotten = sorted(indexed - present)
+        report.adopted = sorted(present - indexed)
+    return report
