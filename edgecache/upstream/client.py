@@ -262,7 +262,7 @@ class UpstreamClient:
                 raise error from exc
             if resp.status >= 500 or resp.status == 429:
                 self.health.failure(f"answered {resp.status}")
-            else:
+            elif resp.status != 401:  # a challenge proves nothing until the token service answers
                 self.health.success()
             location = resp.headers.get("Location")
             if resp.status not in REDIRECT_STATUSES or not location:

@@ -11,7 +11,8 @@ configures the faults it needs:
 - `BlobFault` per digest: truncate the body (Content-Length N, connection closed after k bytes,
   on every attempt or the first few), send wrong bytes, drip in small chunks with sleeps, or hold
   the rest of the body until the test opens a gate;
-- `fail(status, ...)`: answer 500/503/429 for matching requests; `down = True`: 503 for all;
+- `fail(status, ...)`: answer 500/503/429 for matching requests (`clear_failures()` ends it);
+  `down = True`: 503 for all;
   `stop()`: close the port so connections are refused.
 
 Only aiohttp.web and the content builders in `tests.support.images` are used.
@@ -298,6 +299,10 @@ class FakeRegistry:
              times: int | None = None) -> None:
         """Answer `status` to matching requests (the first `times` of them, or all)."""
         self._failures.append(_Failure(status, path_contains, method, times))
+
+    def clear_failures(self) -> None:
+        """Forget every `fail(...)`: the upstream answers normally again."""
+        self._failures.clear()
 
     def redirect_blobs_to(self, cdn: FakeCDN) -> None:
         """Blob GETs (after auth) answer 307 to `cdn`, with a signed URL of its own."""
