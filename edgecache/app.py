@@ -2,17 +2,20 @@
 
 `build_app` is what tests call too. Resources live in a `cleanup_ctx` lifecycle, so they are
 created inside the running loop and torn down in reverse order:
-1. storage (tree, sweep of leftovers, index), 2. upstream clients, 3. fills and the service;
-shutdown cancels downloads first (their temporary files are removed), then closes the clients,
-then the index.
+1. storage (tree, sweep of leftovers, index, reconciliation unless the last stop was clean,
+   quota), 2. upstream clients, 3. fills, the service and the janitor;
+shutdown stops the janitor, cancels downloads (their temporary files are removed), closes the
+clients, flushes access times, closes the index and only then marks the stop as clean.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -24,7 +27,9 @@ from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
+from edgecache.storage.integrity import reconcile
 from edgecache.storage.layout import Layout
+from edgecache.storage.quota import Quota
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.errors import add_api_version, error_middleware
 from edgecache.web.handlers import RegistryHandlers
@@ -34,6 +39,38 @@ log = logging.getLogger(__name__)
 MANIFEST_LIMIT = 4 * 1024 * 1024
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
+
+
+@dataclass
+class Storage:
+    layout: Layout
+    blobs: BlobStore
+    index: Index
+    quota: Quota
+
+    def close(self, clean: bool) -> None:
+        self.index.close()
+        if clean:
+            self.layout.clean_marker.touch()
+
+
+def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storage:
+    """Open (creating if needed) the store. With `sweep`, as the server does at start: remove
+    unfinished downloads and, unless the last stop was clean, reconcile index and files."""
+    layout = Layout(config.storage.path)
+    blobs = BlobStore(layout)
+    try:
+        blobs.prepare(sweep=sweep)
+        index = Index(layout.index_file)
+        if sweep:
+            clean = layout.clean_marker.exists()
+            layout.clean_marker.unlink(missing_ok=True)
+            if not clean:
+                reconcile(blobs, index)
+    except OSError as exc:
+        raise StorageError(f"storage.path {layout.root}: {exc.strerror or exc}") from exc
+    quota = Quota(config.storage, blobs, index, config.pins, metrics)
+    return Storage(layout, blobs, index, quota)
 
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
@@ -56,14 +93,10 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
 
 
 async def _components(app: web.Application, config: Config) -> AsyncIterator[None]:
-    layout = Layout(config.storage.path)
-    blobs = BlobStore(layout)
-    try:
-        blobs.prepare()
-        index = Index(layout.index_file)
-    except OSError as exc:
-        raise StorageError(f"storage.path {layout.root}: {exc.strerror or exc}") from exc
     metrics = app[METRICS]
+    storage = open_storage(config, metrics)
+    blobs, index, quota = storage.blobs, storage.index, storage.quota
+
     def upstream_state(name: str, up: bool) -> None:
         metrics.upstream_up.labels(name).set(1 if up else 0)
 
@@ -73,14 +106,31 @@ async def _components(app: web.Application, config: Config) -> AsyncIterator[Non
     }
     for name in clients:
         upstream_state(name, True)
-    fills = Fills(blobs, metrics, lambda digest, size: index.record_blob(str(digest), size))
-    app[SERVICE] = RegistryService(blobs, index, clients, fills, metrics, config.cache)
+    fills = Fills(blobs, quota, metrics,
+                  lambda digest, size: index.record_blob(str(digest), size))
+    app[SERVICE] = RegistryService(blobs, index, quota, clients, fills, metrics, config.cache)
+    janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
         yield
     finally:
+        janitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await janitor
         await fills.close()
         await asyncio.gather(*(client.close() for client in clients.values()))
-        index.close()
+        storage.close(clean=True)
+
+
+async def _janitor(storage: Storage, config: Config) -> None:
+    """Flush access times and keep within quota (other tenants of the disk fill it too)."""
+    interval = max(1.0, min(config.storage.access_flush_interval, 60.0))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            storage.index.flush_access()
+            storage.quota.check()
+        except Exception:  # a background-loop guard: log, keep the loop alive
+            log.exception("janitor pass failed")
 
 
 async def serve(config: Config) -> None:

@@ -11,8 +11,10 @@ ends every reader's stream one byte short, which the client sees as a broken dow
 temporary file is removed and nothing is published. A client that goes away costs only its
 reader; the download carries on for the others and for the cache.
 
-A download that breaks mid-way resumes with `Range: bytes=<written>-`, a bounded number of
-times; readers see only a pause.
+When the blob cannot be cached (no room can be made for its announced size, or the disk fills
+while writing), the fill steps aside and each reader continues from where it stands with its
+own upstream stream: the pull succeeds, nothing is cached. A reader that streams the whole blob
+that way still checks the digest before its last byte.
 """
 
 from __future__ import annotations
@@ -20,40 +22,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
-from edgecache.errors import (
-    DigestMismatch,
-    EdgecacheError,
-    StorageError,
-    UpstreamBadResponse,
-    UpstreamError,
-    UpstreamUnavailable,
-)
+from edgecache.errors import DigestMismatch, EdgecacheError, StorageError
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
+from edgecache.proxy.download import Download, Opener
 from edgecache.storage.blobs import BlobStore, BlobWriter
-from edgecache.upstream.client import BlobStream
+from edgecache.storage.quota import Quota
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
-RESUME_ATTEMPTS = 3
-RESUME_BACKOFF = 0.5
 
-Opener = Callable[[int], Awaitable[BlobStream]]
 Published = Callable[[Digest, int], None]
+
+
+class _Bypass(Exception):
+    """Internal signal to readers: continue from upstream directly, nothing will be cached."""
 
 
 class Fill:
     """The state of one download, shared by its task and its readers."""
 
-    def __init__(self, digest: Digest, writer: BlobWriter, upstream: str) -> None:
+    def __init__(self, digest: Digest, writer: BlobWriter, upstream: str, opener: Opener,
+                 metrics: Metrics) -> None:
         self.digest = digest
         self.upstream = upstream
         self.size: int | None = None
         self.error: BaseException | None = None
         self.done = False
+        self.bypass = False
+        self.opener = opener
+        self.metrics = metrics
         self._writer = writer
         self._sized = asyncio.Event()
         self._changed = asyncio.Event()
@@ -77,6 +79,8 @@ class Fill:
         """How far readers may read now. The last byte waits for verification."""
         if self.error is not None:
             raise self.error
+        if self.bypass:
+            raise _Bypass
         if self.done:
             return self.written
         return max(0, self.written - 1)
@@ -89,14 +93,14 @@ class Fill:
         event.set()
 
     def _set_size(self, size: int | None) -> None:
-        if self._sized.is_set():
-            return
-        self.size = size
-        self._sized.set()
+        if not self._sized.is_set():
+            self.size = size
+            self._sized.set()
 
-    def _finish(self, error: BaseException | None) -> None:
+    def _finish(self, error: BaseException | None = None, bypass: bool = False) -> None:
         self.error = error
-        self.done = error is None
+        self.bypass = bypass
+        self.done = error is None and not bypass
         if self.done and self.size is None:
             self.size = self.written
         self._sized.set()
@@ -116,7 +120,12 @@ class FillReader:
         assert fd is not None
         try:
             while end is None or pos < end:
-                available = fill.readable()
+                try:
+                    available = fill.readable()
+                except _Bypass:
+                    async for data in self._direct(start, pos, end):
+                        yield data
+                    return
                 if end is None and fill.done and pos >= available:
                     return
                 if pos < available:
@@ -131,6 +140,46 @@ class FillReader:
         finally:
             self.close()
 
+    async def _direct(self, start: int, pos: int, end: int | None) -> AsyncGenerator[bytes, None]:
+        """Continue from upstream at `pos`. A reader of the whole blob re-hashes what it already
+        sent (still readable through its descriptor) and checks the digest before the end."""
+        fill = self.fill
+        hasher: Any = None
+        if start == 0 and end in (None, fill.size):
+            hasher = fill.digest.hasher()
+            offset = 0
+            while offset < pos and self._fd is not None:
+                data = os.pread(self._fd, min(1 << 20, pos - offset), offset)
+                if not data:
+                    break
+                hasher.update(data)
+                offset += len(data)
+        download = Download(fill.opener, pos, fill.upstream, fill.metrics)
+        try:
+            async for data in download.chunks():
+                offset = download.pos - len(data)  # where this chunk starts
+                if end is not None and download.pos > end:
+                    data = data[: end - offset]
+                reached = offset + len(data)
+                last = reached == (end if end is not None else download.total)
+                if hasher is not None:
+                    hasher.update(data)
+                    if last:
+                        self._check(hasher)
+                yield data
+                if last:
+                    return
+            if hasher is not None:  # no size was announced: the check comes after the body,
+                self._check(hasher)  # before the response is ended
+        finally:
+            download.close()
+
+    def _check(self, hasher: Any) -> None:
+        fill = self.fill
+        if hasher.hexdigest() != fill.digest.hex:
+            fill.metrics.digest_mismatches.labels(fill.upstream).inc()
+            raise DigestMismatch(str(fill.digest), f"{fill.digest.algorithm}:{hasher.hexdigest()}")
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -140,8 +189,10 @@ class FillReader:
 class Fills:
     """The downloads in flight, by digest. One per process, owned by the composition root."""
 
-    def __init__(self, blobs: BlobStore, metrics: Metrics, published: Published) -> None:
+    def __init__(self, blobs: BlobStore, quota: Quota, metrics: Metrics,
+                 published: Published) -> None:
         self._blobs = blobs
+        self._quota = quota
         self._metrics = metrics
         self._published = published
         self._active: dict[str, Fill] = {}
@@ -156,9 +207,9 @@ class Fills:
         fill = self._active.get(key)
         if fill is not None:
             return fill
-        fill = Fill(digest, self._blobs.writer(digest), upstream)
+        fill = Fill(digest, self._blobs.writer(digest), upstream, opener, self._metrics)
         self._active[key] = fill
-        task = asyncio.create_task(self._run(fill, opener), name=f"fill {key}")
+        task = asyncio.create_task(self._run(fill), name=f"fill {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._metrics.downloads_in_flight.inc()
@@ -170,64 +221,55 @@ class Fills:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self, fill: Fill, opener: Opener) -> None:
+    async def _run(self, fill: Fill) -> None:
         writer = fill._writer
+        download = Download(fill.opener, 0, fill.upstream, self._metrics)
+        reserved = 0
         try:
-            await self._download(fill, writer, opener)
-            path = await writer.commit()
-            self._published(fill.digest, writer.size)
-            log.debug("stored %s (%d bytes) at %s", fill.digest, writer.size, path)
-            fill._finish(None)
+            size = await download.open()
+            fill._set_size(size)
+            if size is not None:
+                if not self._quota.reserve(size):
+                    fill._finish(bypass=True)
+                    return
+                reserved = size
+            async for data in download.chunks():
+                try:
+                    writer.write(data)
+                except OSError as exc:
+                    log.warning("cannot cache %s (%s); serving it uncached", fill.digest, exc)
+                    self._metrics.uncacheable.inc()
+                    fill._finish(bypass=True)
+                    return
+                self._metrics.upstream_bytes.labels(fill.upstream).inc(len(data))
+                fill._notify()
+            await self._publish(fill, writer)
         except DigestMismatch as exc:
             self._metrics.digest_mismatches.labels(fill.upstream).inc()
             log.error("upstream %s sent wrong bytes: %s; nothing was stored", fill.upstream, exc)
             fill._finish(exc)
         except (EdgecacheError, OSError, asyncio.CancelledError) as exc:
-            writer.abort()
             if not isinstance(exc, asyncio.CancelledError):
                 log.warning("download of %s failed: %s", fill.digest, exc)
             fill._finish(exc if isinstance(exc, EdgecacheError) else StorageError(str(exc)))
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
+            download.close()
+            writer.abort()  # a no-op once committed
+            self._quota.release(reserved)
             del self._active[str(fill.digest)]
             self._metrics.downloads_in_flight.dec()
 
-    async def _download(self, fill: Fill, writer: BlobWriter, opener: Opener) -> None:
-        failures = 0
-        while True:
-            offset = writer.size
-            try:
-                stream = await opener(offset)
-            except UpstreamUnavailable:
-                if offset == 0 or failures >= RESUME_ATTEMPTS:
-                    raise
-                failures += 1
-                await asyncio.sleep(RESUME_BACKOFF * failures)
-                continue
-            try:
-                if offset == 0:
-                    fill._set_size(stream.total)
-                elif stream.start != offset:
-                    if stream.start != 0:
-                        raise UpstreamBadResponse(fill.upstream, "resumed at the wrong offset")
-                    writer.truncate(0)  # the upstream ignored Range: start over
-                async for data in stream.chunks():
-                    writer.write(data)
-                    self._metrics.upstream_bytes.labels(fill.upstream).inc(len(data))
-                    if fill.size is not None and writer.size > fill.size:
-                        raise UpstreamBadResponse(fill.upstream, "blob longer than announced")
-                    fill._notify()
-                if fill.size is None or writer.size == fill.size:
-                    return
-                raise UpstreamUnavailable(fill.upstream, "blob download ended early")
-            except UpstreamError as exc:
-                if not isinstance(exc, UpstreamUnavailable) or failures >= RESUME_ATTEMPTS:
-                    raise
-                failures += 1
-                log.info("download of %s broke at %d bytes (%s); resuming", fill.digest,
-                         writer.size, exc)
-                self._metrics.resumed_downloads.labels(fill.upstream).inc()
-                await asyncio.sleep(RESUME_BACKOFF * failures)
-            finally:
-                stream.close()
+    async def _publish(self, fill: Fill, writer: BlobWriter) -> None:
+        try:
+            await writer.commit()
+        except StorageError as exc:
+            # Verified, but not stored (a full disk at fsync): the bytes are good, so readers
+            # finish from their descriptors; nothing enters the index.
+            log.warning("verified %s but could not store it: %s", fill.digest, exc)
+            fill._finish()
+            return
+        self._quota.added(writer.size)
+        self._published(fill.digest, writer.size)
+        fill._finish()

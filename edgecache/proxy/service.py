@@ -25,14 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from edgecache.config import CacheConfig
-from edgecache.errors import DigestInvalid, DigestMismatch, UpstreamBadResponse, UpstreamError
+from edgecache.errors import (
+    DigestInvalid,
+    DigestMismatch,
+    StorageError,
+    UpstreamBadResponse,
+    UpstreamError,
+)
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest, manifest_media_type
+from edgecache.oci import Digest, manifest_children, manifest_media_type
 from edgecache.proxy.fill import FillReader, Fills
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
+from edgecache.storage.quota import Quota
 from edgecache.upstream.client import BlobStream, ManifestInfo, UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -57,11 +64,13 @@ class BlobAnswer:
 
 
 class RegistryService:
-    def __init__(self, blobs: BlobStore, index: Index, upstreams: Mapping[str, UpstreamClient],
-                 fills: Fills, metrics: Metrics, cache: CacheConfig | None = None) -> None:
+    def __init__(self, blobs: BlobStore, index: Index, quota: Quota,
+                 upstreams: Mapping[str, UpstreamClient], fills: Fills, metrics: Metrics,
+                 cache: CacheConfig | None = None) -> None:
         self._cache = cache or CacheConfig()
         self._blobs = blobs
         self._index = index
+        self._quota = quota
         self._upstreams = upstreams
         self._fills = fills
         self._metrics = metrics
@@ -130,6 +139,7 @@ class RegistryService:
         body = self._blobs.read(parsed)
         if body is None:
             return None
+        self._index.touch(digest)  # pulling a manifest uses every blob it references
         return ManifestAnswer(digest, media_type, len(body), body, "cache")
 
     async def _fetch_manifest(self, client: UpstreamClient, repository: str,
@@ -149,8 +159,14 @@ class RegistryService:
             log.error("upstream %s sent a manifest that does not match %s", client.name, expected)
             raise DigestMismatch(str(expected), str(actual))
         media_type = manifest_media_type(body, info.media_type)
-        await self._blobs.put(actual, body)
-        self._index.record_blob(str(actual), len(body), media_type)
+        try:
+            await self._blobs.put(actual, body)
+        except StorageError as exc:  # verified and in memory: serve it even if it cannot stay
+            log.warning("could not store manifest %s: %s", actual, exc)
+            return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
+        self._index.record_blob(str(actual), len(body), media_type, manifest_children(body))
+        self._quota.added(len(body))
+        self._quota.check()
         return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
 
     # ---- blobs --------------------------------------------------------------------------------
@@ -167,6 +183,8 @@ class RegistryService:
         if fill is None:
             size = self._blobs.size(digest)
             if size is not None:
+                if not head:
+                    self._index.touch(target.reference)
                 return BlobAnswer(target.reference, size, path=self._blobs.path(digest))
         client = self._upstreams[target.upstream]
         if head:

@@ -109,10 +109,12 @@ class BlobStore:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
 
-    def prepare(self) -> None:
+    def prepare(self, sweep: bool = True) -> None:
         """Create the tree and sweep downloads a previous process left half-written."""
         for directory in (self.layout.blobs_dir, self.layout.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        if not sweep:
+            return
         swept = 0
         for leftover in self.layout.tmp_dir.iterdir():
             leftover.unlink(missing_ok=True)

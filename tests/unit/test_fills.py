@@ -7,7 +7,7 @@ import re
 
 import aiohttp
 
-from edgecache.proxy import fill as fill_mod
+from edgecache.proxy import download
 from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import make_layer
 from tests.unit.conftest import UPSTREAM, Edge
@@ -94,7 +94,7 @@ async def test_truncated_every_time_breaks_client_and_stores_nothing(
     assert isinstance(error, aiohttp.ClientPayloadError)
     assert len(received) < len(blob.data)
     assert blob.data.startswith(received)
-    assert upstream_gets(fake, digest) == fill_mod.RESUME_ATTEMPTS + 1
+    assert upstream_gets(fake, digest) == download.RESUME_ATTEMPTS + 1
     assert not edge.blob_path(digest).exists()
     assert edge.blob_files() == []
     assert edge.tmp_files() == []
