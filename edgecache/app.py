@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from edgecache import systemd
 from edgecache.config import Config, parse_hostport
-from edgecache.errors import StorageError
+from edgecache.errors import EdgecacheError, StorageError
 from edgecache.metrics import Metrics
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
@@ -30,6 +31,7 @@ from edgecache.storage.index import Index
 from edgecache.storage.integrity import reconcile
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
+from edgecache.tls import ServerTls
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.errors import add_api_version, error_middleware
 from edgecache.web.handlers import RegistryHandlers
@@ -133,21 +135,59 @@ async def _janitor(storage: Storage, config: Config) -> None:
             log.exception("janitor pass failed")
 
 
+def server_tls(config: Config) -> ServerTls | None:
+    if not config.listen.https:
+        return None
+    return ServerTls(config.tls.cert_file, config.tls.key_file, config.tls.extra_names,
+                     config.storage.path / "tls")
+
+
 async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then stop accepting, finish, and release everything."""
+    """Run until SIGTERM or SIGINT. Shutdown, in order:
+    1. tell systemd STOPPING and stop accepting connections;
+    2. let in-flight requests finish for up to `listen.shutdown_timeout`, then cut them;
+    3. cancel downloads (temporary files removed: nothing partial is ever published);
+    4. close upstream clients, flush and close the index, mark the stop clean.
+    SIGHUP reloads the TLS certificate without dropping connections."""
+    tls = server_tls(config)
     app = build_app(config)
-    runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs', handler_cancellation=True)
+    runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs', handler_cancellation=True,
+                           shutdown_timeout=config.listen.shutdown_timeout)
     await runner.setup()
+    watchdog: asyncio.Task[None] | None = None
     try:
-        if config.listen.http:
-            host, port = parse_hostport(config.listen.http, "listen.http")
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
-            log.info("edgecache listening on http://%s", config.listen.http)
+        for scheme, address in (("http", config.listen.http), ("https", config.listen.https)):
+            if not address:
+                continue
+            host, port = parse_hostport(address, f"listen.{scheme}")
+            context = tls.context if scheme == "https" and tls is not None else None
+            await web.TCPSite(runner, host, port, reuse_address=True,
+                              ssl_context=context).start()
+            log.info("edgecache listening on %s://%s", scheme, address)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        if tls is not None:
+            loop.add_signal_handler(signal.SIGHUP, _reloader(tls))
+        systemd.notify("READY=1")
+        interval = systemd.watchdog_interval()
+        if interval:
+            watchdog = asyncio.create_task(systemd.watchdog(interval), name="watchdog")
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down (in-flight requests get %gs)", config.listen.shutdown_timeout)
+        systemd.notify("STOPPING=1")
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         await runner.cleanup()
+        log.info("stopped")
+
+
+def _reloader(tls: ServerTls) -> Callable[[], None]:
+    def reload() -> None:
+        try:
+            tls.reload()
+        except EdgecacheError as exc:  # keep serving with the chain we have
+            log.error("TLS reload failed, keeping the current certificate: %s", exc)
+    return reload

@@ -31,6 +31,17 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--storage-path", help="override storage.path")
     verify.add_argument("--repair", action="store_true",
                         help="remove corrupt blobs and reconcile the index with the files")
+    ca = sub.add_parser("ca", help="print the local CA certificate (PEM), creating it if needed")
+    ca.add_argument("--config")
+    ca.add_argument("--storage-path", help="override storage.path")
+    client = sub.add_parser("client-config",
+                            help="write or print containerd, podman, k3s and Docker config")
+    client.add_argument("--config")
+    client.add_argument("--storage-path", help="override storage.path")
+    client.add_argument("--out", help="write the files under this root ('/' installs them); "
+                                      "without it they are printed")
+    client.add_argument("--address", action="append", default=[],
+                        help="host[:port] clients use to reach this mirror (repeatable)")
     du = sub.add_parser("du", help="show cache usage by upstream and by image")
     du.add_argument("--config")
     du.add_argument("--storage-path", help="override storage.path")
@@ -54,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"{args.config}: ok ({len(config.upstreams)} upstreams)")
         return 0
+    if args.command in ("ca", "client-config"):
+        try:
+            return _ca(config) if args.command == "ca" else _client_config(config, args)
+        except (EdgecacheError, OSError) as exc:
+            print(f"edgecache: {exc}", file=sys.stderr)
+            return 1
     if args.command in ("verify", "du"):
         try:
             return _verify(config, args.repair) if args.command == "verify" else _du(config)
@@ -99,6 +116,48 @@ def _verify(config: Config, repair: bool) -> int:
     print(f"checked {report.checked} blobs: {len(report.corrupt)} corrupt, "
           f"{len(report.forgotten)} missing, {len(report.adopted)} not indexed")
     return 0 if report.clean or repair else 1
+
+
+def _ca_pem(config: Config) -> bytes | None:
+    """The CA clients must trust: ours when self-managed, none for operator certificates."""
+    from edgecache.tls import ensure_self_managed
+
+    if config.tls.cert_file:
+        return None
+    files = ensure_self_managed(config.storage.path / "tls", config.tls.extra_names)
+    assert files.ca is not None
+    return files.ca.read_bytes()
+
+
+def _ca(config: Config) -> int:
+    pem = _ca_pem(config)
+    if pem is None:
+        print("edgecache: tls.cert_file is set: the operator's CA signs it, not edgecache",
+              file=sys.stderr)
+        return 1
+    sys.stdout.write(pem.decode())
+    return 0
+
+
+def _client_config(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import PurePosixPath
+
+    from edgecache.clientconfig import endpoints, render
+
+    ca_pem = _ca_pem(config) if config.listen.https else None
+    root = PurePosixPath(Path(args.out).resolve()) if args.out else PurePosixPath("/")
+    files = render(config, endpoints(config, args.address), ca_pem, root)
+    for path, data in files.items():
+        if args.out:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            print(f"wrote {target}")
+        elif not data.startswith(b"-----BEGIN"):
+            print(f"# ---- {path}\n{data.decode()}")
+    if not args.out and ca_pem is not None:
+        print("# ---- the CA certificate goes next to these files: edgecache ca > <path>")
+    return 0
 
 
 def _du(config: Config) -> int:

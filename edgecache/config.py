@@ -82,6 +82,15 @@ def parse_size(value: object, key: str) -> Size:
 @dataclass(frozen=True)
 class ListenConfig:
     http: str | None = "127.0.0.1:5000"
+    https: str | None = "0.0.0.0:30003"
+    shutdown_timeout: float = 20.0
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: str = ""  # both empty: a self-managed CA and certificate under storage.path/tls
+    key_file: str = ""
+    extra_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     default_upstream: str | None = "docker.io"
@@ -240,14 +250,21 @@ def _health(raw: object) -> HealthConfig:
 
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document; an empty document gives the embedded defaults."""
-    top = _section(raw, "", {"listen", "storage", "upstreams", "default_upstream", "cache",
-                             "health", "log", "pins"})
-    listen = _section(top.get("listen"), "listen", {"http"})
-    http = listen.get("http", "127.0.0.1:5000")
-    if http is not None:
-        if not isinstance(http, str):
-            raise ConfigError(f"listen.http: expected host:port, got {http!r}")
-        parse_hostport(http, "listen.http")
+    top = _section(raw, "", {"listen", "tls", "storage", "upstreams", "default_upstream",
+                             "cache", "health", "log", "pins"})
+    listen = _section(top.get("listen"), "listen", {"http", "https", "shutdown_timeout"})
+    addresses: dict[str, str | None] = {}
+    for name, default in (("http", ListenConfig.http), ("https", ListenConfig.https)):
+        value = listen.get(name, default)
+        if value in (None, ""):
+            value = None
+        elif not isinstance(value, str):
+            raise ConfigError(f"listen.{name}: expected host:port, got {value!r}")
+        else:
+            parse_hostport(value, f"listen.{name}")
+        addresses[name] = value
+    if addresses["http"] is None and addresses["https"] is None:
+        raise ConfigError("listen: at least one of http and https must be set")
     storage_config = _storage(top.get("storage"))
     raw_upstreams = top.get("upstreams", DEFAULT_UPSTREAMS)
     if not isinstance(raw_upstreams, dict) or not raw_upstreams:
@@ -266,7 +283,11 @@ def from_mapping(raw: object) -> Config:
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {level!r}")
     return Config(
-        listen=ListenConfig(http=http),
+        listen=ListenConfig(
+            http=addresses["http"], https=addresses["https"],
+            shutdown_timeout=_duration(listen, "shutdown_timeout", "listen",
+                                       ListenConfig.shutdown_timeout)),
+        tls=_tls(top.get("tls")),
         storage=storage_config,
         upstreams=upstreams,
         default_upstream=default,
@@ -300,6 +321,22 @@ def _storage(raw: object) -> StorageConfig:
         access_flush_interval=_duration(section, "access_flush_interval", "storage",
                                         StorageConfig.access_flush_interval),
     )
+
+
+def _tls(raw: object) -> TlsConfig:
+    section = _section(raw, "tls", {"cert_file", "key_file", "extra_names"})
+    cert = _string(section, "cert_file", "tls", "")
+    key = _string(section, "key_file", "tls", "")
+    if bool(cert) != bool(key):
+        raise ConfigError("tls: cert_file and key_file go together (or neither, for a "
+                          "self-managed CA)")
+    for name, value in (("cert_file", cert), ("key_file", key)):
+        if value and not Path(value).is_file():
+            raise ConfigError(f"tls.{name}: no such file {value!r}")
+    names = section.get("extra_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError("tls.extra_names: expected a list of DNS names or IP addresses")
+    return TlsConfig(cert_file=cert, key_file=key, extra_names=tuple(names))
 
 
 def _pins(raw: object, upstreams: Mapping[str, UpstreamConfig]) -> tuple[str, ...]:

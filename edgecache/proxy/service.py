@@ -106,7 +106,7 @@ class RegistryService:
             if cached is None:
                 raise
             self._metrics.stale_serves.labels(target.upstream).inc()
-            log.debug("serving cached %s/%s:%s: %s", *key, exc or "no answer in time")
+            log.debug("serving cached %s/%s:%s: %s", *key, str(exc) or "no answer in time")
             return replace(cached, source="stale")
         digest = _upstream_digest(target.upstream, info.digest)
         if digest is not None:

@@ -24,7 +24,7 @@ def good_config(tmp_path: Path) -> dict[str, Any]:
     password = tmp_path / "password"
     password.write_text("secret\n")
     return {
-        "listen": {"http": "127.0.0.1:0"},
+        "listen": {"http": "127.0.0.1:0", "https": None},
         "storage": {"path": str(tmp_path / "storage")},
         "default_upstream": "docker.io",
         "upstreams": {

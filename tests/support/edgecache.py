@@ -20,15 +20,19 @@ _ACCESS_RE = re.compile(r'aiohttp\.access: \S+ "(?P<method>[A-Z]+) (?P<path>\S+)
 class EdgecacheProcess:
     def __init__(self, workdir: Path, upstreams: dict[str, str],
                  default_upstream: str | None = None, extra: dict[str, object] | None = None,
-                 storage: Path | None = None) -> None:
+                 storage: Path | None = None, tls: bool = False) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
         self.storage = storage if storage is not None else workdir / "storage"
+        # HTTPS only when asked for, on a free port (the default 0.0.0.0:30003 would collide)
+        self.https_port = free_port() if tls else None
+        self.https_url = f"https://127.0.0.1:{self.https_port}" if tls else None
+        https = f"127.0.0.1:{self.https_port}" if tls else None
         config: dict[str, object] = {
-            "listen": {"http": self.address},
+            "listen": {"http": self.address, "https": https},
             "storage": {"path": str(self.storage)},
             "upstreams": {name: {"url": url} for name, url in upstreams.items()},
             "default_upstream": default_upstream or "",
@@ -46,7 +50,12 @@ class EdgecacheProcess:
             stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
             cwd=Path(__file__).resolve().parents[2],
         )
-        wait_http(self.url + "/v2/", proc=self.proc)
+        try:
+            wait_http(self.url + "/v2/", proc=self.proc)
+        except Exception as exc:
+            self.close()  # by PID, and the log file too: a failed start leaks nothing
+            raise RuntimeError(f"edgecache did not start ({exc}); its log ends:\n"
+                               f"{self.log()[-3000:]}") from exc
 
     def close(self) -> None:
         stop(self.proc)
