@@ -35,12 +35,22 @@ from edgecache.tls import ServerTls
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.errors import add_api_version, error_middleware
 from edgecache.web.handlers import RegistryHandlers
+from edgecache.web.observability import (
+    Readiness,
+    access_logger_for,
+    add_health_routes,
+    echo_request_id,
+    metrics_app,
+    readiness,
+    request_id_middleware,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST_LIMIT = 4 * 1024 * 1024
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
+READY: web.AppKey[Readiness] = web.AppKey("ready")
 
 
 @dataclass
@@ -76,10 +86,13 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
 
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[request_id_middleware, error_middleware],
+                          client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
     app.cleanup_ctx.append(lambda a: _components(a, config))
     app.on_response_prepare.append(add_api_version)
+    app.on_response_prepare.append(echo_request_id)
+    add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -99,17 +112,14 @@ async def _components(app: web.Application, config: Config) -> AsyncIterator[Non
     storage = open_storage(config, metrics)
     blobs, index, quota = storage.blobs, storage.index, storage.quota
 
-    def upstream_state(name: str, up: bool) -> None:
-        metrics.upstream_up.labels(name).set(1 if up else 0)
-
     clients = {
-        name: UpstreamClient(cfg, MANIFEST_LIMIT, config.health, upstream_state)
+        name: UpstreamClient(cfg, MANIFEST_LIMIT, config.health, metrics)
         for name, cfg in config.upstreams.items()
     }
-    for name in clients:
-        upstream_state(name, True)
     fills = Fills(blobs, quota, metrics,
                   lambda digest, size: index.record_blob(str(digest), size))
+    _scrape_time_gauges(metrics, storage)
+    app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     app[SERVICE] = RegistryService(blobs, index, quota, clients, fills, metrics, config.cache)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
@@ -121,6 +131,17 @@ async def _components(app: web.Application, config: Config) -> AsyncIterator[Non
         await fills.close()
         await asyncio.gather(*(client.close() for client in clients.values()))
         storage.close(clean=True)
+
+
+def _scrape_time_gauges(metrics: Metrics, storage: Storage) -> None:
+    """State read when Prometheus scrapes, not kept twice."""
+    quota, index = storage.quota, storage.index
+    metrics.cache_bytes.set_function(lambda: quota.used)
+    metrics.quota_bytes.set_function(quota.budget)
+    metrics.fs_free_bytes.set_function(lambda: quota.limits()[1].fs_free)
+    metrics.fs_size_bytes.set_function(lambda: quota.disk().total)
+    metrics.blobs.set_function(lambda: index.counts()[0])
+    metrics.manifests.set_function(lambda: index.counts()[1])
 
 
 async def _janitor(storage: Storage, config: Config) -> None:
@@ -151,11 +172,20 @@ async def serve(config: Config) -> None:
     SIGHUP reloads the TLS certificate without dropping connections."""
     tls = server_tls(config)
     app = build_app(config)
-    runner = web.AppRunner(app, access_log_format='%a "%r" %s %b %Tfs', handler_cancellation=True,
+    runner = web.AppRunner(app, access_log_class=access_logger_for(config.log.format),
+                           handler_cancellation=True,
                            shutdown_timeout=config.listen.shutdown_timeout)
     await runner.setup()
+    metrics_runner: web.AppRunner | None = None
     watchdog: asyncio.Task[None] | None = None
     try:
+        if config.metrics.listen:
+            metrics_runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
+                                           access_log=None, shutdown_timeout=1.0)
+            await metrics_runner.setup()
+            host, port = parse_hostport(config.metrics.listen, "metrics.listen")
+            await web.TCPSite(metrics_runner, host, port, reuse_address=True).start()
+            log.info("metrics on http://%s/metrics", config.metrics.listen)
         for scheme, address in (("http", config.listen.http), ("https", config.listen.https)):
             if not address:
                 continue
@@ -181,6 +211,8 @@ async def serve(config: Config) -> None:
         if watchdog is not None:
             watchdog.cancel()
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         log.info("stopped")
 
 

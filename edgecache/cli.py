@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -77,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         except EdgecacheError as exc:
             print(f"edgecache: {exc}", file=sys.stderr)
             return 1
-    logging.basicConfig(level=config.log.level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edgecache.web.observability import configure_logging
+
+    configure_logging(config.log.level, config.log.format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at run time

@@ -136,6 +136,12 @@ class HealthConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
+    format: str = "plain"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str | None = "0.0.0.0:9630"
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     pins: tuple[str, ...] = ()
 
 
@@ -251,7 +258,7 @@ def _health(raw: object) -> HealthConfig:
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document; an empty document gives the embedded defaults."""
     top = _section(raw, "", {"listen", "tls", "storage", "upstreams", "default_upstream",
-                             "cache", "health", "log", "pins"})
+                             "cache", "health", "log", "metrics", "pins"})
     listen = _section(top.get("listen"), "listen", {"http", "https", "shutdown_timeout"})
     addresses: dict[str, str | None] = {}
     for name, default in (("http", ListenConfig.http), ("https", ListenConfig.https)):
@@ -278,10 +285,21 @@ def from_mapping(raw: object) -> Config:
         default = None
     elif not isinstance(default, str) or default not in upstreams:
         raise ConfigError(f"default_upstream: {default!r} is not a configured upstream")
-    log = _section(top.get("log"), "log", {"level"})
+    log = _section(top.get("log"), "log", {"level", "format"})
     level = _string(log, "level", "log", "info").lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {level!r}")
+    log_format = _string(log, "format", "log", "plain").lower()
+    if log_format not in ("plain", "json"):
+        raise ConfigError(f"log.format: expected plain or json, got {log_format!r}")
+    metrics = _section(top.get("metrics"), "metrics", {"listen"})
+    metrics_listen = metrics.get("listen", MetricsConfig.listen)
+    if metrics_listen in ("", None):
+        metrics_listen = None
+    elif not isinstance(metrics_listen, str):
+        raise ConfigError(f"metrics.listen: expected host:port, got {metrics_listen!r}")
+    else:
+        parse_hostport(metrics_listen, "metrics.listen")
     return Config(
         listen=ListenConfig(
             http=addresses["http"], https=addresses["https"],
@@ -293,7 +311,8 @@ def from_mapping(raw: object) -> Config:
         default_upstream=default,
         cache=_cache(top.get("cache")),
         health=_health(top.get("health")),
-        log=LogConfig(level=level),
+        log=LogConfig(level=level, format=log_format),
+        metrics=MetricsConfig(listen=metrics_listen),
         pins=_pins(top.get("pins"), upstreams),
     )
 

@@ -61,6 +61,7 @@ class BlobAnswer:
     path: Path | None = None  # a cached file
     reader: FillReader | None = None  # a download in progress
     source: str = "cache"
+    joined: bool = False  # True when this reader joined a download another request started
 
 
 class RegistryService:
@@ -192,6 +193,7 @@ class RegistryService:
                 return BlobAnswer(target.reference, fill.size, source="upstream")
             size = await client.head_blob(target.repository, target.reference)
             return BlobAnswer(target.reference, size, source="upstream")
+        joined = fill is not None
         if fill is None:
             repository = target.repository
 
@@ -205,15 +207,18 @@ class RegistryService:
         except BaseException:
             reader.close()
             raise
-        return BlobAnswer(target.reference, size, reader=reader, source="upstream")
+        return BlobAnswer(target.reference, size, reader=reader, source="upstream", joined=joined)
 
     # ---- tags ---------------------------------------------------------------------------------
 
-    async def tags(self, target: Target, query: Mapping[str, str]) -> tuple[Any, str | None]:
-        """The upstream's tag list, or the tags we know of when it cannot answer."""
+    async def tags(self, target: Target,
+                   query: Mapping[str, str]) -> tuple[Any, str | None, str]:
+        """The upstream's tag list, or the tags we know of when it cannot answer; and the
+        source ("upstream" or "stale")."""
         client = self._upstreams[target.upstream]
         try:
-            return await client.list_tags(target.repository, query)
+            doc, link = await client.list_tags(target.repository, query)
+            return doc, link, "upstream"
         except UpstreamError:
             known = self._index.tags(target.upstream, target.repository)
             if not known:
@@ -225,7 +230,7 @@ class RegistryService:
         limit = query.get("n", "")
         if limit.isdigit():
             known = known[: int(limit)]
-        return {"name": target.repository, "tags": known}, None
+        return {"name": target.repository, "tags": known}, None, "stale"
 
 
 def _parse_upstream_digest(upstream: str, value: str | None) -> Digest | None:

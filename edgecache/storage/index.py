@@ -79,6 +79,12 @@ class Index:
         self.flush_access()
         self._db.close()
 
+    def healthy(self) -> bool:
+        try:
+            return bool(self._db.execute("SELECT 1").fetchone() == (1,))
+        except sqlite3.Error:
+            return False
+
     # ---- blobs and manifests ------------------------------------------------------------------
 
     def record_blob(self, digest: str, size: int, media_type: str | None = None,

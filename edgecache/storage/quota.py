@@ -71,8 +71,11 @@ class Quota:
         self.reserved = 0
         self._busy: dict[str, int] = {}
 
+    def disk(self) -> DiskUsage:
+        return self._probe(str(self._blobs.layout.root))
+
     def limits(self) -> tuple[Limits, Usage]:
-        disk = self._probe(str(self._blobs.layout.root))
+        disk = self.disk()
         max_size = (self._config.max_size.resolve(disk.total)
                     if self._config.max_size is not None else None)
         limits = Limits(max_size, self._config.min_free.resolve(disk.total),

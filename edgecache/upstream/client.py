@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ from edgecache.errors import (
     UpstreamBadResponse,
     UpstreamUnavailable,
 )
+from edgecache.metrics import Metrics
 from edgecache.oci import MANIFEST_ACCEPT
 from edgecache.upstream.auth import (
     DEFAULT_TOKEN_TTL,
@@ -37,7 +40,7 @@ from edgecache.upstream.auth import (
     basic_header,
     parse_challenge,
 )
-from edgecache.upstream.health import StateChange, UpstreamHealth
+from edgecache.upstream.health import UpstreamHealth
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class BlobStream:
                 yield data
         except NETWORK_ERRORS as exc:
             error = self._client.unavailable(exc)
-            self._client.health.failure(str(error))
+            self._client.failure("body", str(error))
             raise error from exc
 
     def close(self) -> None:
@@ -88,7 +91,7 @@ class UpstreamClient:
     """A client for one configured upstream, with its own connection pool and token cache."""
 
     def __init__(self, config: UpstreamConfig, manifest_limit: int,
-                 health: HealthConfig | None = None, on_change: StateChange | None = None) -> None:
+                 health: HealthConfig, metrics: Metrics) -> None:
         self.name = config.name
         self.config = config
         self.base = URL(config.url)
@@ -98,11 +101,12 @@ class UpstreamClient:
             self._basic = basic_header(config.username, config.password())
         self._use_basic = False
         self._tokens = TokenCache(self._fetch_token)
-        health = health or HealthConfig()
+        self._metrics = metrics
+        metrics.upstream_up.labels(self.name).set(1)
         self.health = UpstreamHealth(
             config.name, self._probe, threshold=health.failure_threshold,
             backoff_initial=health.probe_min_interval, backoff_max=health.probe_max_interval,
-            on_change=on_change)
+            on_change=lambda name, up: metrics.upstream_up.labels(name).set(1 if up else 0))
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
@@ -120,6 +124,20 @@ class UpstreamClient:
         kind = type(exc).__name__
         detail = str(exc) or kind
         return UpstreamUnavailable(self.name, f"{kind}: {detail}"[:300])
+
+    def failure(self, kind: str, reason: str) -> None:
+        """One failed exchange: counted by kind, and towards marking the upstream down."""
+        self._metrics.upstream_errors.labels(self.name, kind).inc()
+        self.health.failure(reason)
+
+    def _success(self, resp: aiohttp.ClientResponse) -> None:
+        self.health.success()
+        self._metrics.upstream_last_success.labels(self.name).set(time.time())
+        remaining = resp.headers.get("ratelimit-remaining")
+        if remaining:
+            count = remaining.split(";", 1)[0].strip()
+            if count.isdigit():
+                self._metrics.ratelimit_remaining.labels(self.name).set(int(count))
 
     def _guard(self) -> None:
         """Fail at once while the upstream is marked down: nobody waits on a dead link."""
@@ -258,12 +276,13 @@ class UpstreamClient:
                 resp = await self._send(method, url, sent)
             except NETWORK_ERRORS as exc:
                 error = self.unavailable(exc)
-                self.health.failure(str(error))
+                self.failure(_error_kind(exc), str(error))
                 raise error from exc
             if resp.status >= 500 or resp.status == 429:
-                self.health.failure(f"answered {resp.status}")
+                self.failure("status_429" if resp.status == 429 else "status_5xx",
+                             f"answered {resp.status}")
             elif resp.status != 401:  # a challenge proves nothing until the token service answers
-                self.health.success()
+                self._success(resp)
             location = resp.headers.get("Location")
             if resp.status not in REDIRECT_STATUSES or not location:
                 return resp
@@ -283,12 +302,16 @@ class UpstreamClient:
         """One request, with a deadline on the response headers: an upstream that accepts the
         connection and then says nothing (a black hole) fails in `response_timeout`, while a
         slow body may still take `read_timeout` between reads."""
+        self._metrics.upstream_requests.labels(self.name).inc()
+        started = time.monotonic()
         try:
             return await asyncio.wait_for(
                 self._session.request(method, url, headers=headers, allow_redirects=False),
                 self.config.response_timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"no answer within {self.config.response_timeout:g}s") from exc
+        finally:
+            self._metrics.upstream_duration.labels(self.name).observe(time.monotonic() - started)
 
     async def _check(self, resp: aiohttp.ClientResponse, missing: type[NotFound]) -> None:
         if resp.status in (200, 206):
@@ -332,12 +355,12 @@ class UpstreamClient:
                 if resp.status in (401, 403):
                     raise UpstreamAuthError(self.name, f"token service refused ({resp.status})")
                 if resp.status != 200:
-                    self.health.failure(f"token service answered {resp.status}")
+                    self.failure("token", f"token service answered {resp.status}")
                     raise UpstreamUnavailable(self.name, f"token service answered {resp.status}")
                 doc = json.loads(await _read_upto(resp, TOKEN_BODY_LIMIT))
         except NETWORK_ERRORS as exc:
             error = self.unavailable(exc)
-            self.health.failure(str(error))
+            self.failure("token", str(error))
             raise error from exc
         except ValueError as exc:
             raise UpstreamAuthError(self.name, "token service answered no JSON") from exc
@@ -357,6 +380,19 @@ async def _read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         body += data
     return bytes(body)
+
+
+def _error_kind(exc: BaseException) -> str:
+    """A bounded label for what went wrong on the wire."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return "tls"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
+        return "connect"
+    return "network"
 
 
 def _int(value: str | None) -> int | None:

@@ -1,8 +1,13 @@
-"""Thin handlers: parse the request, ask the service, shape the answer. No cache logic here."""
+"""Thin handlers: parse the request, ask the service, shape the answer. No cache logic here.
+
+Each request's route, upstream and cache result are counted and left on the request for the
+access log line; the time to answer is observed per route.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 
 from aiohttp import web
 from yarl import URL
@@ -11,10 +16,13 @@ from edgecache.errors import RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.proxy.routing import Router, Target
 from edgecache.proxy.service import BlobAnswer, ManifestAnswer, RegistryService
+from edgecache.web.observability import ACCESS
 from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
 
 _LINK_RE = re.compile(r"<([^>]*)>")
 READ_METHODS = frozenset({"GET", "HEAD"})
+ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags"}
+RESULTS = {"cache": "hit", "upstream": "miss", "stale": "stale"}
 # A Range checked against an unbounded size before anything is fetched: a malformed one is
 # refused without starting an upstream download; bounds are checked once the size is known.
 _ANY_SIZE = 1 << 62
@@ -36,20 +44,28 @@ class RegistryHandlers:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
         path = request.rel_url.raw_path.removeprefix("/v2/")
         target = self._router.resolve(path, request.query.get("ns"))
-        if target.kind == "manifests":
-            return await self._manifest(request, target)
-        if target.kind == "blobs":
-            return await self._blob(request, target)
-        return await self._tags(request, target)
+        route = ROUTES[target.kind]
+        request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
+        started = time.monotonic()
+        try:
+            if target.kind == "manifests":
+                return await self._manifest(request, target)
+            if target.kind == "blobs":
+                return await self._blob(request, target)
+            return await self._tags(request, target)
+        finally:
+            result = request[ACCESS]["result"]
+            self._metrics.requests.labels(route, result).inc()
+            self._metrics.request_duration.labels(route).observe(time.monotonic() - started)
+
+    @staticmethod
+    def _result(request: web.Request, source: str) -> None:
+        request[ACCESS]["result"] = RESULTS[source]
 
     async def _manifest(self, request: web.Request, target: Target) -> web.StreamResponse:
         head = request.method == "HEAD"
-        try:
-            answer: ManifestAnswer = await self._service.manifest(target, head)
-        except Exception:
-            self._metrics.requests.labels("manifest", "error").inc()
-            raise
-        self._metrics.requests.labels("manifest", _result(answer.source)).inc()
+        answer: ManifestAnswer = await self._service.manifest(target, head)
+        self._result(request, answer.source)
         headers = {
             "Content-Type": answer.media_type,
             "Docker-Content-Digest": answer.digest,
@@ -68,12 +84,7 @@ class RegistryHandlers:
             except RangeNotSatisfiable as exc:
                 exc.size = self._service.known_size(target)
                 raise
-        try:
-            answer: BlobAnswer = await self._service.blob(target, head)
-        except Exception:
-            self._metrics.requests.labels("blob", "error").inc()
-            raise
-        self._metrics.requests.labels("blob", _result(answer.source)).inc()
+        answer: BlobAnswer = await self._service.blob(target, head)
         headers = {
             "Content-Type": "application/octet-stream",
             "Docker-Content-Digest": answer.digest,
@@ -87,20 +98,33 @@ class RegistryHandlers:
             if answer.reader is not None:
                 answer.reader.close()
             raise
+        self._result(request, answer.source)
         if head:
             if answer.size is not None:
                 headers["Content-Length"] = str(answer.size)
             return web.Response(headers=headers)
-        if answer.path is not None and answer.size is not None:
-            self._metrics.served_bytes.labels("cache").inc(
-                answer.size if span is None else span[1] - span[0])
+        length = None if answer.size is None else (
+            answer.size if span is None else span[1] - span[0])
+        if answer.path is not None and answer.size is not None and length is not None:
+            self._metrics.served_bytes.labels("cache").inc(length)
+            self._metrics.saved_bytes.inc(length)
             return BlobFileResponse(answer.path, answer.size, span, headers)
         assert answer.reader is not None
-        return await stream_fill(request, answer.reader, answer.size, span, headers)
+        self._metrics.fill_readers.inc()
+        try:
+            response = await stream_fill(request, answer.reader, answer.size, span, headers)
+        finally:
+            self._metrics.fill_readers.dec()
+        sent = response.body_length
+        self._metrics.served_bytes.labels("upstream").inc(sent)
+        if answer.joined:
+            self._metrics.saved_bytes.inc(sent)
+        return response
 
     async def _tags(self, request: web.Request, target: Target) -> web.StreamResponse:
         query = {k: v for k, v in request.query.items() if k in ("n", "last")}
-        doc, link = await self._service.tags(target, query)
+        doc, link, source = await self._service.tags(target, query)
+        self._result(request, source)
         response = web.json_response(doc)
         if link and (match := _LINK_RE.search(link)):
             upstream_query = dict(URL(match.group(1)).query)
@@ -109,7 +133,3 @@ class RegistryHandlers:
             next_url = request.rel_url.with_query(upstream_query)
             response.headers["Link"] = f'<{next_url}>; rel="next"'
         return response
-
-
-def _result(source: str) -> str:
-    return {"cache": "hit", "upstream": "miss", "stale": "stale"}[source]

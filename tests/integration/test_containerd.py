@@ -8,7 +8,6 @@ named "docker.io": a real docker-registry on loopback seeded with generated imag
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from tests.support.registry import DockerRegistry
 pytestmark = pytest.mark.integration
 
 NS = "?ns=docker.io"
-ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,7 @@ class Access:
 
 def edge_requests(edge: EdgecacheProcess) -> list[Access]:
     """Requests edgecache served, from its access log (targets keep their query string)."""
-    return [Access(m["method"], m["target"], int(m["status"]))
-            for m in ACCESS_LINE.finditer(edge.log())]
+    return [Access(r.method, r.path, r.status) for r in edge.requests()]
 
 
 def upstream_blob_gets(registry: DockerRegistry) -> list[str]:

@@ -13,14 +13,18 @@ import yaml
 
 from tests.support.registry import RequestLog, free_port, settle_log, stop, wait_http
 
-_ACCESS_RE = re.compile(r'aiohttp\.access: \S+ "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" '
-                        r'(?P<status>\d+)')
+# edgecache's plain access line: `<request id> <remote> "<METHOD> <path?query>" <status> ...`
+ACCESS_RE = re.compile(r'aiohttp\.access: \S+ \S+ "(?P<method>[A-Z]+) (?P<path>\S+)" '
+                       r'(?P<status>\d+)')
 
 
 class EdgecacheProcess:
     def __init__(self, workdir: Path, upstreams: dict[str, str],
                  default_upstream: str | None = None, extra: dict[str, object] | None = None,
-                 storage: Path | None = None, tls: bool = False) -> None:
+                 storage: Path | None = None, tls: bool = False,
+                 listen: dict[str, object] | None = None) -> None:
+        """`listen` adds keys to the listen section (e.g. shutdown_timeout) and keeps the
+        addresses chosen here."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
@@ -32,13 +36,14 @@ class EdgecacheProcess:
         self.https_url = f"https://127.0.0.1:{self.https_port}" if tls else None
         https = f"127.0.0.1:{self.https_port}" if tls else None
         config: dict[str, object] = {
-            "listen": {"http": self.address, "https": https},
+            "listen": {"http": self.address, "https": https, **(listen or {})},
             "storage": {"path": str(self.storage)},
             "upstreams": {name: {"url": url} for name, url in upstreams.items()},
             "default_upstream": default_upstream or "",
             # every tag request reaches the upstream, so tests can count them; TTL tests override
             "cache": {"tag_ttl": "0s"},
             "log": {"level": "debug"},
+            "metrics": {"listen": None},  # tests that scrape pass their own metrics section
         }
         config.update(extra or {})
         self.config_path = workdir / "edgecache.yaml"
@@ -67,7 +72,7 @@ class EdgecacheProcess:
     def requests(self) -> list[RequestLog]:
         """What edgecache answered, from its access log."""
         return [RequestLog(m["method"], m["path"], int(m["status"]))
-                for m in _ACCESS_RE.finditer(self.log())]
+                for m in ACCESS_RE.finditer(self.log())]
 
     def mark(self) -> int:
         """A position in the access log: every request answered so far lies before it."""

@@ -1,0 +1,152 @@
+"""What operators see: health endpoints, the metrics app, and one log line per request.
+
+`/healthz` answers while the event loop turns (liveness). `/readyz` checks that storage is
+writable and the index answers; an unreachable upstream does not make edgecache unready, since
+it is useful offline. Both are served on the metrics port and on every client listener.
+
+The access log line carries a request id (the client's `X-Request-Id` when it is sane, else a
+new one, echoed back), the route, upstream, cache result, status, bytes and duration; as plain
+`key=value` text or JSON. Headers are never logged, so no credential can be.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgecache.metrics import Metrics
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+# route, upstream and result, set by the handlers for the access log line
+ACCESS: web.RequestKey[dict[str, str]] = web.RequestKey("edgecache_access")
+_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+Readiness = Callable[[], list[str]]
+
+
+def readiness(tmp_dir: Path, index_ok: Callable[[], bool]) -> Readiness:
+    """Problems that make edgecache unready, if any."""
+    def check() -> list[str]:
+        problems = []
+        probe = tmp_dir / f".ready-{os.getpid()}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"storage not writable: {exc.strerror or exc}")
+        if not index_ok():
+            problems.append("index not answering")
+        return problems
+    return check
+
+
+def add_health_routes(app: web.Application, ready: Callable[[], Readiness | None]) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        check = ready()
+        problems = check() if check is not None else ["starting"]
+        if problems:
+            return web.json_response({"status": "unready", "problems": problems}, status=503)
+        return web.json_response({"status": "ready"})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+def metrics_app(metrics: Metrics, ready: Callable[[], Readiness | None]) -> web.Application:
+    async def scrape(request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    add_health_routes(app, ready)
+    return app
+
+
+@web.middleware
+async def request_id_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    given = request.headers.get("X-Request-Id", "")
+    request[REQUEST_ID] = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+    return await handler(request)
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    if REQUEST_ID in request:
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request; `log_format` json or plain (chosen by the composition root)."""
+
+    json_format = False
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        access: dict[str, str] = request.get(ACCESS) or {}
+        entry: dict[str, Any] = {
+            "id": request.get(REQUEST_ID, "-"),
+            "remote": request.remote,
+            "method": request.method,
+            "path": request.path_qs[:512],
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_s": round(time, 6),
+            "route": access.get("route", "-"),
+            "upstream": access.get("upstream", "-"),
+            "result": access.get("result", "-"),
+        }
+        if self.json_format:
+            self.logger.info(json.dumps(entry, separators=(",", ":")))
+        else:
+            self.logger.info('%s %s "%s %s" %s %s %.3fs route=%s upstream=%s result=%s',
+                             entry["id"], entry["remote"], entry["method"], entry["path"],
+                             entry["status"], entry["bytes"], time, entry["route"],
+                             entry["upstream"], entry["result"])
+
+
+class JsonAccessLogger(AccessLogger):
+    json_format = True
+
+
+def access_logger_for(log_format: str) -> type[AccessLogger]:
+    return JsonAccessLogger if log_format == "json" else AccessLogger
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Root logging: plain lines, or one JSON object per line for log shippers."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "aiohttp.access" and message.startswith("{"):
+            doc: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname,
+                                   "logger": "access", **json.loads(message)}
+        else:
+            doc = {"time": self.formatTime(record), "level": record.levelname,
+                   "logger": record.name, "message": message}
+            if record.exc_info:
+                doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, separators=(",", ":"))
