@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install the real components the tests run against, when they are missing:
-# Debian's docker-registry (the upstream), skopeo (a client) and containerd (a client).
+# Debian's docker-registry (the upstream), skopeo (a client), containerd (a client) and
+# prometheus (for promtool, which checks the alert rules).
 set -euo pipefail
 need=()
-for pair in docker-registry:docker-registry skopeo:skopeo containerd:containerd ctr:containerd; do
+for pair in docker-registry:docker-registry skopeo:skopeo containerd:containerd ctr:containerd \
+            promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

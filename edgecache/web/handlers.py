@@ -112,10 +112,10 @@ class RegistryHandlers:
         assert answer.reader is not None
         self._metrics.fill_readers.inc()
         try:
-            response = await stream_fill(request, answer.reader, answer.size, span, headers)
+            response, sent = await stream_fill(request, answer.reader, answer.size, span,
+                                               headers)
         finally:
             self._metrics.fill_readers.dec()
-        sent = response.body_length
         self._metrics.served_bytes.labels("upstream").inc(sent)
         if answer.joined:
             self._metrics.saved_bytes.inc(sent)

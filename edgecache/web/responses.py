@@ -108,22 +108,26 @@ class BlobFileResponse(web.StreamResponse):
 
 
 async def stream_fill(request: web.Request, reader: FillReader, size: int | None,
-                      span: tuple[int, int] | None, headers: dict[str, str]) -> web.StreamResponse:
-    """Stream a download in progress. If it fails, the connection is cut before the last
-    byte, so the client never mistakes a broken blob for a whole one."""
+                      span: tuple[int, int] | None,
+                      headers: dict[str, str]) -> tuple[web.StreamResponse, int]:
+    """Stream a download in progress; the response and the body bytes sent. If it fails, the
+    connection is cut before the last byte, so the client never mistakes a broken blob for a
+    whole one."""
     response = web.StreamResponse(status=_range_headers(headers, span, size), headers=headers)
     start, end = span if span is not None else (0, size)
     if end is not None:
         response.content_length = end - start
     await response.prepare(request)
+    sent = 0
     try:
         async with aclosing(reader.chunks(start, end)) as chunks:
             async for data in chunks:
                 await response.write(data)
+                sent += len(data)
     except EdgecacheError as exc:
         log.warning("cut a client off %s: %s", reader.fill.digest, exc)
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError(str(exc)) from exc
     await response.write_eof()
-    return response
+    return response, sent

@@ -112,14 +112,17 @@ def make_edge(aiohttp_client: AiohttpClient, tmp_path: Path, fake: FakeRegistry)
         nonlocal count
         count += 1
         storage = tmp_path / f"cache{count}"
-        config = config_mod.from_mapping({
+        sections: dict[str, Any] = {
             "listen": {"http": None},
             "storage": {"path": str(storage)},
             "upstreams": {upstream: {"url": fake.url, **settings}},
             "default_upstream": upstream,
             "cache": {"tag_ttl": "0s"},
-            **(top or {}),
-        })
+        }
+        for key, value in (top or {}).items():  # merged, so storage keeps its tmp path
+            merge = isinstance(value, dict) and isinstance(sections.get(key), dict)
+            sections[key] = {**sections[key], **value} if merge else value
+        config = config_mod.from_mapping(sections)
         client = await aiohttp_client(build_app(config, Metrics()))
         return Edge(client, storage)
 
