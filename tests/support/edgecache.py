@@ -22,7 +22,7 @@ class EdgecacheProcess:
     def __init__(self, workdir: Path, upstreams: dict[str, str],
                  default_upstream: str | None = None, extra: dict[str, object] | None = None,
                  storage: Path | None = None, tls: bool = False,
-                 listen: dict[str, object] | None = None) -> None:
+                 listen: dict[str, object] | None = None, metrics: bool = False) -> None:
         """`listen` adds keys to the listen section (e.g. shutdown_timeout) and keeps the
         addresses chosen here."""
         workdir.mkdir(parents=True, exist_ok=True)
@@ -35,6 +35,7 @@ class EdgecacheProcess:
         self.https_port = free_port() if tls else None
         self.https_url = f"https://127.0.0.1:{self.https_port}" if tls else None
         https = f"127.0.0.1:{self.https_port}" if tls else None
+        self.metrics_url = f"http://127.0.0.1:{free_port()}" if metrics else None
         config: dict[str, object] = {
             "listen": {"http": self.address, "https": https, **(listen or {})},
             "storage": {"path": str(self.storage)},
@@ -43,7 +44,8 @@ class EdgecacheProcess:
             # every tag request reaches the upstream, so tests can count them; TTL tests override
             "cache": {"tag_ttl": "0s"},
             "log": {"level": "debug"},
-            "metrics": {"listen": None},  # tests that scrape pass their own metrics section
+            "metrics": {"listen": self.metrics_url.removeprefix("http://")
+                        if self.metrics_url else None},
         }
         config.update(extra or {})
         self.config_path = workdir / "edgecache.yaml"
