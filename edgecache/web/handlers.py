@@ -23,6 +23,7 @@ _LINK_RE = re.compile(r"<([^>]*)>")
 READ_METHODS = frozenset({"GET", "HEAD"})
 ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags"}
 RESULTS = {"cache": "hit", "upstream": "miss", "stale": "stale"}
+CACHE_HEADER = "X-Edgecache-Cache"
 # A Range checked against an unbounded size before anything is fetched: a malformed one is
 # refused without starting an upstream download; bounds are checked once the size is known.
 _ANY_SIZE = 1 << 62
@@ -59,14 +60,17 @@ class RegistryHandlers:
             self._metrics.request_duration.labels(route).observe(time.monotonic() - started)
 
     @staticmethod
-    def _result(request: web.Request, source: str) -> None:
+    def _result(request: web.Request, source: str) -> str:
+        """Record the cache result; also sent as `X-Edgecache-Cache` (hit, miss, stale), which
+        `edgecache warm` uses to skip what is cached and operators use to debug."""
         request[ACCESS]["result"] = RESULTS[source]
+        return RESULTS[source]
 
     async def _manifest(self, request: web.Request, target: Target) -> web.StreamResponse:
         head = request.method == "HEAD"
         answer: ManifestAnswer = await self._service.manifest(target, head)
-        self._result(request, answer.source)
         headers = {
+            CACHE_HEADER: self._result(request, answer.source),
             "Content-Type": answer.media_type,
             "Docker-Content-Digest": answer.digest,
             "ETag": f'"{answer.digest}"',
@@ -86,6 +90,7 @@ class RegistryHandlers:
                 raise
         answer: BlobAnswer = await self._service.blob(target, head)
         headers = {
+            CACHE_HEADER: RESULTS[answer.source],
             "Content-Type": "application/octet-stream",
             "Docker-Content-Digest": answer.digest,
             "ETag": f'"{answer.digest}"',
