@@ -45,6 +45,14 @@ def _hostport(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def endpoints(config: Config, explicit: list[str]) -> list[Endpoint]:
     """Where clients reach edgecache: `--address` values, else the listener's address, else
     (for a wildcard listener) 127.0.0.1 first, then every non-loopback IPv4 of the host."""
@@ -53,8 +61,10 @@ def endpoints(config: Config, explicit: list[str]) -> list[Endpoint]:
     assert listen is not None
     host, port = parse_hostport(listen, f"listen.{scheme}")
     if explicit:
-        return [Endpoint(scheme, a if ":" in a.rsplit("]", 1)[-1] else _hostport(a, port))
-                for a in explicit]
+        # a bare IPv6 address has colons but no port; one address given twice is one endpoint
+        addresses = [a if ":" in a.rsplit("]", 1)[-1] and not _is_ip(a) else _hostport(a, port)
+                     for a in explicit]
+        return [Endpoint(scheme, a) for a in dict.fromkeys(addresses)]
     if host not in ("0.0.0.0", "::", ""):
         return [Endpoint(scheme, _hostport(host, port))]
     _, ips = host_names()

@@ -212,7 +212,13 @@ class ServerTls:
         return ensure_self_managed(self._directory, self._extra_names)
 
     def reload(self) -> None:
-        """Re-read operator certificates, or re-issue ours if the host's names changed."""
-        self.files = self._resolve()
-        load_chain(self.context, self.files)
+        """Re-read operator certificates, or re-issue ours if the host's names changed.
+
+        The chain is tried on a scratch context first: a failed load into the live context
+        would leave OpenSSL holding the new certificate without a matching key, and every new
+        handshake would fail."""
+        files = self._resolve()
+        server_context(files)
+        load_chain(self.context, files)
+        self.files = files
         log.info("TLS certificate reloaded from %s", self.files.cert)

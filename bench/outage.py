@@ -1,0 +1,258 @@
+"""What an outage costs a client: HEAD latency of a cached tag while the upstream is up, while it
+has just become a black hole, and once edgecache has marked it down.
+
+Not a test: run it as `.venv/bin/python bench/outage.py`. It starts a real docker-registry, the
+fault proxy (tests/support/faultproxy.py, as a subprocess) in front of it, and edgecache (a real
+process, `cache.tag_ttl` 0s so every tag request asks the upstream, every other setting at its
+shipped default unless overridden below), all on 127.0.0.1. Then:
+
+1. upstream up: 1000 sequential HEADs of the cached tag manifest, then 64 concurrent clients x 50
+   HEADs each (every HEAD is revalidated upstream through the proxy);
+2. outage: the proxy turns into a black hole; one client keeps sending HEADs; measured are the
+   time from the outage's start to the first (stale) answer, the latency of every HEAD until
+   edgecache logs the upstream as down, and the time until it does;
+3. upstream marked down: the same 1000 sequential + 64 x 50 concurrent HEADs;
+4. recovery: once the outage has lasted `--hold` seconds (120 by default), the proxy forwards
+   again; measured is the time until edgecache's probe logs the upstream as up.
+
+Every answer must be 200 with the cached digest, or the run fails. The results are printed and
+written to bench/results/outage-<date>.md. Every process is stopped by PID; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+
+from tests.support.edgecache import EdgecacheProcess  # noqa: E402
+from tests.support.faultproxy import FaultProxyProcess  # noqa: E402
+from tests.support.httpclient import fetch  # noqa: E402
+from tests.support.images import make_image, make_layer  # noqa: E402
+from tests.support.registry import DockerRegistry  # noqa: E402
+
+UPSTREAM = "docker.io"
+REPOSITORY, TAG = "library/bench", "1"
+ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+SEQUENTIAL = 1000
+CLIENTS, PER_CLIENT = 64, 50
+WARMUP = 50
+REQUEST_TIMEOUT = 120.0  # per HEAD: far above anything edgecache should take
+DOWN_WAIT = 300.0  # bound on the wait for edgecache to mark the upstream down (or up)
+
+
+@dataclass
+class Figures:
+    name: str
+    latencies: list[float]  # seconds
+    wall: float
+
+    def row(self) -> str:
+        ms = sorted(x * 1000 for x in self.latencies)
+
+        def pct(p: float) -> float:
+            return ms[min(len(ms) - 1, max(0, round(p / 100 * len(ms) + 0.5) - 1))]
+
+        rate = len(ms) / self.wall if self.wall > 0 else 0.0
+        shown = f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}"
+        return (f"| {self.name} | {len(ms)} | {pct(50):.2f} | {pct(90):.2f} | {pct(99):.2f} | "
+                f"{ms[-1]:.2f} | {shown} |")
+
+
+class Bench:
+    def __init__(self, ec: EdgecacheProcess, digest: str) -> None:
+        self.ec = ec
+        self.url = f"{ec.url}/v2/{REPOSITORY}/manifests/{TAG}"
+        self.digest = digest
+
+    async def head(self, session: aiohttp.ClientSession) -> float:
+        start = time.perf_counter()
+        async with session.head(self.url, headers={"Accept": ACCEPT}) as resp:
+            took = time.perf_counter() - start
+            got = resp.headers.get("Docker-Content-Digest")
+            if resp.status != 200 or got != self.digest:
+                raise RuntimeError(f"HEAD {self.url}: {resp.status} {got}, expected 200 "
+                                   f"{self.digest}")
+        return took
+
+    def session(self, connections: int) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
+
+    async def sequential(self, name: str, count: int = SEQUENTIAL) -> Figures:
+        async with self.session(1) as session:
+            for _ in range(WARMUP):
+                await self.head(session)
+            start = time.perf_counter()
+            latencies = [await self.head(session) for _ in range(count)]
+            return Figures(name, latencies, time.perf_counter() - start)
+
+    async def concurrent(self, name: str) -> Figures:
+        async with self.session(CLIENTS) as session:
+            for _ in range(WARMUP):
+                await self.head(session)
+
+            async def client() -> list[float]:
+                return [await self.head(session) for _ in range(PER_CLIENT)]
+
+            start = time.perf_counter()
+            results = await asyncio.gather(*(client() for _ in range(CLIENTS)))
+            wall = time.perf_counter() - start
+        return Figures(name, [x for result in results for x in result], wall)
+
+    async def until_logged(self, needle: str, count: int,
+                           send_heads: bool) -> tuple[float, Figures]:
+        """Wait until edgecache's log holds `needle` `count` times, sending HEADs one after
+        another meanwhile if asked (failures are only counted on requests); the seconds that
+        took, and the HEADs' latencies."""
+        start = time.perf_counter()
+        latencies: list[float] = []
+        deadline = time.monotonic() + DOWN_WAIT
+        async with self.session(1) as session:
+            while self.ec.log().count(needle) < count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"edgecache did not log {needle!r} within {DOWN_WAIT}s")
+                if send_heads:
+                    latencies.append(await self.head(session))
+                else:
+                    await asyncio.sleep(0.05)
+        wall = time.perf_counter() - start
+        return wall, Figures("blackhole, before marked down", latencies, wall)
+
+
+async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
+              hold: float) -> list[str]:
+    bench = Bench(ec, digest)
+    down_line = f"upstream {UPSTREAM} is down after"
+    up_line = f"upstream {UPSTREAM} is up"
+    rows = []
+    print("upstream up ...", flush=True)
+    rows.append((await bench.sequential("up, sequential")).row())
+    rows.append((await bench.concurrent(f"up, {CLIENTS} clients x {PER_CLIENT}")).row())
+
+    print("outage (black hole) ...", flush=True)
+    async with bench.session(1) as session:
+        proxy.set_mode("blackhole")
+        outage = time.perf_counter()
+        await bench.head(session)  # the upstream cannot answer: this one is stale
+        first_stale = time.perf_counter() - outage
+    downs = ec.log().count(down_line)
+    to_down, before = await bench.until_logged(down_line, downs + 1, send_heads=True)
+    to_down += first_stale
+    blackholed = proxy.outcomes().get("blackhole", 0)
+    rows.append(before.row())
+
+    print("upstream marked down ...", flush=True)
+    rows.append((await bench.sequential("marked down, sequential")).row())
+    rows.append((await bench.concurrent(f"marked down, {CLIENTS} clients x {PER_CLIENT}")).row())
+
+    print(f"holding the outage until it has lasted {hold:g} s ...", flush=True)
+    await asyncio.sleep(max(0.0, hold - (time.perf_counter() - outage)))
+    lasted = time.perf_counter() - outage
+    print("recovery ...", flush=True)
+    proxy.set_mode("forward")
+    to_up, _ = await bench.until_logged(up_line, ec.log().count(up_line) + 1, send_heads=False)
+    await bench.sequential("recovered", 10)
+
+    header = ["| phase | HEADs | p50 ms | p90 ms | p99 ms | max ms | HEADs/s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    events = [
+        f"- outage start to first stale answer: {first_stale * 1000:.0f} ms",
+        f"- outage start to upstream marked down: {to_down:.1f} s "
+        f"({len(before.latencies)} HEADs sent meanwhile; the proxy swallowed {blackholed} "
+        "upstream requests)",
+        f"- upstream back (after an outage of {lasted:.0f} s) to marked up by the probe: "
+        f"{to_up:.1f} s",
+    ]
+    return [*header, *rows, "", *events]
+
+
+def machine() -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True, check=False).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "edgecache"], cwd=ROOT,
+                           text=True, capture_output=True, check=False).stdout.strip()
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"edgecache at {commit}{' + uncommitted changes' if dirty else ''}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--response-timeout", default="20s",
+                        help="upstream response_timeout (shipped default 20s)")
+    parser.add_argument("--revalidate-timeout", default="2s",
+                        help="cache.revalidate_timeout (shipped default 2s)")
+    parser.add_argument("--failure-threshold", type=int, default=3,
+                        help="health.failure_threshold (shipped default 3)")
+    parser.add_argument("--hold", type=float, default=120.0,
+                        help="seconds the outage lasts before the upstream comes back")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    settings = {
+        "upstreams": None,  # filled in below, once the proxy's port is known
+        "cache": {"tag_ttl": "0s", "revalidate_timeout": args.revalidate_timeout},
+        "health": {"failure_threshold": args.failure_threshold},
+        "log": {"level": "info"},
+    }
+    image = make_image([make_layer(1 << 20, 1)])
+    with tempfile.TemporaryDirectory(prefix="edgecache-bench-") as tmp:
+        registry = DockerRegistry(Path(tmp) / "registry")
+        proxy: FaultProxyProcess | None = None
+        ec: EdgecacheProcess | None = None
+        try:
+            registry.push_image(REPOSITORY, TAG, image)
+            proxy = FaultProxyProcess(registry.url)
+            settings["upstreams"] = {UPSTREAM: {"url": proxy.url,
+                                                "response_timeout": args.response_timeout}}
+            ec = EdgecacheProcess(Path(tmp) / "edgecache", {UPSTREAM: proxy.url},
+                                  default_upstream=UPSTREAM, extra=settings)
+            # warm the cache: the manifest by tag (its blobs do not matter for a HEAD)
+            warm = fetch(f"{ec.url}/v2/{REPOSITORY}/manifests/{TAG}", headers={"Accept": ACCEPT})
+            if warm.status != 200:
+                raise RuntimeError(f"warming the cache: {warm.status} {warm.body[:200]!r}")
+            lines = asyncio.run(run(proxy, ec, image.digest, args.hold))
+        finally:
+            if ec is not None:
+                ec.close()
+            if proxy is not None:
+                proxy.close()
+            registry.close()
+
+    config = (f"tag_ttl 0s, revalidate_timeout {args.revalidate_timeout}, response_timeout "
+              f"{args.response_timeout}, failure_threshold {args.failure_threshold}, other "
+              "settings at their defaults (connect 5s, probe 1s doubling to 60s), log level info")
+    today = datetime.date.today().isoformat()
+    report = [f"# Outage benchmark, {today}", "", f"Machine: {machine()}.", "",
+              f"edgecache: {config}. Client: aiohttp, keep-alive, on the same machine; the "
+              "upstream is a docker-registry behind the fault proxy (a loopback hop standing in "
+              "for the WAN, with no WAN latency).", "", *lines, ""]
+    text = "\n".join(report)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"outage-{today}.md"
+    path.write_text(text)
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
