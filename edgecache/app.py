@@ -48,6 +48,7 @@ from edgecache.web.observability import (
 log = logging.getLogger(__name__)
 
 MANIFEST_LIMIT = 4 * 1024 * 1024
+TLS_RECHECK = 3600.0
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
@@ -178,6 +179,7 @@ async def serve(config: Config) -> None:
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
     watchdog: asyncio.Task[None] | None = None
+    renewal: asyncio.Task[None] | None = None
     try:
         if config.metrics.listen:
             metrics_runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
@@ -204,16 +206,27 @@ async def serve(config: Config) -> None:
         interval = systemd.watchdog_interval()
         if interval:
             watchdog = asyncio.create_task(systemd.watchdog(interval), name="watchdog")
+        if tls is not None:
+            renewal = asyncio.create_task(_renew(_reloader(tls)), name="tls renewal")
         await stop.wait()
         log.info("shutting down (in-flight requests get %gs)", config.listen.shutdown_timeout)
         systemd.notify("STOPPING=1")
     finally:
-        if watchdog is not None:
-            watchdog.cancel()
+        for task in (watchdog, renewal):
+            if task is not None:
+                task.cancel()
         await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         log.info("stopped")
+
+
+async def _renew(reload: Callable[[], None]) -> None:
+    """Hourly: re-issue the certificate if the host's addresses changed or expiry nears (a
+    no-op otherwise), so a node that runs for a year never serves an expired certificate."""
+    while True:
+        await asyncio.sleep(TLS_RECHECK)
+        reload()
 
 
 def _reloader(tls: ServerTls) -> Callable[[], None]:

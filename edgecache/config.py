@@ -110,7 +110,7 @@ class UpstreamConfig:
     username: str = ""
     password_file: str = ""
     connect_timeout: float = 5.0
-    response_timeout: float = 20.0
+    response_timeout: float = 10.0
     read_timeout: float = 60.0
 
     def password(self) -> str:

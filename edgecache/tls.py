@@ -205,6 +205,14 @@ class ServerTls:
         self._directory = directory
         self.files = self._resolve()
         self.context = server_context(self.files)
+        self._loaded = self._fingerprint(self.files)
+
+    @staticmethod
+    def _fingerprint(files: TlsFiles) -> bytes:
+        try:
+            return files.cert.read_bytes() + files.key.read_bytes()
+        except OSError:
+            return b""
 
     def _resolve(self) -> TlsFiles:
         if self._cert_file:
@@ -218,7 +226,11 @@ class ServerTls:
         would leave OpenSSL holding the new certificate without a matching key, and every new
         handshake would fail."""
         files = self._resolve()
+        fingerprint = self._fingerprint(files)
+        if fingerprint == self._loaded and files == self.files:
+            return  # nothing changed (the hourly re-check, usually)
         server_context(files)
         load_chain(self.context, files)
         self.files = files
+        self._loaded = fingerprint
         log.info("TLS certificate reloaded from %s", self.files.cert)

@@ -45,6 +45,7 @@ from edgecache.upstream.health import UpstreamHealth
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
+PROBE_TIMEOUT = 5.0
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ERROR_BODY_LIMIT = 64 * 1024
 TOKEN_BODY_LIMIT = 1 << 20
@@ -147,10 +148,12 @@ class UpstreamClient:
                 "serving cached content only until it answers again")
 
     async def _probe(self) -> bool:
-        """Any HTTP answer below 500 from the API root means the upstream is back."""
+        """Any HTTP answer below 500 from the API root means the upstream is back. A probe
+        waits at most PROBE_TIMEOUT, so a black hole does not hold recovery back."""
         try:
             root = self.base.with_path(self.base.path.rstrip("/") + "/v2/")
-            async with await self._send("GET", root, {}) as resp:
+            timeout = min(PROBE_TIMEOUT, self.config.response_timeout)
+            async with await asyncio.wait_for(self._send("GET", root, {}), timeout) as resp:
                 return resp.status < 500 and resp.status != 429
         except NETWORK_ERRORS:
             return False
