@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from edgecache import systemd
-from edgecache.config import Config, parse_hostport
+from edgecache.config import Config, parse_hostport, secret_files
 from edgecache.errors import EdgecacheError, StorageError
 from edgecache.metrics import Metrics
 from edgecache.proxy.fill import Fills
@@ -33,6 +34,7 @@ from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
 from edgecache.tls import ServerTls
 from edgecache.upstream.client import UpstreamClient
+from edgecache.web.auth import ClientAuth
 from edgecache.web.errors import add_api_version, error_middleware
 from edgecache.web.handlers import RegistryHandlers
 from edgecache.web.observability import (
@@ -48,6 +50,8 @@ from edgecache.web.observability import (
 log = logging.getLogger(__name__)
 
 MANIFEST_LIMIT = 4 * 1024 * 1024
+MAX_LINE = 8190
+MAX_HEADERS = 64
 TLS_RECHECK = 3600.0
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
@@ -95,9 +99,11 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     app.on_response_prepare.append(echo_request_id)
     add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream)
+    auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
+                                    if upstream.access == "authenticated"])
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
-        handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS])
+        handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth)
         if request.path in ("/v2", "/v2/"):
             return await handlers.base(request)
         return await handlers.dispatch(request)
@@ -161,7 +167,19 @@ def server_tls(config: Config) -> ServerTls | None:
     if not config.listen.https:
         return None
     return ServerTls(config.tls.cert_file, config.tls.key_file, config.tls.extra_names,
-                     config.storage.path / "tls")
+                     config.storage.path / "tls", config.tls.client_ca_file)
+
+
+def warn_open_secrets(config: Config) -> None:
+    """A secret file others can read is a finding, not a reason to refuse to start."""
+    for key, path in secret_files(config):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            log.warning("%s %s is readable by others (mode %o); chmod 600 it", key, path,
+                        mode & 0o777)
 
 
 async def serve(config: Config) -> None:
@@ -171,11 +189,17 @@ async def serve(config: Config) -> None:
     3. cancel downloads (temporary files removed: nothing partial is ever published);
     4. close upstream clients, flush and close the index, mark the stop clean.
     SIGHUP reloads the TLS certificate without dropping connections."""
+    warn_open_secrets(config)
     tls = server_tls(config)
     app = build_app(config)
     runner = web.AppRunner(app, access_log_class=access_logger_for(config.log.format),
                            handler_cancellation=True,
-                           shutdown_timeout=config.listen.shutdown_timeout)
+                           shutdown_timeout=config.listen.shutdown_timeout,
+                           # hostile input: bounded request line and headers; a connection that
+                           # idles or never completes a request is closed (slow loris)
+                           keepalive_timeout=config.listen.idle_timeout,
+                           max_line_size=MAX_LINE, max_field_size=MAX_LINE,
+                           max_headers=MAX_HEADERS)
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
     watchdog: asyncio.Task[None] | None = None

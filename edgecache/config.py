@@ -84,6 +84,7 @@ class ListenConfig:
     http: str | None = "127.0.0.1:5000"
     https: str | None = "0.0.0.0:30003"
     shutdown_timeout: float = 20.0
+    idle_timeout: float = 30.0  # closes idle connections and ones that never finish a request
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ class TlsConfig:
     cert_file: str = ""  # both empty: a self-managed CA and certificate under storage.path/tls
     key_file: str = ""
     extra_names: tuple[str, ...] = ()
+    client_ca_file: str = ""  # set: clients must present a certificate signed by it (mTLS)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    htpasswd_file: str = ""  # bcrypt entries, as `htpasswd -B` writes them
+    tokens_file: str = ""  # static bearer tokens, one `name:token` (or `token`) per line
+    realm: str = "edgecache"
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class UpstreamConfig:
     connect_timeout: float = 5.0
     response_timeout: float = 10.0
     read_timeout: float = 60.0
+    access: str = "public"  # or "authenticated": clients must log in to pull through it
 
     def password(self) -> str:
         """Read the password when needed, so it never sits in a config dump or a log line."""
@@ -148,6 +158,7 @@ class MetricsConfig:
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     default_upstream: str | None = "docker.io"
@@ -200,7 +211,10 @@ def _upstream(name: str, raw: object, key: str) -> UpstreamConfig:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", name):
         raise ConfigError(f"{key}: upstream name must be a registry host[:port], got {name!r}")
     fields = {"url", "username", "password_file", "connect_timeout", "response_timeout",
-              "read_timeout"}
+              "read_timeout", "access"}
+    if isinstance(raw, dict) and "password" in raw:
+        raise ConfigError(f"{key}.password: passwords are never inlined; put it in a file "
+                          "readable only by edgecache and set password_file")
     section = _section(raw, key, fields)
     url = _string(section, "url", key, "")
     parts = urlsplit(url)
@@ -214,6 +228,9 @@ def _upstream(name: str, raw: object, key: str) -> UpstreamConfig:
         raise ConfigError(f"{key}.password_file: no such file {password_file!r}")
     if bool(username) != bool(password_file):
         raise ConfigError(f"{key}: username and password_file go together")
+    access = _string(section, "access", key, "authenticated" if username else "public")
+    if access not in ("public", "authenticated"):
+        raise ConfigError(f"{key}.access: expected public or authenticated, got {access!r}")
     return UpstreamConfig(
         name=name,
         url=url.rstrip("/"),
@@ -223,6 +240,7 @@ def _upstream(name: str, raw: object, key: str) -> UpstreamConfig:
         response_timeout=_duration(section, "response_timeout", key,
                                    UpstreamConfig.response_timeout),
         read_timeout=_duration(section, "read_timeout", key, UpstreamConfig.read_timeout),
+        access=access,
     )
 
 
@@ -257,9 +275,10 @@ def _health(raw: object) -> HealthConfig:
 
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document; an empty document gives the embedded defaults."""
-    top = _section(raw, "", {"listen", "tls", "storage", "upstreams", "default_upstream",
-                             "cache", "health", "log", "metrics", "pins"})
-    listen = _section(top.get("listen"), "listen", {"http", "https", "shutdown_timeout"})
+    top = _section(raw, "", {"listen", "tls", "auth", "storage", "upstreams",
+                             "default_upstream", "cache", "health", "log", "metrics", "pins"})
+    listen = _section(top.get("listen"), "listen",
+                      {"http", "https", "shutdown_timeout", "idle_timeout"})
     addresses: dict[str, str | None] = {}
     for name, default in (("http", ListenConfig.http), ("https", ListenConfig.https)):
         value = listen.get(name, default)
@@ -280,6 +299,11 @@ def from_mapping(raw: object) -> Config:
         str(name): _upstream(name, value, f"upstreams.{name}")
         for name, value in raw_upstreams.items()
     }
+    auth = _auth(top.get("auth"))
+    locked = [name for name, u in upstreams.items() if u.access == "authenticated"]
+    if locked and not (auth.htpasswd_file or auth.tokens_file):
+        raise ConfigError(f"auth: upstreams {', '.join(sorted(locked))} are authenticated; set "
+                          "auth.htpasswd_file or auth.tokens_file for the clients' credentials")
     default = top.get("default_upstream", "docker.io" if "docker.io" in upstreams else None)
     if default in ("", None):
         default = None
@@ -304,8 +328,10 @@ def from_mapping(raw: object) -> Config:
         listen=ListenConfig(
             http=addresses["http"], https=addresses["https"],
             shutdown_timeout=_duration(listen, "shutdown_timeout", "listen",
-                                       ListenConfig.shutdown_timeout)),
+                                       ListenConfig.shutdown_timeout),
+            idle_timeout=_duration(listen, "idle_timeout", "listen", ListenConfig.idle_timeout)),
         tls=_tls(top.get("tls")),
+        auth=auth,
         storage=storage_config,
         upstreams=upstreams,
         default_upstream=default,
@@ -342,8 +368,35 @@ def _storage(raw: object) -> StorageConfig:
     )
 
 
+def _existing_file(section: Mapping[str, Any], name: str, key: str) -> str:
+    value = _string(section, name, key, "")
+    if value and not Path(value).is_file():
+        raise ConfigError(f"{key}.{name}: no such file {value!r}")
+    return value
+
+
+def _auth(raw: object) -> AuthConfig:
+    section = _section(raw, "auth", {"htpasswd_file", "tokens_file", "realm"})
+    realm = _string(section, "realm", "auth", "edgecache")
+    if not realm or '"' in realm or "\\" in realm:
+        raise ConfigError("auth.realm: must be a non-empty string without quotes")
+    return AuthConfig(htpasswd_file=_existing_file(section, "htpasswd_file", "auth"),
+                      tokens_file=_existing_file(section, "tokens_file", "auth"), realm=realm)
+
+
+def secret_files(config: Config) -> list[tuple[str, str]]:
+    """(key, path) of every file holding a secret, for the start-up permission check."""
+    found = [(f"upstreams.{name}.password_file", u.password_file)
+             for name, u in config.upstreams.items() if u.password_file]
+    found += [(f"auth.{k}", v) for k, v in (("htpasswd_file", config.auth.htpasswd_file),
+                                             ("tokens_file", config.auth.tokens_file)) if v]
+    if config.tls.key_file:
+        found.append(("tls.key_file", config.tls.key_file))
+    return found
+
+
 def _tls(raw: object) -> TlsConfig:
-    section = _section(raw, "tls", {"cert_file", "key_file", "extra_names"})
+    section = _section(raw, "tls", {"cert_file", "key_file", "extra_names", "client_ca_file"})
     cert = _string(section, "cert_file", "tls", "")
     key = _string(section, "key_file", "tls", "")
     if bool(cert) != bool(key):
@@ -355,7 +408,8 @@ def _tls(raw: object) -> TlsConfig:
     names = section.get("extra_names", [])
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ConfigError("tls.extra_names: expected a list of DNS names or IP addresses")
-    return TlsConfig(cert_file=cert, key_file=key, extra_names=tuple(names))
+    return TlsConfig(cert_file=cert, key_file=key, extra_names=tuple(names),
+                     client_ca_file=_existing_file(section, "client_ca_file", "tls"))
 
 
 def _pins(raw: object, upstreams: Mapping[str, UpstreamConfig]) -> tuple[str, ...]:

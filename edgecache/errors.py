@@ -3,6 +3,7 @@
 ```
 EdgecacheError
 ├── ConfigError             the operator must fix the configuration
+├── Unauthorized            the client must authenticate (401 with a challenge)
 ├── InvalidRequest          the client sent something malformed; nothing was touched
 │   ├── NameInvalid, TagInvalid, DigestInvalid, RangeNotSatisfiable
 │   └── Unsupported         a verb or feature a pull-through cache does not offer
@@ -31,6 +32,12 @@ class EdgecacheError(Exception):
 
 class ConfigError(EdgecacheError):
     """The configuration is invalid; the message names the key and the problem."""
+
+
+class Unauthorized(EdgecacheError):
+    def __init__(self, message: str, realm: str) -> None:
+        super().__init__(message)
+        self.realm = realm
 
 
 class InvalidRequest(EdgecacheError):

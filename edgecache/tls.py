@@ -179,11 +179,18 @@ def ensure_self_managed(directory: Path, extra_names: tuple[str, ...]) -> TlsFil
     return TlsFiles(cert_path, key_path, directory / "ca.crt")
 
 
-def server_context(files: TlsFiles) -> ssl.SSLContext:
+def server_context(files: TlsFiles, client_ca: str = "") -> ssl.SSLContext:
+    """TLS 1.2+; with `client_ca`, clients must present a certificate it signed (mTLS)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
     load_chain(context, files)
+    if client_ca:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"tls.client_ca_file: cannot load {client_ca}: {exc}") from exc
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
@@ -198,13 +205,14 @@ class ServerTls:
     """The listener's live `SSLContext` and where its chain comes from; `reload` on SIGHUP."""
 
     def __init__(self, cert_file: str, key_file: str, extra_names: tuple[str, ...],
-                 directory: Path) -> None:
+                 directory: Path, client_ca: str = "") -> None:
+        self._client_ca = client_ca
         self._cert_file = cert_file
         self._key_file = key_file
         self._extra_names = extra_names
         self._directory = directory
         self.files = self._resolve()
-        self.context = server_context(self.files)
+        self.context = server_context(self.files, client_ca)
         self._loaded = self._fingerprint(self.files)
 
     @staticmethod

@@ -40,6 +40,7 @@ from edgecache.upstream.auth import (
     basic_header,
     parse_challenge,
 )
+from edgecache.upstream.guard import AddressGuard, GuardedResolver, literal_class
 from edgecache.upstream.health import UpstreamHealth
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class UpstreamClient:
         self.config = config
         self.base = URL(config.url)
         self.manifest_limit = manifest_limit
+        self._addresses = AddressGuard(self.base.host or "")
         self._basic: str | None = None
         if config.username:
             self._basic = basic_header(config.username, config.password())
@@ -112,7 +114,8 @@ class UpstreamClient:
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
             ),
-            connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300,
+                                           resolver=GuardedResolver(self._addresses)),
             auto_decompress=False,
             headers={"User-Agent": f"edgecache/{__version__}", "Accept-Encoding": "identity"},
         )
@@ -296,6 +299,11 @@ class UpstreamClient:
                                           f"{target.scheme!r}")
             if target.scheme == "http" and self.base.scheme == "https":
                 raise UpstreamBadResponse(self.name, "redirect from https to plain http refused")
+            klass = literal_class(target.host)
+            if klass is not None and not self._addresses.permits(target.host,
+                                                                 target.host.strip("[]")):
+                raise UpstreamBadResponse(self.name, f"redirect to a {klass} address refused "
+                                          f"({target.host})")
             if resp.status == 303 and method != "HEAD":
                 method = "GET"
             url = target

@@ -20,6 +20,7 @@ API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 # Most specific first: the first row whose class matches wins.
 ERROR_TABLE: tuple[tuple[type[errors.EdgecacheError], int, str], ...] = (
+    (errors.Unauthorized, 401, "UNAUTHORIZED"),
     (errors.NameInvalid, 400, "NAME_INVALID"),
     (errors.TagInvalid, 400, "TAG_INVALID"),
     (errors.DigestInvalid, 400, "DIGEST_INVALID"),
@@ -60,6 +61,8 @@ def from_domain(exc: errors.EdgecacheError) -> web.Response:
         response.headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, errors.Unsupported):
         response.headers["Allow"] = "GET, HEAD"
+    if isinstance(exc, errors.Unauthorized):
+        response.headers["WWW-Authenticate"] = f'Basic realm="{exc.realm}", charset="UTF-8"'
     return response
 
 

@@ -16,6 +16,7 @@ from edgecache.errors import RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.proxy.routing import Router, Target
 from edgecache.proxy.service import BlobAnswer, ManifestAnswer, RegistryService
+from edgecache.web.auth import ClientAuth
 from edgecache.web.observability import ACCESS
 from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
 
@@ -30,14 +31,17 @@ _ANY_SIZE = 1 << 62
 
 
 class RegistryHandlers:
-    def __init__(self, router: Router, service: RegistryService, metrics: Metrics) -> None:
+    def __init__(self, router: Router, service: RegistryService, metrics: Metrics,
+                 auth: ClientAuth) -> None:
         self._router = router
         self._service = service
         self._metrics = metrics
+        self._auth = auth
 
     async def base(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
+        self._auth.check(request, None)
         return web.json_response({})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -45,6 +49,7 @@ class RegistryHandlers:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
         path = request.rel_url.raw_path.removeprefix("/v2/")
         target = self._router.resolve(path, request.query.get("ns"))
+        self._auth.check(request, target.upstream)
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
         started = time.monotonic()

@@ -30,7 +30,7 @@ def good_config(tmp_path: Path) -> dict[str, Any]:
         "upstreams": {
             "docker.io": {"url": "http://127.0.0.1:1", "connect_timeout": "2s"},
             "registry-b.test": {"url": "https://127.0.0.1:2/", "username": "robot",
-                                "password_file": str(password)},
+                                "password_file": str(password), "access": "public"},
         },
         "log": {"level": "info"},
     }

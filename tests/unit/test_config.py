@@ -65,7 +65,8 @@ def test_credentials_read_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     cfg = config.from_mapping({"upstreams": {"x.io": {
-        "url": "https://x.io/", "username": "me", "password_file": str(secret)}}})
+        "url": "https://x.io/", "username": "me", "password_file": str(secret),
+        "access": "public"}}})
     upstream = cfg.upstreams["x.io"]
     assert upstream.url == "https://x.io"
     assert upstream.password() == "s3cret"

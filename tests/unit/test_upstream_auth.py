@@ -174,7 +174,8 @@ async def test_basic_credentials_are_sent_to_the_token_realm(
     img = image(100)
     fake.add_image(REPO, img)
     fake.require_bearer(credentials=("alice", "s3cret"))
-    edge = await make_edge(username="alice", password_file=password_file(tmp_path, "s3cret"))
+    edge = await make_edge(username="alice", password_file=password_file(tmp_path, "s3cret"),
+                           access="public")
 
     await pull(edge, img)
 
@@ -187,7 +188,8 @@ async def test_token_realm_refusing_credentials_is_denied(
         fake: FakeRegistry, make_edge: MakeEdge, tmp_path: Path) -> None:
     fake.add_image(REPO, image(110))
     fake.require_bearer(credentials=("alice", "s3cret"))
-    edge = await make_edge(username="alice", password_file=password_file(tmp_path, "wrong"))
+    edge = await make_edge(username="alice", password_file=password_file(tmp_path, "wrong"),
+                           access="public")
 
     async with edge.client.get(f"/v2/{REPO}/manifests/latest") as resp:
         assert resp.status == 403
@@ -203,7 +205,8 @@ async def test_basic_auth_upstream(fake: FakeRegistry, make_edge: MakeEdge,
     img = image(120)
     fake.add_image(REPO, img)
     fake.require_basic("bob", "hunter2")
-    edge = await make_edge(username="bob", password_file=password_file(tmp_path, "hunter2"))
+    edge = await make_edge(username="bob", password_file=password_file(tmp_path, "hunter2"),
+                           access="public")
 
     await pull(edge, img)
 
