@@ -124,7 +124,8 @@ async def _components(app: web.Application, config: Config) -> AsyncIterator[Non
         for name, cfg in config.upstreams.items()
     }
     fills = Fills(blobs, quota, metrics,
-                  lambda digest, size: index.record_blob(str(digest), size))
+                  lambda digest, size: index.record_blob(str(digest), size),
+                  config.limits.max_downloads, config.limits.max_readers_per_blob)
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     app[SERVICE] = RegistryService(blobs, index, quota, clients, fills, metrics, config.cache)

@@ -144,6 +144,12 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_downloads: int = 32  # upstream blob downloads at once; more wait their turn
+    max_readers_per_blob: int = 256  # clients following one download; more get 429
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "plain"
@@ -166,6 +172,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     pins: tuple[str, ...] = ()
 
 
@@ -276,7 +283,8 @@ def _health(raw: object) -> HealthConfig:
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document; an empty document gives the embedded defaults."""
     top = _section(raw, "", {"listen", "tls", "auth", "storage", "upstreams",
-                             "default_upstream", "cache", "health", "log", "metrics", "pins"})
+                             "default_upstream", "cache", "health", "log", "metrics", "limits",
+                             "pins"})
     listen = _section(top.get("listen"), "listen",
                       {"http", "https", "shutdown_timeout", "idle_timeout"})
     addresses: dict[str, str | None] = {}
@@ -339,6 +347,7 @@ def from_mapping(raw: object) -> Config:
         health=_health(top.get("health")),
         log=LogConfig(level=level, format=log_format),
         metrics=MetricsConfig(listen=metrics_listen),
+        limits=_limits(top.get("limits")),
         pins=_pins(top.get("pins"), upstreams),
     )
 
@@ -366,6 +375,22 @@ def _storage(raw: object) -> StorageConfig:
         access_flush_interval=_duration(section, "access_flush_interval", "storage",
                                         StorageConfig.access_flush_interval),
     )
+
+
+def _positive_int(section: Mapping[str, Any], name: str, key: str, default: int) -> int:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}.{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _limits(raw: object) -> LimitsConfig:
+    section = _section(raw, "limits", {"max_downloads", "max_readers_per_blob"})
+    return LimitsConfig(
+        max_downloads=_positive_int(section, "max_downloads", "limits",
+                                    LimitsConfig.max_downloads),
+        max_readers_per_blob=_positive_int(section, "max_readers_per_blob", "limits",
+                                           LimitsConfig.max_readers_per_blob))
 
 
 def _existing_file(section: Mapping[str, Any], name: str, key: str) -> str:

@@ -7,15 +7,18 @@ EdgecacheError
 ├── InvalidRequest          the client sent something malformed; nothing was touched
 │   ├── NameInvalid, TagInvalid, DigestInvalid, RangeNotSatisfiable
 │   └── Unsupported         a verb or feature a pull-through cache does not offer
+├── TooManyRequests         a concurrency bound was reached; retry shortly
 ├── NotFound                the content does not exist (here and, where asked, upstream)
-│   └── BlobUnknown, ManifestUnknown, NameUnknown
+│   ├── BlobUnknown, ManifestUnknown, NameUnknown
+│   └── NotCached           an export needs content the cache does not hold (warm it first)
 ├── UpstreamError           the upstream could not give us what we needed
 │   ├── UpstreamUnavailable refused, DNS, timeout, TLS, 5xx, 429
 │   ├── UpstreamAuthError   the upstream refused our credentials or the repository
 │   └── UpstreamBadResponse the upstream answered with something that is not a registry answer
 ├── IntegrityError          content is not what it claims to be; it is never published
 │   ├── DigestMismatch      bytes do not match their digest
-│   └── ManifestInvalid     not a manifest, an unknown media type, or over the size cap
+│   ├── ManifestInvalid     not a manifest, an unknown media type, or over the size cap
+│   └── BundleInvalid       an air-gap bundle is malformed or hostile; nothing was imported
 └── StorageError            the local disk failed us
 ```
 
@@ -68,6 +71,10 @@ class Unsupported(InvalidRequest):
     pass
 
 
+class TooManyRequests(EdgecacheError):
+    """A bound on concurrent work was reached; the client should retry shortly."""
+
+
 class NotFound(EdgecacheError):
     pass
 
@@ -82,6 +89,10 @@ class ManifestUnknown(NotFound):
 
 class NameUnknown(NotFound):
     pass
+
+
+class NotCached(NotFound):
+    """An export named an image (or a blob of one) that is not in the cache."""
 
 
 class UpstreamError(EdgecacheError):
@@ -117,6 +128,10 @@ class DigestMismatch(IntegrityError):
 
 class ManifestInvalid(IntegrityError):
     pass
+
+
+class BundleInvalid(IntegrityError):
+    """An import refused a bundle; the message says which member and why, in one line."""
 
 
 class StorageError(EdgecacheError):

@@ -25,7 +25,7 @@ import os
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from edgecache.errors import DigestMismatch, EdgecacheError, StorageError
+from edgecache.errors import DigestMismatch, EdgecacheError, StorageError, TooManyRequests
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.proxy.download import Download, Opener
@@ -59,6 +59,8 @@ class Fill:
         self._writer = writer
         self._sized = asyncio.Event()
         self._changed = asyncio.Event()
+        self.readers = 0
+        self.max_readers = 256
 
     @property
     def written(self) -> int:
@@ -66,6 +68,9 @@ class Fill:
 
     def open_reader(self) -> FillReader:
         """Attach a reader; synchronous, so the descriptor is duplicated before any await."""
+        if self.readers >= self.max_readers:
+            raise TooManyRequests(f"{self.readers} clients are already following this download")
+        self.readers += 1
         return FillReader(self, os.dup(self._writer.fd))
 
     async def wait_size(self) -> int | None:
@@ -184,13 +189,17 @@ class FillReader:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            self.fill.readers -= 1
 
 
 class Fills:
     """The downloads in flight, by digest. One per process, owned by the composition root."""
 
     def __init__(self, blobs: BlobStore, quota: Quota, metrics: Metrics,
-                 published: Published) -> None:
+                 published: Published, max_downloads: int = 32,
+                 max_readers: int = 256) -> None:
+        self._slots = asyncio.Semaphore(max_downloads)
+        self._max_readers = max_readers
         self._blobs = blobs
         self._quota = quota
         self._metrics = metrics
@@ -208,6 +217,7 @@ class Fills:
         if fill is not None:
             return fill
         fill = Fill(digest, self._blobs.writer(digest), upstream, opener, self._metrics)
+        fill.max_readers = self._max_readers
         self._active[key] = fill
         task = asyncio.create_task(self._run(fill), name=f"fill {key}")
         self._tasks.add(task)
@@ -222,6 +232,10 @@ class Fills:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self, fill: Fill) -> None:
+        async with self._slots:  # bounded downloads at once; the rest queue, readers wait
+            await self._download(fill)
+
+    async def _download(self, fill: Fill) -> None:
         writer = fill._writer
         download = Download(fill.opener, 0, fill.upstream, self._metrics)
         reserved = 0

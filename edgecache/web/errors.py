@@ -27,6 +27,7 @@ ERROR_TABLE: tuple[tuple[type[errors.EdgecacheError], int, str], ...] = (
     (errors.RangeNotSatisfiable, 416, "RANGE_INVALID"),
     (errors.Unsupported, 405, "UNSUPPORTED"),
     (errors.InvalidRequest, 400, "UNSUPPORTED"),
+    (errors.TooManyRequests, 429, "TOOMANYREQUESTS"),
     (errors.BlobUnknown, 404, "BLOB_UNKNOWN"),
     (errors.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
     (errors.NameUnknown, 404, "NAME_UNKNOWN"),
@@ -61,6 +62,8 @@ def from_domain(exc: errors.EdgecacheError) -> web.Response:
         response.headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, errors.Unsupported):
         response.headers["Allow"] = "GET, HEAD"
+    if isinstance(exc, errors.TooManyRequests):
+        response.headers["Retry-After"] = "1"
     if isinstance(exc, errors.Unauthorized):
         response.headers["WWW-Authenticate"] = f'Basic realm="{exc.realm}", charset="UTF-8"'
     return response
