@@ -29,11 +29,14 @@ class Limits:
 class Usage:
     cache_bytes: int  # what the index accounts for, plus reservations in flight
     fs_free: int  # free bytes on the filesystem right now
+    reserved: int = 0  # the part of cache_bytes promised to downloads, not yet taken from fs_free
 
 
 def budget(limits: Limits, usage: Usage) -> int:
-    """The most the cache may hold now."""
-    room = usage.cache_bytes + usage.fs_free - limits.min_free
+    """The most the cache may hold now. A reservation counts once: its bytes are not yet
+    written (still in fs_free), so they are not room as well (bytes a download already wrote
+    are then counted against it twice until it is published: the safe side)."""
+    room = usage.cache_bytes - usage.reserved + usage.fs_free - limits.min_free
     if limits.max_size is not None:
         room = min(room, limits.max_size)
     return max(0, room)

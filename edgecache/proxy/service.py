@@ -115,6 +115,8 @@ class RegistryService:
             if local is not None:
                 return local
             if head and info.media_type and info.size is not None:
+                if record is None:  # what the tag gives, so a pin on it holds from this pull on
+                    self._index.set_tag(*key, digest)
                 return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
         answer = await self._fetch_manifest(client, target.repository, digest or target.reference)
         self._index.set_tag(*key, answer.digest)
@@ -166,6 +168,7 @@ class RegistryService:
             log.warning("could not store manifest %s: %s", actual, exc)
             return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
         self._index.record_blob(str(actual), len(body), media_type, manifest_children(body))
+        self._index.touch(str(actual))  # its references, already cached or not, are used too
         self._quota.added(len(body))
         self._quota.check()
         return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")

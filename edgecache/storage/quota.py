@@ -80,7 +80,7 @@ class Quota:
                     if self._config.max_size is not None else None)
         limits = Limits(max_size, self._config.min_free.resolve(disk.total),
                         self._config.high_watermark, self._config.low_watermark)
-        return limits, Usage(self.used + self.reserved, disk.free)
+        return limits, Usage(self.used + self.reserved, disk.free, self.reserved)
 
     def budget(self) -> int:
         return budget(*self.limits())
@@ -89,7 +89,7 @@ class Quota:
         """Reserve room for `size` more bytes, evicting if needed; False if it cannot fit."""
         limits, usage = self.limits()
         need = bytes_to_free(limits, usage, size)
-        if need:
+        if need and size + self.reserved <= budget(limits, usage):  # else no eviction helps
             self.evict(need)
             limits, usage = self.limits()
         if usage.cache_bytes + size > budget(limits, usage):
