@@ -69,7 +69,6 @@ class Quota:
         self._probe = probe
         self.used = index.total_size()
         self.reserved = 0
-        self._busy: dict[str, int] = {}
 
     def disk(self) -> DiskUsage:
         return self._probe(str(self._blobs.layout.root))
