@@ -24,6 +24,7 @@ from edgecache import systemd
 from edgecache.config import Config, parse_hostport, secret_files
 from edgecache.errors import EdgecacheError, StorageError
 from edgecache.metrics import Metrics
+from edgecache.oci import Digest
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
@@ -123,12 +124,17 @@ async def _components(app: web.Application, config: Config) -> AsyncIterator[Non
         name: UpstreamClient(cfg, MANIFEST_LIMIT, config.health, metrics)
         for name, cfg in config.upstreams.items()
     }
-    fills = Fills(blobs, quota, metrics,
-                  lambda digest, size: index.record_blob(str(digest), size),
+    def published(digest: Digest, size: int, upstream: str) -> None:
+        index.record_blob(str(digest), size)
+        index.link(upstream, str(digest))
+
+    fills = Fills(blobs, quota, metrics, published,
                   config.limits.max_downloads, config.limits.max_readers_per_blob)
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
-    app[SERVICE] = RegistryService(blobs, index, quota, clients, fills, metrics, config.cache)
+    app[SERVICE] = RegistryService(
+        blobs, index, quota, clients, fills, metrics, config.cache,
+        private=frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated"))
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
         yield

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
 
-Published = Callable[[Digest, int], None]
+Published = Callable[[Digest, int, str], None]  # digest, size, upstream it came from
 
 
 class _Bypass(Exception):
@@ -285,5 +285,5 @@ class Fills:
             fill._finish()
             return
         self._quota.added(writer.size)
-        self._published(fill.digest, writer.size)
+        self._published(fill.digest, writer.size, fill.upstream)
         fill._finish()

@@ -12,6 +12,9 @@
   chained behind edgecache.
 - Manifests are stored byte-exact, after their digest is checked, under the media type the
   upstream gave; they are never converted.
+- Content that came from an authenticated (private) upstream is served by digest only through
+  that upstream's routes: through any other route it counts as not cached, so a public route
+  cannot read a private image by guessing or knowing its digest.
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ class BlobAnswer:
 class RegistryService:
     def __init__(self, blobs: BlobStore, index: Index, quota: Quota,
                  upstreams: Mapping[str, UpstreamClient], fills: Fills, metrics: Metrics,
-                 cache: CacheConfig | None = None) -> None:
+                 cache: CacheConfig | None = None, private: frozenset[str] = frozenset()) -> None:
         self._cache = cache or CacheConfig()
+        self._private = private
         self._blobs = blobs
         self._index = index
         self._quota = quota
@@ -83,7 +87,8 @@ class RegistryService:
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
         if target.is_digest:
-            local = self._local_manifest(target.reference, head)
+            local = (self._local_manifest(target.reference, head)
+                     if self._may_serve(target.upstream, target.reference) else None)
             if local is not None:
                 return local
             if head:
@@ -131,6 +136,13 @@ class RegistryService:
             self._index.set_tag(*key, digest)
         return info
 
+    def _may_serve(self, upstream: str, digest: str) -> bool:
+        """Whether cached content may answer a by-digest request routed to `upstream`."""
+        if not self._private:
+            return True
+        links = self._index.links(digest)
+        return upstream in links or not (links & self._private)
+
     def _local_manifest(self, digest: str, head: bool) -> ManifestAnswer | None:
         media_type = self._index.media_type(digest)
         if media_type is None:
@@ -168,6 +180,7 @@ class RegistryService:
             log.warning("could not store manifest %s: %s", actual, exc)
             return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
         self._index.record_blob(str(actual), len(body), media_type, manifest_children(body))
+        self._index.link(client.name, str(actual))
         self._index.touch(str(actual))  # its references, already cached or not, are used too
         self._quota.added(len(body))
         self._quota.check()
@@ -184,7 +197,7 @@ class RegistryService:
     async def blob(self, target: Target, head: bool) -> BlobAnswer:
         digest = Digest.parse(target.reference)
         fill = self._fills.get(digest)
-        if fill is None:
+        if fill is None and self._may_serve(target.upstream, target.reference):
             size = self._blobs.size(digest)
             if size is not None:
                 if not head:

@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS refs (   -- manifest → what it references
     PRIMARY KEY (parent, child)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refs_by_child ON refs(child);
+CREATE TABLE IF NOT EXISTS links (  -- which upstream a digest came from (scopes private content)
+    upstream TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    PRIMARY KEY (digest, upstream)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
     upstream    TEXT NOT NULL,
     repository  TEXT NOT NULL,
@@ -109,11 +114,20 @@ class Index:
         row = self._db.execute("SELECT size FROM blobs WHERE digest=?", (digest,)).fetchone()
         return row[0] if row else None
 
+    def link(self, upstream: str, digest: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO links(upstream, digest) VALUES (?, ?)",
+                         (upstream, digest))
+
+    def links(self, digest: str) -> set[str]:
+        return {row[0] for row in self._db.execute(
+            "SELECT upstream FROM links WHERE digest=?", (digest,))}
+
     def forget(self, digests: Iterable[str]) -> None:
         rows = [(d,) for d in digests]
         with self._transaction():
             self._db.executemany("DELETE FROM blobs WHERE digest=?", rows)
             self._db.executemany("DELETE FROM refs WHERE parent=?", rows)
+            self._db.executemany("DELETE FROM links WHERE digest=?", rows)
         for (digest,) in rows:
             self._accessed.pop(digest, None)
 
