@@ -88,7 +88,7 @@ class Quota:
         """Reserve room for `size` more bytes, evicting if needed; False if it cannot fit."""
         limits, usage = self.limits()
         need = bytes_to_free(limits, usage, size)
-        if need and size + self.reserved <= budget(limits, usage):  # else no eviction helps
+        if need and self._eviction_can_make_room(size, budget(limits, usage)):
             self.evict(need)
             limits, usage = self.limits()
         if usage.cache_bytes + size > budget(limits, usage):
@@ -98,6 +98,15 @@ class Quota:
             return False
         self.reserved += size
         return True
+
+    def _eviction_can_make_room(self, size: int, room: int) -> bool:
+        """Whether evicting everything that is not pinned would let `size` fit: otherwise
+        evicting would destroy cached images and still leave the blob uncached."""
+        if size + self.reserved > room:
+            return False
+        sizes = self._index.sizes()
+        pinned = sum(sizes.get(d, 0) for d in pinned_digests(self._index, self._pins))
+        return pinned + self.reserved + size <= room
 
     def release(self, size: int) -> None:
         self.reserved = max(0, self.reserved - size)

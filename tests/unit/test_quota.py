@@ -905,3 +905,23 @@ async def test_a_blob_announced_bigger_than_the_free_space_is_never_written(
         assert edge.sample("edgecache_upstream_fetched_bytes_total", upstream=UPSTREAM) == 0
         assert published(storage) == {}
         assert edge.tmp_files() == []
+
+
+async def test_nothing_is_evicted_when_even_evicting_all_unpinned_content_would_not_do(
+        stores: list[Store], tmp_path: Path) -> None:
+    """6000 pinned + 2000 loose in 10000: a 5000-byte blob cannot fit whatever goes, so the
+    loose image stays cached and the blob is served uncached."""
+    store = new_store(stores, tmp_path, max_size=10_000)
+    pinned_layer = await store.add(6000)
+    pinned = await store.add_manifest([pinned_layer])
+    store.index.set_tag(UPSTREAM, "team/pinned", "1", pinned)
+    loose = await store.add(2000)
+    store.restart((f"{UPSTREAM}/team/pinned:1",))
+
+    assert not store.quota.reserve(5000)
+    assert store.on_disk(loose)
+    assert store.sample("edgecache_evictions_total") == 0
+    assert store.sample("edgecache_uncacheable_total") == 1
+    # while a blob that fits once the loose one goes still evicts it
+    assert store.quota.reserve(3000)
+    assert not store.on_disk(loose)
