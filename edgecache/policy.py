@@ -73,7 +73,7 @@ def select_victims(entries: Iterable[Entry], need: int, protected: set[str],
             break
         if entry.digest in seen or entry.digest in protected:
             continue
-        group = _with_parents(entry.digest, parents)
+        group = with_parents(entry.digest, parents)
         if group & protected:
             continue
         for digest in sorted(group - seen):
@@ -83,7 +83,7 @@ def select_victims(entries: Iterable[Entry], need: int, protected: set[str],
     return chosen
 
 
-def _with_parents(digest: str, parents: Callable[[str], Iterable[str]]) -> set[str]:
+def with_parents(digest: str, parents: Callable[[str], Iterable[str]]) -> set[str]:
     group = {digest}
     frontier = [digest]
     for _ in range(8):  # index → manifest → blob is two levels; 8 bounds a hostile graph

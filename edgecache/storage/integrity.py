@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgecache.errors import EdgecacheError
 from edgecache.oci import Digest, manifest_children, manifest_media_type
+from edgecache.policy import with_parents
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 
@@ -115,8 +116,12 @@ def verify(blobs: BlobStore, index: Index, repair: bool,
             continue
         report.corrupt.append(str(digest))
         if repair:
-            blobs.remove(digest)
-            index.forget([str(digest)])
+            # the manifests that reference it go too: the index must never claim an image it
+            # cannot serve whole (a later pull fetches them again)
+            group = sorted(with_parents(str(digest), index.parents))
+            for member in group:
+                blobs.remove(Digest.parse(member))
+            index.forget(group)
     if not repair:
         indexed = {d for d, _ in index.digests()}
         present = {str(d) for _, d in _published(blobs) if d is not None}

@@ -145,6 +145,30 @@ async def test_verify_names_a_corrupt_blob_and_repair_removes_it(store: Store) -
     assert verify(store.blobs, store.index, repair=False).clean
 
 
+async def test_repair_takes_the_manifests_of_a_corrupt_layer_along(store: Store) -> None:
+    """The index must not claim an image it can no longer serve whole."""
+    layer = make_layer(10_000, 502)
+    other = make_layer(10_000, 503)
+    image = make_image([layer])
+    untouched = make_image([other])
+    index = make_index([image])
+    for blob in (*image.blobs, *untouched.blobs):
+        await store.publish(blob.data)
+    for manifest in (image.manifest, untouched.manifest, index.manifest):
+        await store.publish(manifest, indexed=False)
+    reconcile(store.blobs, store.index)  # adopts the manifests with their references
+    flip_a_byte(store.path(layer.digest))
+
+    report = verify(store.blobs, store.index, repair=True)
+
+    assert report.corrupt == [layer.digest]
+    for gone in (layer.digest, image.digest, index.digest):
+        assert not store.path(gone).exists() and store.index.size(gone) is None
+    for kept in (untouched.digest, other.digest, image.config.digest):
+        assert store.path(kept).exists() and store.index.size(kept) is not None
+    assert verify(store.blobs, store.index, repair=False).clean
+
+
 async def test_verify_without_repair_reports_disagreements_and_changes_nothing(
         store: Store) -> None:
     lost = await store.publish(b"lost" * 100)
