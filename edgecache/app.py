@@ -165,6 +165,8 @@ async def _janitor(storage: Storage, config: Config) -> None:
         await asyncio.sleep(interval)
         try:
             storage.index.flush_access()
+            # `edgecache import` publishes (and may evict) from another process: converge
+            storage.quota.used = storage.index.total_size()
             storage.quota.check()
         except Exception:  # a background-loop guard: log, keep the loop alive
             log.exception("janitor pass failed")

@@ -12,9 +12,10 @@
   chained behind edgecache.
 - Manifests are stored byte-exact, after their digest is checked, under the media type the
   upstream gave; they are never converted.
-- Content that came from an authenticated (private) upstream is served by digest only through
-  that upstream's routes: through any other route it counts as not cached, so a public route
-  cannot read a private image by guessing or knowing its digest.
+- Content that came from an authenticated (private) upstream, cached or still downloading, is
+  handed out through another upstream's route only once that upstream confirms (HEAD) that it
+  has the digest too; the confirmation is remembered. A public route cannot read a private image
+  by knowing its digest.
 """
 
 from __future__ import annotations
@@ -87,9 +88,9 @@ class RegistryService:
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
         if target.is_digest:
-            local = (self._local_manifest(target.reference, head)
-                     if self._may_serve(target.upstream, target.reference) else None)
+            local = self._local_manifest(target.reference, head)
             if local is not None:
+                await self._claim(target, client, set())
                 return local
             if head:
                 info = await client.head_manifest(target.repository, target.reference)
@@ -136,12 +137,20 @@ class RegistryService:
             self._index.set_tag(*key, digest)
         return info
 
-    def _may_serve(self, upstream: str, digest: str) -> bool:
-        """Whether cached content may answer a by-digest request routed to `upstream`."""
+    async def _claim(self, target: Target, client: UpstreamClient, owners: set[str]) -> None:
+        """Let content we hold answer a by-digest request on `target.upstream`'s route: free
+        unless it came from a private upstream (recorded links, or `owners`: the upstream of a
+        download in progress); then the route's upstream must have it too (NotFound if not)."""
         if not self._private:
-            return True
-        links = self._index.links(digest)
-        return upstream in links or not (links & self._private)
+            return
+        owners = owners | self._index.links(target.reference)
+        if target.upstream in owners or not (owners & self._private):
+            return
+        if target.kind == "blobs":
+            await client.head_blob(target.repository, target.reference)
+        else:
+            await client.head_manifest(target.repository, target.reference)
+        self._index.link(target.upstream, target.reference)
 
     def _local_manifest(self, digest: str, head: bool) -> ManifestAnswer | None:
         media_type = self._index.media_type(digest)
@@ -196,14 +205,18 @@ class RegistryService:
 
     async def blob(self, target: Target, head: bool) -> BlobAnswer:
         digest = Digest.parse(target.reference)
+        client = self._upstreams[target.upstream]
         fill = self._fills.get(digest)
-        if fill is None and self._may_serve(target.upstream, target.reference):
+        size = self._blobs.size(digest) if fill is None else None
+        if fill is not None or size is not None:
+            await self._claim(target, client, {fill.upstream} if fill is not None else set())
+            fill = self._fills.get(digest)  # the claim may have awaited: look again
+        if fill is None:
             size = self._blobs.size(digest)
             if size is not None:
                 if not head:
                     self._index.touch(target.reference)
                 return BlobAnswer(target.reference, size, path=self._blobs.path(digest))
-        client = self._upstreams[target.upstream]
         if head:
             if fill is not None and fill.size is not None:
                 return BlobAnswer(target.reference, fill.size, source="upstream")
@@ -244,7 +257,7 @@ class RegistryService:
         if last:
             known = [tag for tag in known if tag > last]
         limit = query.get("n", "")
-        if limit.isdigit():
+        if limit.isascii() and limit.isdigit():  # '²'.isdigit() is True; int() refuses it
             known = known[: int(limit)]
         return {"name": target.repository, "tags": known}, None, "stale"
 

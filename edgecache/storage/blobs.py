@@ -54,20 +54,12 @@ class BlobWriter:
         self._hasher.update(data)
         self.size += len(data)
 
-    def truncate(self, size: int) -> None:
-        """Drop bytes past `size` and rehash: used when a resumed download restarts earlier."""
-        os.ftruncate(self.fd, size)
-        os.lseek(self.fd, size, os.SEEK_SET)
-        hasher = self.digest.hasher()
-        offset = 0
-        while offset < size:
-            chunk = os.pread(self.fd, min(1 << 20, size - offset), offset)
-            if not chunk:
-                break
-            hasher.update(chunk)
-            offset += len(chunk)
-        self._hasher = hasher
-        self.size = size
+    def verify(self) -> None:
+        """Raise DigestMismatch if the bytes written so far do not match, keeping the file: an
+        import checks each blob as it arrives but publishes only once the whole bundle passed."""
+        actual = f"{self.digest.algorithm}:{self._hasher.copy().hexdigest()}"
+        if actual != str(self.digest):
+            raise DigestMismatch(str(self.digest), actual)
 
     async def commit(self) -> Path:
         """Verify, fsync and rename into place; on a mismatch remove the file and raise."""

@@ -1,0 +1,336 @@
+"""`edgecache export`: cached images into one bundle, read straight from the store.
+
+It reads files and the index and writes nothing into the storage, so it is safe while a service
+runs: a blob evicted mid-export is still read through the descriptor already open (an unlinked
+file lives on while open), and one evicted before it was opened fails the export cleanly.
+Every blob is re-hashed as it is written: a cache that rotted on disk makes the export fail
+rather than ship a bundle the far side would refuse.
+
+The bundle is streamed (tar `w|` into a zstd stream writer, `threads=-1` for every core) into a
+temporary file beside the output, fsynced and renamed: never the whole bundle in memory, never
+twice on disk, never a half-written file under the output's name. Members are written in a fixed
+order with fixed metadata (mtime 0, uid 0), so the same images give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+import zstandard
+
+from edgecache.airgap.bundle import (
+    INDEX_NAME,
+    LAYOUT_NAME,
+    Root,
+    blob_name,
+    index_document,
+    layout_document,
+)
+from edgecache.airgap.manifest import Manifest
+from edgecache.airgap.platform import Platform, wanted
+from edgecache.airgap.progress import Progress, plural, short_digest, table
+from edgecache.airgap.reference import canonical_registry, full_name
+from edgecache.config import Config
+from edgecache.errors import DigestMismatch, EdgecacheError, NotCached, StorageError
+from edgecache.oci import INDEX_TYPES, Digest, ImageReference, official_repository
+from edgecache.storage.blobs import BlobStore
+from edgecache.storage.index import Index
+from edgecache.storage.layout import Layout
+from edgecache.usage import human
+
+COPY_BUFSIZE = tarfile.RECORDSIZE  # tarfile copies its whole buffer on every write: small
+MAX_DEPTH = 8
+
+
+@dataclass
+class ExportItem:
+    root: Root
+    members: dict[str, int] = field(default_factory=dict)  # the closure: digest -> size
+
+    @property
+    def size(self) -> int:
+        return sum(self.members.values())
+
+
+@dataclass
+class ExportReport:
+    items: list[ExportItem]
+    blobs: int = 0  # unique blobs written
+    raw_bytes: int = 0  # their total size
+    bundle_bytes: int = 0  # what was written to the output
+    skipped: list[str] = field(default_factory=list)  # --all: tags whose content is gone
+    seconds: float = 0.0
+
+    def lines(self, output: str) -> list[str]:
+        rows = [[item.root.name or item.root.digest, short_digest(item.root.digest),
+                 human(item.size), "exported"] for item in self.items]
+        out = table(["IMAGE", "DIGEST", "SIZE", "STATUS"], rows, right=[2])
+        ratio = self.bundle_bytes / self.raw_bytes if self.raw_bytes else 1.0
+        rate = self.raw_bytes / self.seconds if self.seconds > 0 else 0.0
+        out.append(f"exported {plural(len(self.items), 'image')}, {plural(self.blobs, 'blob')}, "
+                   f"{human(self.raw_bytes)} to {output}: {human(self.bundle_bytes)} "
+                   f"({ratio:.0%} of raw) in {self.seconds:.1f}s ({human(rate)}/s)")
+        out += [f"skipped {name}: its content is no longer cached" for name in self.skipped]
+        return out
+
+
+class Exporter:
+    def __init__(self, config: Config, blobs: BlobStore, index: Index,
+                 platforms: Sequence[Platform] = ()) -> None:
+        self._config = config
+        self._blobs = blobs
+        self._index = index
+        self._platforms = tuple(platforms)
+
+    # ---- what goes in -------------------------------------------------------------------------
+
+    def plan(self, references: Iterable[str], *, every_tag: bool = False,
+             pinned: bool = False) -> ExportReport:
+        """Resolve names to roots and collect each closure; NotCached names the first gap."""
+        items: list[ExportItem] = []
+        skipped: list[str] = []
+        texts = list(references)
+        if pinned:
+            texts += list(self._config.pins)
+        for text in dict.fromkeys(texts):
+            root = self._resolve(text)
+            items.append(ExportItem(root, self._closure(root)))
+        if every_tag:
+            for row in self._index.all_tags():
+                name = full_name(row.upstream, row.repository, row.tag)
+                if any(item.root.name == name for item in items):
+                    continue
+                try:
+                    root = self._root(name, row.digest)
+                    items.append(ExportItem(root, self._closure(root)))
+                except NotCached:
+                    skipped.append(name)  # a tag whose images were evicted: not an image now
+        if not items:
+            raise NotCached("nothing to export: no image named, and no tag cached")
+        return ExportReport(items, skipped=skipped)
+
+    def _resolve(self, text: str) -> Root:
+        ref = ImageReference.parse(text)
+        upstream = canonical_registry(ref.registry, self._config.upstreams)
+        if upstream is None:
+            raise NotCached(f"{text}: registry {ref.registry!r} is not a configured upstream")
+        repository = official_repository(upstream, ref.repository)
+        name = full_name(upstream, repository, ref.tag, ref.digest)
+        if ref.digest is not None:
+            return self._root(name, ref.digest)
+        assert ref.tag is not None
+        record = self._index.tag(upstream, repository, ref.tag)
+        if record is None:
+            raise NotCached(f"{name} is not cached; warm it first")
+        return self._root(name, record.digest)
+
+    def _root(self, name: str, digest: str) -> Root:
+        media_type = self._index.media_type(digest)
+        size = self._blobs.size(Digest.parse(digest))
+        if media_type is None or size is None:
+            raise NotCached(f"{name} ({digest}) is not cached; warm it first")
+        return Root(name, digest, media_type, size)
+
+    def _closure(self, root: Root) -> dict[str, int]:
+        """Manifest → children through the index, level by level (bounded). With --platform,
+        an index's entries for other platforms are left out."""
+        members: dict[str, int] = {}
+        missing: list[str] = []
+        frontier = [root.digest]
+        for _ in range(MAX_DEPTH):
+            if not frontier:
+                break
+            nxt: list[str] = []
+            for digest in frontier:
+                if digest in members:
+                    continue
+                size = self._blobs.size(Digest.parse(digest))
+                if size is None:
+                    missing.append(digest)
+                    continue
+                members[digest] = size
+                nxt.extend(self._children(root, digest))
+            frontier = nxt
+        if missing:
+            hint = "" if self._platforms else " (or export only some platforms: --platform)"
+            raise NotCached(f"{root.name}: {len(missing)} of its blobs are not cached "
+                            f"(first: {missing[0]}); warm it first{hint}")
+        return members
+
+    def _children(self, root: Root, digest: str) -> list[str]:
+        children = self._index.children(digest)
+        media_type = self._index.media_type(digest)
+        if not self._platforms or media_type not in INDEX_TYPES:
+            return children
+        body = self._blobs.read(Digest.parse(digest)) or b""
+        try:
+            manifest = Manifest.parse(body, media_type, digest)
+        except EdgecacheError as exc:
+            raise NotCached(f"{root.name}: cached index {digest} is unreadable: {exc}") from None
+        keep = {c.digest for c in manifest.children if wanted(self._platforms, c.platform)}
+        if not keep:
+            shown = ",".join(str(p) for p in self._platforms)
+            raise NotCached(f"{root.name}: its index has no manifest for {shown}")
+        return [child for child in children if child in keep]
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def write(self, report: ExportReport, out: BinaryIO, level: int, progress: Progress) -> None:
+        counter = _Counting(out)
+        compressor = zstandard.ZstdCompressor(level=level, threads=-1)
+        written: set[str] = set()
+        with compressor.stream_writer(cast(IO[bytes], counter), closefd=False) as zstd, \
+                tarfile.open(fileobj=zstd, mode="w|", format=tarfile.PAX_FORMAT,
+                             bufsize=COPY_BUFSIZE) as tar:
+            _add_bytes(tar, LAYOUT_NAME, layout_document())
+            _add_dir(tar, "blobs")
+            for algorithm in sorted({Digest.parse(d).algorithm
+                                     for item in report.items for d in item.members}):
+                _add_dir(tar, f"blobs/{algorithm}")
+            for item in report.items:
+                for digest in sorted(item.members):
+                    if digest in written:
+                        continue
+                    self._add_blob(tar, Digest.parse(digest), item.members[digest], progress)
+                    written.add(digest)
+                    report.blobs += 1
+                    report.raw_bytes += item.members[digest]
+                progress.item_done()
+            _add_bytes(tar, INDEX_NAME, index_document([item.root for item in report.items]))
+        report.bundle_bytes = counter.count
+
+    def _add_blob(self, tar: tarfile.TarFile, digest: Digest, size: int,
+                  progress: Progress) -> None:
+        try:
+            handle = self._blobs.path(digest).open("rb")
+        except FileNotFoundError:
+            raise NotCached(f"{digest} was evicted during the export; run it again") from None
+        with handle:
+            actual = os.fstat(handle.fileno()).st_size
+            if actual != size:
+                raise StorageError(f"cached {digest} changed size during the export")
+            reader = _Verifying(handle, digest, progress)
+            tar.addfile(_info(blob_name(digest), size), reader)
+            reader.check()
+
+
+class _Counting(io.RawIOBase):
+    """The output, counting what the compressor wrote to it."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        n = self._out.write(data)
+        self.count += len(data)
+        return n if n is not None else len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+class _Verifying:
+    """A blob file read for the tar, hashed on the way, progress counted."""
+
+    def __init__(self, handle: IO[bytes], digest: Digest, progress: Progress) -> None:
+        self._handle = handle
+        self._digest = digest
+        self._hasher = digest.hasher()
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._hasher.update(data)
+        self._progress.advance(len(data))
+        return data
+
+    def check(self) -> None:
+        actual = f"{self._digest.algorithm}:{self._hasher.hexdigest()}"
+        if actual != str(self._digest):
+            raise DigestMismatch(str(self._digest), actual)
+
+
+def _info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if directory else 0o644
+    if directory:
+        info.type = tarfile.DIRTYPE
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_info(name, len(data)), io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    tar.addfile(_info(name, 0, directory=True))
+
+
+def write_atomically(path: Path, produce: Callable[[BinaryIO], None]) -> None:
+    """Call `produce(file)` on a temporary file beside `path`, then fsync and rename it: the
+    output name only ever holds a whole bundle."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        handle = open(tmp, "xb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise StorageError(f"--output {path}: {exc.strerror or exc}") from exc
+    try:
+        with handle:
+            produce(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def export(config: Config, references: Sequence[str], output: str, progress: Progress, *,
+           level: int = 3, platforms: Sequence[Platform] = (), every_tag: bool = False,
+           pinned: bool = False) -> ExportReport:
+    """Plan, then stream the bundle to `output` (`-`: stdout). Reads the storage only."""
+    layout = Layout(config.storage.path)
+    if not layout.index_file.is_file():
+        raise NotCached(f"no cache at {layout.root} (storage.path)")
+    index = Index(layout.index_file)
+    try:
+        exporter = Exporter(config, BlobStore(layout), index, platforms)
+        report = exporter.plan(references, every_tag=every_tag, pinned=pinned)
+        unique: dict[str, int] = {}
+        for item in report.items:
+            unique.update(item.members)
+        progress.add_total(sum(unique.values()), items=len(report.items))
+        started = time.monotonic()
+        if output == "-":
+            exporter.write(report, sys.stdout.buffer, level, progress)
+            sys.stdout.buffer.flush()
+        else:
+            write_atomically(Path(output),
+                             lambda handle: exporter.write(report, handle, level, progress))
+        report.seconds = time.monotonic() - started
+    finally:
+        index.close()
+    progress.finish()
+    return report

@@ -1,0 +1,393 @@
+"""`edgecache import`: a bundle into the cache, in two phases, so a bad one changes nothing.
+
+1. Stage. Each blob member is written through a `BlobWriter` into `tmp/` and its digest checked
+   as it arrives; it stays there, unpublished. Blobs the cache already holds are skipped (their
+   bytes are not even read). `index.json` and `oci-layout` are kept in memory (both are small,
+   capped). Nothing else touches the storage in this phase: not the blob tree, not the index.
+2. Check, once the whole archive has been read (a plain OCI tar may carry `index.json` first or
+   last): the layout file, index.json, and for every root the closure, read strictly: each
+   manifest parses as the kind its descriptor declares, every config and layer is present with
+   the declared size. An index may lack some platform manifests (an export with `--platform`),
+   never all of them.
+3. Publish: reserve the new bytes with the quota (evicting as a pull would; refused when they
+   cannot fit), then blobs before the manifests that reference them, children before parents,
+   each renamed into place and recorded; tags last. A running service reads the index and the
+   files per request, so it serves the imported images at once.
+
+Any refusal before phase 3 removes every staged file: the blob tree, the index and `tmp/` are
+as they were. Pins are configuration, not state, so `--pin` prints the lines to add.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, BinaryIO
+
+from edgecache.airgap.bundle import REF_NAME, check_layout, parse_index
+from edgecache.airgap.manifest import MANIFEST_LIMIT, Descriptor, Manifest
+from edgecache.airgap.progress import Progress, plural, short_digest, table
+from edgecache.airgap.reader import BundleReader, read_exactly
+from edgecache.airgap.reference import TagTarget, parse_repository, tag_for
+from edgecache.config import Config
+from edgecache.errors import BundleInvalid, DigestMismatch, ManifestInvalid, StorageError
+from edgecache.metrics import Metrics
+from edgecache.oci import Digest, manifest_children
+from edgecache.storage.blobs import BlobStore, BlobWriter
+from edgecache.storage.index import Index
+from edgecache.storage.layout import Layout
+from edgecache.storage.quota import DiskUsage, Quota, disk_usage
+from edgecache.usage import human
+
+MAX_MEMBERS = 100_000
+MAX_DEPTH = 4  # index → index → manifest is already unusual
+
+
+@dataclass
+class _Staged:
+    writer: BlobWriter
+    size: int
+
+
+@dataclass
+class ImportedImage:
+    name: str  # what index.json called it, or the digest
+    digest: str
+    size: int = 0  # the closure's bytes
+    new: int = 0  # bytes this import added (the rest was cached already)
+    tag: TagTarget | None = None
+    partial: str = ""  # "1 of 3 platforms" when an index came without some of its manifests
+    members: tuple[str, ...] = ()  # the closure's digests
+
+
+@dataclass
+class ImportReport:
+    images: list[ImportedImage] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    new_bytes: int = 0
+    cached_bytes: int = 0
+    blobs: int = 0
+    compressed: bool = False
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rows = []
+        for image in self.images:
+            status = "imported"
+            if image.partial:
+                status += f" ({image.partial})"
+            status += f", tagged {image.tag}" if image.tag else ", not tagged"
+            rows.append([image.name, short_digest(image.digest), human(image.size),
+                         human(image.new), status])
+        out = table(["IMAGE", "DIGEST", "SIZE", "NEW", "STATUS"], rows, right=[2, 3])
+        total = self.new_bytes + self.cached_bytes
+        rate = total / self.seconds if self.seconds > 0 else 0.0
+        out.append(f"imported {plural(len(self.images), 'image')}: {human(self.new_bytes)} new "
+                   f"in {plural(self.blobs, 'blob')}, {human(self.cached_bytes)} already "
+                   f"cached, in {self.seconds:.1f}s ({human(rate)}/s)")
+        return out
+
+    def pins(self) -> list[str]:
+        """Pin lines by tag and digest: exact content, and readable."""
+        out = []
+        for image in self.images:
+            if image.tag is not None:
+                out.append(f"{image.tag}@{image.digest}")
+        return out
+
+
+@dataclass
+class _Plan:
+    roots: list[tuple[Descriptor, ImportedImage]]
+    manifests: dict[str, tuple[str, list[str]]]  # digest -> (media type, children); post-order
+    blobs: dict[str, int]  # configs and layers: digest -> size
+
+
+def raise_open_file_limit() -> int:
+    """Every staged blob keeps its temporary file open until it is published; let a bundle of
+    thousands of blobs stage by raising the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class Importer:
+    def __init__(self, config: Config, progress: Progress, *, repository: str | None = None,
+                 max_members: int = MAX_MEMBERS) -> None:
+        self._config = config
+        self._progress = progress
+        self._max_members = max_members
+        self._layout = Layout(config.storage.path)
+        self._blobs = BlobStore(self._layout)
+        self._staged: dict[str, _Staged] = {}
+        self._present: dict[str, int] = {}  # already cached: digest -> size
+        self._seen: set[str] = set()
+        self._layout_json: bytes | None = None
+        self._index_json: bytes | None = None
+        self._fd_budget = raise_open_file_limit() - 64
+        self._repository = (parse_repository(repository, config.upstreams)
+                            if repository else None)
+        self.report = ImportReport()
+
+    async def run(self, source: BinaryIO) -> ImportReport:
+        try:
+            self._blobs.prepare(sweep=False)
+        except OSError as exc:
+            raise StorageError(f"storage.path {self._layout.root}: {exc.strerror or exc}") \
+                from exc
+        try:
+            self._stage(source)
+            plan = self._check()
+            await self._publish(plan)
+        finally:
+            self._discard()
+        return self.report
+
+    # ---- 1. stage -----------------------------------------------------------------------------
+
+    def _stage(self, source: BinaryIO) -> None:
+        disk = disk_usage(str(self._layout.root))
+        room = disk.free - self._config.storage.min_free.resolve(disk.total)
+        reader = BundleReader(source, self._max_members, self._progress.advance)
+        self.report.compressed = reader.compressed
+        staged_bytes = 0
+        for member, info, data in reader.members():
+            self._progress.item_done()
+            if member.kind == "dir" or data is None:
+                continue
+            if member.name in self._seen:
+                raise BundleInvalid(f"member {member.name!r} appears twice")
+            self._seen.add(member.name)
+            if member.kind == "layout":
+                self._layout_json = b"".join(read_exactly(data, info.size))
+            elif member.kind == "index":
+                self._index_json = b"".join(read_exactly(data, info.size))
+            elif member.kind == "blob":
+                assert member.digest is not None
+                if self._blobs.size(member.digest) == info.size:
+                    self._present[str(member.digest)] = info.size  # skipped, not read
+                    continue
+                if staged_bytes + info.size > room:
+                    raise BundleInvalid(
+                        f"the bundle holds more new content than the {human(max(room, 0))} "
+                        f"storage.path can take while keeping storage.min_free free")
+                self._stage_blob(member.digest, member.name, info.size, data)
+                staged_bytes += info.size
+
+    def _stage_blob(self, digest: Digest, name: str, size: int, data: IO[bytes]) -> None:
+        if len(self._staged) >= self._fd_budget:
+            raise BundleInvalid(f"more than {self._fd_budget} new blobs: over the open-file "
+                                "limit (raise `ulimit -n`) or split the bundle")
+        writer = self._blobs.writer(digest)
+        self._staged[str(digest)] = _Staged(writer, size)  # registered first: abort cleans it
+        for chunk in read_exactly(data, size):
+            try:
+                writer.write(chunk)
+            except OSError as exc:
+                raise StorageError(f"cannot stage {digest}: {exc.strerror or exc}") from exc
+        try:
+            writer.verify()
+        except DigestMismatch as exc:
+            raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
+                                f"(they hash to {exc.actual})") from None
+
+    # ---- 2. check -----------------------------------------------------------------------------
+
+    def _size(self, digest: str) -> int | None:
+        staged = self._staged.get(digest)
+        return staged.size if staged is not None else self._present.get(digest)
+
+    def _body(self, digest: str) -> bytes:
+        staged = self._staged.get(digest)
+        if staged is not None:
+            return os.pread(staged.writer.fd, staged.size, 0)
+        body = self._blobs.read(Digest.parse(digest))
+        if body is None:
+            raise StorageError(f"{digest} left the cache during the import; run it again")
+        return body
+
+    def _check(self) -> _Plan:
+        if self._layout_json is None:
+            raise BundleInvalid("not an OCI image layout: the bundle has no oci-layout file")
+        check_layout(self._layout_json)
+        if self._index_json is None:
+            raise BundleInvalid("the bundle has no index.json (truncated, or not an OCI layout)")
+        plan = _Plan([], {}, {})
+        for descriptor in parse_index(self._index_json):
+            image = ImportedImage(descriptor.annotations.get(REF_NAME) or descriptor.digest,
+                                  descriptor.digest)
+            members: dict[str, int] = {}
+            self._visit(descriptor, "index.json", 0, plan, members, image)
+            image.size = sum(members.values())
+            image.members = tuple(members)
+            image.new = sum(size for digest, size in members.items() if digest in self._staged)
+            image.tag, warning = tag_for(descriptor.annotations, descriptor.digest,
+                                         self._config.upstreams, self._repository)
+            if warning:
+                self._warn(warning)
+            plan.roots.append((descriptor, image))
+        for digest in plan.manifests:
+            plan.blobs.pop(digest, None)
+        return plan
+
+    def _visit(self, descriptor: Descriptor, where: str, depth: int, plan: _Plan,
+               members: dict[str, int], image: ImportedImage) -> None:
+        digest = descriptor.digest
+        size = self._size(digest)
+        if size is None:
+            raise BundleInvalid(f"{where} references {digest}, which is not in the bundle")
+        if descriptor.size is not None and descriptor.size != size:
+            raise BundleInvalid(f"{where} says {digest} is {descriptor.size} bytes; it is {size}")
+        members[digest] = size
+        if digest in plan.manifests:
+            self._collect(digest, plan, members)
+            return
+        if depth > MAX_DEPTH:
+            raise BundleInvalid(f"{digest}: manifests nested deeper than {MAX_DEPTH} levels")
+        if size > MANIFEST_LIMIT:
+            raise BundleInvalid(f"{where} references {digest} as a manifest, but it is "
+                                f"{size} bytes")
+        body = self._body(digest)
+        try:
+            manifest = Manifest.parse(body, descriptor.media_type, digest)
+        except ManifestInvalid as exc:
+            raise BundleInvalid(f"{where} references {digest} as a manifest, but it is not "
+                                f"one: {exc}") from None
+        if manifest.is_index:
+            present = [c for c in manifest.children if self._size(c.digest) is not None]
+            if manifest.children and not present:
+                raise BundleInvalid(f"index {digest}: none of its {len(manifest.children)} "
+                                    "manifests are in the bundle")
+            if len(present) < len(manifest.children):
+                image.partial = f"{len(present)} of {len(manifest.children)} platforms"
+            for child in present:
+                self._visit(child, f"index {digest}", depth + 1, plan, members, image)
+        else:
+            for blob in manifest.blobs():
+                blob_size = self._size(blob.digest)
+                if blob_size is None:
+                    raise BundleInvalid(f"image {digest}: {blob.digest} is not in the bundle")
+                if blob.size is not None and blob.size != blob_size:
+                    raise BundleInvalid(f"image {digest} says {blob.digest} is {blob.size} "
+                                        f"bytes; it is {blob_size}")
+                members[blob.digest] = blob_size
+                plan.blobs[blob.digest] = blob_size
+        plan.manifests[digest] = (manifest.media_type, manifest_children(body))
+
+    def _collect(self, digest: str, plan: _Plan, members: dict[str, int]) -> None:
+        """A manifest already checked under another root: count its closure for this one."""
+        frontier = [digest]
+        for _ in range(MAX_DEPTH + 2):
+            nxt = []
+            for parent in frontier:
+                for child in plan.manifests.get(parent, ("", []))[1]:
+                    size = self._size(child)
+                    if size is not None and child not in members:
+                        members[child] = size
+                        nxt.append(child)
+            frontier = nxt
+
+    def _warn(self, message: str) -> None:
+        if message not in self.report.warnings:
+            self.report.warnings.append(message)
+
+    # ---- 3. publish ---------------------------------------------------------------------------
+
+    def _probe(self, path: str) -> DiskUsage:
+        """Staged bytes are already on the disk and become cache bytes by a rename: count them
+        as free, or the quota would see them twice and refuse a bundle that fits."""
+        usage = disk_usage(path)
+        return DiskUsage(usage.total,
+                         usage.free + sum(s.size for s in self._staged.values()))
+
+    async def _publish(self, plan: _Plan) -> None:
+        index = Index(self._layout.index_file)
+        try:
+            await self._publish_into(plan, index)
+        finally:
+            index.close()
+
+    async def _publish_into(self, plan: _Plan, index: Index) -> None:
+        config = self._config
+        quota = Quota(config.storage, self._blobs, index, config.pins, Metrics(), self._probe)
+        order = [*plan.blobs.items(),
+                 *((digest, self._size(digest) or 0) for digest in plan.manifests)]
+        new_bytes = sum(size for digest, size in order if digest in self._staged)
+        # what the bundle shares with the cache is in use now: eviction must not pick it
+        for digest, _ in order:
+            if digest not in self._staged:
+                index.touch(digest)
+        index.flush_access()
+        if new_bytes and not quota.reserve(new_bytes):
+            raise StorageError(f"no room: the bundle adds {human(new_bytes)} and the cache "
+                               f"budget is {human(quota.budget())} with {human(quota.used)} "
+                               "in use that cannot be evicted (pinned or being read)")
+        try:
+            missing = [d for d, _ in order
+                       if d not in self._staged and self._blobs.size(Digest.parse(d)) is None]
+            if missing:
+                raise StorageError(f"{missing[0]} left the cache during the import (evicted to "
+                                   "make room?); run the import again")
+            published = 0
+            for digest, size in order:
+                staged = self._staged.pop(digest, None)
+                if staged is not None:
+                    await staged.writer.commit()
+                    published += size
+                    self.report.blobs += 1
+                media_type, children = plan.manifests.get(digest, (None, []))
+                index.record_blob(digest, size, media_type, children)
+            quota.added(published)
+        finally:
+            quota.release(new_bytes)
+        self.report.new_bytes = new_bytes
+        self.report.cached_bytes = sum(size for d, size in order) - new_bytes
+        tagged: dict[TagTarget, str] = {}
+        for descriptor, image in plan.roots:
+            if image.tag is not None:
+                if tagged.get(image.tag, descriptor.digest) != descriptor.digest:
+                    self._warn(f"{image.tag} is named twice in index.json; the last one wins")
+                tagged[image.tag] = descriptor.digest
+            self.report.images.append(image)
+        for image in self.report.images:
+            if image.tag is not None:  # as a pull links what it fetched: private stays scoped
+                for digest in image.members:
+                    index.link(image.tag.upstream, digest)
+        for target, digest in tagged.items():
+            index.set_tag(target.upstream, target.repository, target.tag, digest)
+
+    def _discard(self) -> None:
+        """Remove every staged file not published (all of them after a refusal)."""
+        for staged in self._staged.values():
+            staged.writer.abort()
+        self._staged.clear()
+
+
+async def import_bundle(config: Config, path: str, progress: Progress, *,
+                        repository: str | None = None,
+                        max_members: int = MAX_MEMBERS) -> ImportReport:
+    """Import the bundle at `path` (`-`: stdin)."""
+    importer = Importer(config, progress, repository=repository, max_members=max_members)
+    started = time.monotonic()
+    if path == "-":
+        report = await importer.run(sys.stdin.buffer)
+    else:
+        try:
+            source = open(path, "rb")  # noqa: SIM115 - closed below, after the await
+        except OSError as exc:
+            raise StorageError(f"{path}: {exc.strerror or exc}") from exc
+        with source:
+            progress.add_total(os.fstat(source.fileno()).st_size)
+            report = await importer.run(source)
+    report.seconds = time.monotonic() - started
+    progress.finish()
+    return report
