@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DATA   ?= $(CURDIR)/data
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit integration system-deps clean
+.PHONY: run test lint typecheck unit integration system-deps clean bench
 
 $(BIN)/edgecache: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,11 @@ integration: $(BIN)/edgecache system-deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmarks (not tests): edgecache side by side with Distribution's proxy and nginx, loopback
+# only. About 15 minutes; `make bench BENCH_ARGS=--quick` about 3. Results in bench/results/.
+BENCH_ARGS ?=
+bench: $(BIN)/edgecache system-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	scripts/install-bench-deps.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)

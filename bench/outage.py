@@ -139,14 +139,15 @@ class Bench:
 
 
 async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
-              hold: float) -> list[str]:
+              hold: float, collected: list[Figures] | None = None) -> list[str]:
+    """The phases; their markdown lines. `collected` receives each phase's `Figures`."""
     bench = Bench(ec, digest)
     down_line = f"upstream {UPSTREAM} is down after"
     up_line = f"upstream {UPSTREAM} is up"
-    rows = []
+    figures: list[Figures] = []
     print("upstream up ...", flush=True)
-    rows.append((await bench.sequential("up, sequential")).row())
-    rows.append((await bench.concurrent(f"up, {CLIENTS} clients x {PER_CLIENT}")).row())
+    figures.append(await bench.sequential("up, sequential"))
+    figures.append(await bench.concurrent(f"up, {CLIENTS} clients x {PER_CLIENT}"))
 
     print("outage (black hole) ...", flush=True)
     async with bench.session(1) as session:
@@ -158,11 +159,12 @@ async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
     to_down, before = await bench.until_logged(down_line, downs + 1, send_heads=True)
     to_down += first_stale
     blackholed = proxy.outcomes().get("blackhole", 0)
-    rows.append(before.row())
+    figures.append(before)
 
     print("upstream marked down ...", flush=True)
-    rows.append((await bench.sequential("marked down, sequential")).row())
-    rows.append((await bench.concurrent(f"marked down, {CLIENTS} clients x {PER_CLIENT}")).row())
+    figures.append(await bench.sequential("marked down, sequential"))
+    figures.append(await bench.concurrent(f"marked down, {CLIENTS} clients x {PER_CLIENT}"))
+    rows = [f.row() for f in figures]
 
     print(f"holding the outage until it has lasted {hold:g} s ...", flush=True)
     await asyncio.sleep(max(0.0, hold - (time.perf_counter() - outage)))
@@ -172,6 +174,8 @@ async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
     to_up, _ = await bench.until_logged(up_line, ec.log().count(up_line) + 1, send_heads=False)
     await bench.sequential("recovered", 10)
 
+    if collected is not None:
+        collected.extend(figures)
     header = ["| phase | HEADs | p50 ms | p90 ms | p99 ms | max ms | HEADs/s |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     events = [
@@ -194,6 +198,49 @@ def machine() -> str:
             f"edgecache at {commit}{' + uncommitted changes' if dirty else ''}")
 
 
+def measure(response_timeout: str | None, revalidate_timeout: str, failure_threshold: int,
+            hold: float, collected: list[Figures] | None = None) -> tuple[list[str], str]:
+    """Set up (registry, fault proxy, edgecache), run the phases, tear down: the markdown lines
+    and a description of the settings. `response_timeout` None keeps edgecache's default."""
+    upstream: dict[str, object] = {}
+    if response_timeout is not None:
+        upstream["response_timeout"] = response_timeout
+    settings: dict[str, object] = {
+        "upstreams": None,  # filled in below, once the proxy's port is known
+        "cache": {"tag_ttl": "0s", "revalidate_timeout": revalidate_timeout},
+        "health": {"failure_threshold": failure_threshold},
+        "log": {"level": "info"},
+    }
+    image = make_image([make_layer(1 << 20, 1)])
+    with tempfile.TemporaryDirectory(prefix="edgecache-bench-") as tmp:
+        registry = DockerRegistry(Path(tmp) / "registry")
+        proxy: FaultProxyProcess | None = None
+        ec: EdgecacheProcess | None = None
+        try:
+            registry.push_image(REPOSITORY, TAG, image)
+            proxy = FaultProxyProcess(registry.url)
+            settings["upstreams"] = {UPSTREAM: {"url": proxy.url, **upstream}}
+            ec = EdgecacheProcess(Path(tmp) / "edgecache", {UPSTREAM: proxy.url},
+                                  default_upstream=UPSTREAM, extra=settings)
+            # warm the cache: the manifest by tag (its blobs do not matter for a HEAD)
+            warm = fetch(f"{ec.url}/v2/{REPOSITORY}/manifests/{TAG}", headers={"Accept": ACCEPT})
+            if warm.status != 200:
+                raise RuntimeError(f"warming the cache: {warm.status} {warm.body[:200]!r}")
+            lines = asyncio.run(run(proxy, ec, image.digest, hold, collected))
+        finally:
+            if ec is not None:
+                ec.close()
+            if proxy is not None:
+                proxy.close()
+            registry.close()
+
+    shown = response_timeout if response_timeout is not None else "at its default"
+    config = (f"tag_ttl 0s, revalidate_timeout {revalidate_timeout}, response_timeout "
+              f"{shown}, failure_threshold {failure_threshold}, other "
+              "settings at their defaults (connect 5s, probe 1s doubling to 60s), log level info")
+    return lines, config
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--response-timeout", default="20s",
@@ -207,39 +254,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
-    settings = {
-        "upstreams": None,  # filled in below, once the proxy's port is known
-        "cache": {"tag_ttl": "0s", "revalidate_timeout": args.revalidate_timeout},
-        "health": {"failure_threshold": args.failure_threshold},
-        "log": {"level": "info"},
-    }
-    image = make_image([make_layer(1 << 20, 1)])
-    with tempfile.TemporaryDirectory(prefix="edgecache-bench-") as tmp:
-        registry = DockerRegistry(Path(tmp) / "registry")
-        proxy: FaultProxyProcess | None = None
-        ec: EdgecacheProcess | None = None
-        try:
-            registry.push_image(REPOSITORY, TAG, image)
-            proxy = FaultProxyProcess(registry.url)
-            settings["upstreams"] = {UPSTREAM: {"url": proxy.url,
-                                                "response_timeout": args.response_timeout}}
-            ec = EdgecacheProcess(Path(tmp) / "edgecache", {UPSTREAM: proxy.url},
-                                  default_upstream=UPSTREAM, extra=settings)
-            # warm the cache: the manifest by tag (its blobs do not matter for a HEAD)
-            warm = fetch(f"{ec.url}/v2/{REPOSITORY}/manifests/{TAG}", headers={"Accept": ACCEPT})
-            if warm.status != 200:
-                raise RuntimeError(f"warming the cache: {warm.status} {warm.body[:200]!r}")
-            lines = asyncio.run(run(proxy, ec, image.digest, args.hold))
-        finally:
-            if ec is not None:
-                ec.close()
-            if proxy is not None:
-                proxy.close()
-            registry.close()
-
-    config = (f"tag_ttl 0s, revalidate_timeout {args.revalidate_timeout}, response_timeout "
-              f"{args.response_timeout}, failure_threshold {args.failure_threshold}, other "
-              "settings at their defaults (connect 5s, probe 1s doubling to 60s), log level info")
+    lines, config = measure(args.response_timeout, args.revalidate_timeout,
+                            args.failure_threshold, args.hold)
     today = datetime.date.today().isoformat()
     report = [f"# Outage benchmark, {today}", "", f"Machine: {machine()}.", "",
               f"edgecache: {config}. Client: aiohttp, keep-alive, on the same machine; the "

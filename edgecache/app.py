@@ -17,6 +17,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -33,7 +34,6 @@ from edgecache.storage.index import Index
 from edgecache.storage.integrity import reconcile
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
-from edgecache.tls import ServerTls
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth
 from edgecache.web.errors import add_api_version, error_middleware
@@ -47,6 +47,9 @@ from edgecache.web.observability import (
     readiness,
     request_id_middleware,
 )
+
+if TYPE_CHECKING:  # imported when HTTPS is configured: cryptography costs ~9 MiB of RSS
+    from edgecache.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +178,7 @@ async def _janitor(storage: Storage, config: Config) -> None:
 def server_tls(config: Config) -> ServerTls | None:
     if not config.listen.https:
         return None
+    from edgecache.tls import ServerTls
     return ServerTls(config.tls.cert_file, config.tls.key_file, config.tls.extra_names,
                      config.storage.path / "tls", config.tls.client_ca_file)
 

@@ -226,7 +226,8 @@ def _upstream(name: str, raw: object, key: str) -> UpstreamConfig:
     url = _string(section, "url", key, "")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{key}.url: expected an http(s) URL, got {url!r}")
+        shown = "a URL with credentials" if "@" in url else repr(url)  # never echo a password
+        raise ConfigError(f"{key}.url: expected an http(s) URL, got {shown}")
     if parts.query or parts.fragment or parts.username:
         raise ConfigError(f"{key}.url: must not carry credentials, query or fragment")
     username = _string(section, "username", key, "")

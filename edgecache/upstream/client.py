@@ -140,7 +140,7 @@ class UpstreamClient:
         remaining = resp.headers.get("ratelimit-remaining")
         if remaining:
             count = remaining.split(";", 1)[0].strip()
-            if count.isdigit():
+            if count.isascii() and count.isdigit():  # '²'.isdigit() is True; int() refuses it
                 self._metrics.ratelimit_remaining.labels(self.name).set(int(count))
 
     def _guard(self) -> None:
@@ -356,6 +356,14 @@ class UpstreamClient:
         realm_url = URL(realm)
         if realm_url.scheme not in ("http", "https") or not realm_url.host:
             raise UpstreamAuthError(self.name, f"token realm is not an http(s) URL: {realm!r}")
+        # the realm is upstream-chosen, like a redirect target, and our credentials go there
+        if realm_url.scheme == "http" and self.base.scheme == "https":
+            raise UpstreamAuthError(self.name, "token realm on plain http refused")
+        klass = literal_class(realm_url.host)
+        if klass is not None and not self._addresses.permits(realm_url.host,
+                                                             realm_url.host.strip("[]")):
+            raise UpstreamAuthError(self.name, f"token realm at a {klass} address refused "
+                                    f"({realm_url.host})")
         query = {"scope": challenge.params.get("scope") or scope}
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]

@@ -11,6 +11,7 @@ before the request (aiohttp does not resolve them).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 
@@ -71,8 +72,10 @@ class GuardedResolver(AbstractResolver):
             return results
         kept = [r for r in results if self._guard.permits(host, r["host"])]
         if not kept:
-            raise OSError(f"refused to connect to {host}: it resolves only to addresses "
-                          f"this upstream may not reach ({results[0]['host'] if results else '-'})")
+            # errno and strerror: aiohttp's connector error shows only the strerror
+            raise OSError(errno.EACCES, f"refused to connect to {host}: it resolves only to "
+                          "addresses this upstream may not reach "
+                          f"({results[0]['host'] if results else '-'})")
         return kept
 
     async def close(self) -> None:

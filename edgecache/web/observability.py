@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgecache.metrics import Metrics
@@ -136,6 +137,25 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequests) for f in server.filters):
+        server.addFilter(_MalformedRequests())
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs every request it cannot parse as an ERROR with a traceback and the
+    offending bytes (which may be a client's Authorization header). Garbage from a client is
+    not an error of edgecache, and a scanner must not flood the journal: one debug line, no
+    traceback, no request bytes. (The client got its 400 and the access log has the line.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        record.msg, record.args = "%s (%s)", (record.getMessage(), type(exc).__name__)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 class _JsonFormatter(logging.Formatter):

@@ -13,7 +13,9 @@ configures the faults it needs:
   the rest of the body until the test opens a gate;
 - `fail(status, ...)`: answer 500/503/429 for matching requests (`clear_failures()` ends it);
   `down = True`: 503 for all;
-  `stop()`: close the port so connections are refused.
+  `stop()`: close the port so connections are refused;
+- `redirect(location, ...)`: answer matching requests with a redirect to any URL (hostile
+  redirects: link-local, private, downgrade, loops).
 
 Only aiohttp.web and the content builders in `tests.support.images` are used.
 """
@@ -213,18 +215,23 @@ class FakeRegistry:
         self.url = ""
         self.down = False
         self.chunked_manifests = False  # send manifests without Content-Length
+        self.extra_headers: dict[str, str] = {}  # added to every answer (hostile headers)
         self._failures: list[_Failure] = []
         self._auth: str | None = None  # None, "bearer" or "basic"
         self._basic_expected: str | None = None
         self._token_basic: str | None = None
         self._token_ttl: int | float = 300
+        self._realm: str | None = None
         self._challenge_scope = True
         self._tokens: dict[str, str] = {}  # valid token -> scope
         self._token_ids = itertools.count(1)
         self._redirect_to: FakeCDN | None = None
+        self._redirects: list[tuple[str, str | None, Callable[[web.Request], str | None],
+                                    int]] = []
         self._test_server: TestServer | None = None
         self.app = web.Application(middlewares=[self._record])
         self.app.on_shutdown.append(self._on_shutdown)
+        self.app.on_response_prepare.append(self._add_extra_headers)
         self.app.router.add_get("/token", self._token)
         self.app.router.add_route("*", "/{tail:.*}", self._api)
 
@@ -246,6 +253,10 @@ class FakeRegistry:
         server = await aiohttp_server(cdn.app)
         cdn.url = str(server.make_url("")).rstrip("/")
         return cdn
+
+    async def _add_extra_headers(self, request: web.Request,
+                                 response: web.StreamResponse) -> None:
+        response.headers.update(self.extra_headers)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self._content.open_gates()
@@ -300,6 +311,14 @@ class FakeRegistry:
         """Answer `status` to matching requests (the first `times` of them, or all)."""
         self._failures.append(_Failure(status, path_contains, method, times))
 
+    def redirect(self, location: str | Callable[[web.Request], str | None], *,
+                 path_contains: str = "", method: str | None = None, status: int = 307) -> None:
+        """Answer matching requests (after auth) with `status` and this Location (a string, or
+        a function of the request; None: no redirect, answer normally), whatever the target:
+        the upstream turned hostile."""
+        where = location if callable(location) else (lambda _request: location)
+        self._redirects.append((path_contains, method, where, status))
+
     def clear_failures(self) -> None:
         """Forget every `fail(...)`: the upstream answers normally again."""
         self._failures.clear()
@@ -309,10 +328,13 @@ class FakeRegistry:
         self._redirect_to = cdn
 
     def require_bearer(self, *, expires_in: int | float = 300, challenge_scope: bool = True,
-                       credentials: tuple[str, str] | None = None) -> None:
-        """Token auth: the 401 challenge names the realm `/token` on this server. With
-        `credentials`, the token endpoint demands them as Basic auth."""
+                       credentials: tuple[str, str] | None = None,
+                       realm: str | None = None) -> None:
+        """Token auth: the 401 challenge names the realm `/token` on this server (or `realm`,
+        any URL: a hostile upstream). With `credentials`, the token endpoint demands them as
+        Basic auth."""
         self._auth = "bearer"
+        self._realm = realm
         self._token_ttl = expires_in
         self._challenge_scope = challenge_scope
         self._token_basic = _basic(*credentials) if credentials else None
@@ -378,7 +400,8 @@ class FakeRegistry:
             if token is not None and token in self._tokens and (
                     not repo or self._tokens[token] == scope):
                 return None
-            challenge = f'Bearer realm="{self.url}/token",service="fake-registry"'
+            realm = self._realm or f"{self.url}/token"
+            challenge = f'Bearer realm="{realm}",service="fake-registry"'
             if scope and self._challenge_scope:
                 challenge += f',scope="{scope}"'
             return _error(401, "UNAUTHORIZED", "authentication required",
@@ -397,6 +420,11 @@ class FakeRegistry:
         refused = self._unauthorized(request, repo)
         if refused is not None:
             return refused
+        for contains, method, where, status in self._redirects:
+            target = where(request) if contains in request.path and method in (
+                None, request.method) else None
+            if target is not None:
+                return web.Response(status=status, headers={"Location": target})
         if kind == "manifests":
             return await self._manifest(request, repo, ref)
         if kind == "tags":
@@ -435,7 +463,7 @@ class FakeRegistry:
             tags = [tag for tag in tags if tag > last]
         headers = {}
         n = request.query.get("n", "")
-        if n.isdigit() and len(tags) > int(n):
+        if n.isascii() and n.isdigit() and len(tags) > int(n):
             tags = tags[: int(n)]
             headers["Link"] = f'</v2/{repo}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
         return web.json_response({"name": repo, "tags": tags}, headers=headers)

@@ -32,8 +32,10 @@ class ContainerdCannotRun(Exception):
     """containerd itself (not the test) could not start in this environment."""
 
 
-def write_hosts(hosts_dir: Path, registry: str, mirror_url: str) -> Path:
-    """A containerd hosts.toml sending pulls for `registry` to `mirror_url` (plain http)."""
+def write_hosts(hosts_dir: Path, registry: str, mirror_url: str,
+                headers: dict[str, str] | None = None) -> Path:
+    """A containerd hosts.toml sending pulls for `registry` to `mirror_url` (plain http), with
+    `headers` sent on every request to the mirror (e.g. a static Authorization)."""
     directory = hosts_dir / registry
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "hosts.toml"
@@ -43,6 +45,8 @@ def write_hosts(hosts_dir: Path, registry: str, mirror_url: str) -> Path:
         "\n"
         f'[host."{mirror_url}"]\n'
         '  capabilities = ["pull", "resolve"]\n'
+        + (f'[host."{mirror_url}".header]\n' if headers else "")
+        + "".join(f"  {json.dumps(k)} = {json.dumps(v)}\n" for k, v in (headers or {}).items())
     )
     return path
 

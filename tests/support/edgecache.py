@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +24,10 @@ class EdgecacheProcess:
     def __init__(self, workdir: Path, upstreams: dict[str, str],
                  default_upstream: str | None = None, extra: dict[str, object] | None = None,
                  storage: Path | None = None, tls: bool = False,
-                 listen: dict[str, object] | None = None, metrics: bool = False) -> None:
+                 listen: dict[str, object] | None = None, metrics: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         """`listen` adds keys to the listen section (e.g. shutdown_timeout) and keeps the
-        addresses chosen here."""
+        addresses chosen here; `env` adds to the environment (e.g. SSL_CERT_FILE)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
@@ -54,11 +57,13 @@ class EdgecacheProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgecache", "serve", "--config", str(self.config_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
             cwd=Path(__file__).resolve().parents[2],
         )
         try:
             wait_http(self.url + "/v2/", proc=self.proc)
+            if self.https_port is not None:  # listeners start one after the other
+                wait_port(self.https_port, proc=self.proc)
         except Exception as exc:
             self.close()  # by PID, and the log file too: a failed start leaks nothing
             raise RuntimeError(f"edgecache did not start ({exc}); its log ends:\n"
@@ -67,6 +72,7 @@ class EdgecacheProcess:
     def close(self) -> None:
         stop(self.proc)
         self._log.close()
+
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -96,3 +102,17 @@ class EdgecacheProcess:
 
 # What the integration tests' `edgecaches` fixture hands out: start(name, upstreams, **kwargs).
 StartEdgecache = Callable[..., EdgecacheProcess]
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Wait until 127.0.0.1:port accepts TCP connections (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open within {timeout}s")

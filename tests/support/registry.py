@@ -73,8 +73,11 @@ def settle_log(base_url: str, read: Callable[[], list[RequestLog]], timeout: flo
     own line appears: every request answered before it has been logged by then.
     """
     marker = f"{MARKER}={uuid.uuid4().hex}"
-    with urllib.request.urlopen(f"{base_url}/v2/?{marker}", timeout=5):
-        pass
+    try:
+        with urllib.request.urlopen(f"{base_url}/v2/?{marker}", timeout=5):
+            pass
+    except urllib.error.HTTPError as exc:  # any answer is logged (e.g. 401 behind a login)
+        exc.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(marker in entry.path for entry in read()):

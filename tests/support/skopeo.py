@@ -11,6 +11,7 @@ the only working path, even on a machine with internet access.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -60,6 +61,16 @@ class Skopeo:
     def close(self) -> None:
         self._dead.close()
 
+    def login(self, registry: str, username: str, password: str) -> None:
+        """Credentials for `registry` (host:port) in skopeo's auth file, as `skopeo login`
+        writes them: the only credentials skopeo 1.9 sends to a registries.conf mirror
+        (`--src-creds` applies to the named registry only)."""
+        path = self.workdir / "auth.json"
+        doc = json.loads(path.read_text())
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        doc["auths"][registry] = {"auth": token}
+        path.write_text(json.dumps(doc))
+
     def registries_conf(self, mirrors: dict[str, str]) -> Path:
         """A registries.conf where each registry prefix has one plain-HTTP mirror location."""
         lines = ["unqualified-search-registries = []", ""]
@@ -72,8 +83,10 @@ class Skopeo:
         return path
 
     def copy(self, source: str, destination: str, *, registries_conf: Path | None = None,
-             tls_verify: bool = True) -> subprocess.CompletedProcess[str]:
-        """`skopeo copy --all`; fails the test with skopeo's own words when it fails."""
+             tls_verify: bool = True, src_creds: str | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`skopeo copy --all`; fails the test with skopeo's own words when it fails (with
+        `check=False`, returns the outcome as is). `src_creds` is `user:password`."""
         args = [self.binary, "--policy", str(self.policy), "--tmpdir", str(self.workdir / "tmp"),
                 "--command-timeout", f"{SKOPEO_TIMEOUT - 10}s"]
         if registries_conf is not None:
@@ -84,10 +97,12 @@ class Skopeo:
             args.append("--dest-oci-accept-uncompressed-layers")
         if not tls_verify:
             args.append("--src-tls-verify=false")
+        if src_creds is not None:
+            args += ["--src-creds", src_creds]
         args += [source, destination]
         result = subprocess.run(args, env=self.env, capture_output=True, text=True,
                                 timeout=SKOPEO_TIMEOUT, check=False)
-        if result.returncode != 0:
+        if result.returncode != 0 and check:
             pytest.fail(f"skopeo copy {source} {destination} exited {result.returncode}:\n"
                         f"{result.stderr[-3000:]}", pytrace=False)
         return result
