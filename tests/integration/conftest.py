@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.containerd import Containerd, ContainerdCannotRun
 from tests.support.corpus import HUB, REGISTRY_B, Corpus, build_corpus, seed
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.registry import DockerRegistry
@@ -80,3 +81,17 @@ def skopeo(tmp_path: Path) -> Iterator[Skopeo]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def containerd(tmp_path: Path) -> Iterator[Containerd]:
+    """A private containerd. A missing binary raises (the test fails); only containerd dying
+    at start-up in this environment skips, with its reason."""
+    try:
+        daemon = Containerd(tmp_path / "c")
+    except ContainerdCannotRun as exc:
+        pytest.skip(f"containerd cannot run in this environment: {exc}")
+    try:
+        yield daemon
+    finally:
+        daemon.close()

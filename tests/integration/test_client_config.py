@@ -12,14 +12,13 @@ import json
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support.containerd import Containerd, ContainerdCannotRun
+from tests.support.containerd import Containerd
 from tests.support.corpus import HUB, Corpus
 from tests.support.edgecache import StartEdgecache
 from tests.support.registry import DockerRegistry
@@ -167,19 +166,6 @@ def test_addresses_are_written_as_host_port_for_every_form(tmp_path: Path) -> No
 
 
 # ---- containerd over HTTPS ------------------------------------------------------------------
-
-
-@pytest.fixture
-def containerd(tmp_path: Path) -> Iterator[Containerd]:
-    # A missing binary raises (test fails); only containerd dying at startup skips.
-    try:
-        daemon = Containerd(tmp_path / "c")
-    except ContainerdCannotRun as exc:
-        pytest.skip(f"containerd cannot run in this environment: {exc}")
-    try:
-        yield daemon
-    finally:
-        daemon.close()
 
 
 def test_containerd_pulls_over_https_with_the_written_hosts_dir(

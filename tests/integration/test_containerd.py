@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.containerd import Containerd, ContainerdCannotRun, write_hosts
+from tests.support.containerd import Containerd, write_hosts
 from tests.support.edgecache import EdgecacheProcess
 from tests.support.images import Image, make_image, make_index, make_layer
 from tests.support.registry import DockerRegistry
@@ -54,19 +54,6 @@ def hosts_dir(tmp_path: Path, edgecache: EdgecacheProcess) -> Path:
     hosts = tmp_path / "hosts"
     write_hosts(hosts, "docker.io", edgecache.url)
     return hosts
-
-
-@pytest.fixture
-def containerd(tmp_path: Path) -> Iterator[Containerd]:
-    # A missing binary raises (test fails); only containerd dying at startup skips.
-    try:
-        daemon = Containerd(tmp_path / "c")
-    except ContainerdCannotRun as exc:
-        pytest.skip(f"containerd cannot run in this environment: {exc}")
-    try:
-        yield daemon
-    finally:
-        daemon.close()
 
 
 def assert_content_identical(containerd: Containerd, image: Image) -> None:

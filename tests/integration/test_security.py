@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import pytest
 import trustme
 import yaml
 
-from tests.support.containerd import Containerd, ContainerdCannotRun, write_hosts
+from tests.support.containerd import Containerd, write_hosts
 from tests.support.corpus import HUB, REGISTRY_B, Corpus, Seeded
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.httpclient import fetch
@@ -175,18 +174,6 @@ def test_api_root_and_a_static_bearer_token(locked: EdgecacheProcess, corpus: Co
         answer = fetch(f"{url}/v2/registry-b.test/{app.repository}/manifests/{app.tag}",
                        headers=headers)
         assert answer.status == 200 and answer.body == app.top.manifest
-
-
-@pytest.fixture
-def containerd(tmp_path: Path) -> Iterator[Containerd]:
-    try:
-        daemon = Containerd(tmp_path / "c")
-    except ContainerdCannotRun as exc:
-        pytest.skip(f"containerd cannot run in this environment: {exc}")
-    try:
-        yield daemon
-    finally:
-        daemon.close()
 
 
 def test_containerd_pulls_with_a_bearer_token_header(
