@@ -294,16 +294,9 @@ class UpstreamClient:
                 return resp
             resp.release()
             target = resp.url.join(URL(location, encoded=True))
-            if target.scheme not in ("http", "https") or not target.host:
-                raise UpstreamBadResponse(self.name, f"redirect to unsupported URL scheme "
-                                          f"{target.scheme!r}")
-            if target.scheme == "http" and self.base.scheme == "https":
-                raise UpstreamBadResponse(self.name, "redirect from https to plain http refused")
-            klass = literal_class(target.host)
-            if klass is not None and not self._addresses.permits(target.host,
-                                                                 target.host.strip("[]")):
-                raise UpstreamBadResponse(self.name, f"redirect to a {klass} address refused "
-                                          f"({target.host})")
+            refusal = self._refusal(target)
+            if refusal:
+                raise UpstreamBadResponse(self.name, f"redirect {refusal}")
             if resp.status == 303 and method != "HEAD":
                 method = "GET"
             url = target
@@ -323,6 +316,19 @@ class UpstreamClient:
             raise TimeoutError(f"no answer within {self.config.response_timeout:g}s") from exc
         finally:
             self._metrics.upstream_duration.labels(self.name).observe(time.monotonic() - started)
+
+    def _refusal(self, url: URL) -> str | None:
+        """Why an upstream-chosen URL (a redirect target, a token realm) must not be fetched,
+        or None: other schemes, a downgrade from https, a literal address of a class this
+        upstream may not reach (names are checked by the resolver at connect time)."""
+        if url.scheme not in ("http", "https") or not url.host:
+            return f"to unsupported URL scheme {url.scheme!r}"
+        if url.scheme == "http" and self.base.scheme == "https":
+            return "from https to plain http refused"
+        klass = literal_class(url.host)
+        if klass is not None and not self._addresses.permits(url.host, url.host.strip("[]")):
+            return f"to a {klass} address refused ({url.host})"
+        return None
 
     async def _check(self, resp: aiohttp.ClientResponse, missing: type[NotFound]) -> None:
         if resp.status in (200, 206):
@@ -354,16 +360,9 @@ class UpstreamClient:
     async def _fetch_token(self, challenge: Challenge, scope: str) -> tuple[str, float]:
         realm = challenge.params.get("realm", "")
         realm_url = URL(realm)
-        if realm_url.scheme not in ("http", "https") or not realm_url.host:
-            raise UpstreamAuthError(self.name, f"token realm is not an http(s) URL: {realm!r}")
-        # the realm is upstream-chosen, like a redirect target, and our credentials go there
-        if realm_url.scheme == "http" and self.base.scheme == "https":
-            raise UpstreamAuthError(self.name, "token realm on plain http refused")
-        klass = literal_class(realm_url.host)
-        if klass is not None and not self._addresses.permits(realm_url.host,
-                                                             realm_url.host.strip("[]")):
-            raise UpstreamAuthError(self.name, f"token realm at a {klass} address refused "
-                                    f"({realm_url.host})")
+        refusal = self._refusal(realm_url)  # upstream-chosen, and our credentials go there
+        if refusal:
+            raise UpstreamAuthError(self.name, f"token realm {refusal}")
         query = {"scope": challenge.params.get("scope") or scope}
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]

@@ -440,7 +440,7 @@ def test_an_https_upstream_cannot_send_us_or_our_credentials_to_plain_http(
         for path in ("/v2/auth/app/manifests/1", f"/v2/auth/app/blobs/sha256:{'cd' * 32}"):
             answer = fetch(ec.url + path)
             assert answer.status == 403, (path, answer.status, answer.body)
-            assert b"token realm on plain http refused" in answer.body
+            assert b"token realm from https to plain http refused" in answer.body
             assert secret.encode() not in answer.body
     finally:
         for server in (upstream, plain):
