@@ -70,13 +70,17 @@ class Edge:
                   body: bytes = b"") -> RawResponse:
         """Send the request line byte for byte (no client-side normalisation of `..`, `%2F`)."""
         host, port = self.client.host, self.client.port
-        reader, writer = await asyncio.open_connection(host, port)
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        return await self.send_bytes(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+
+    async def send_bytes(self, request: bytes) -> RawResponse:
+        """One request, exactly these bytes on the wire; the connection is closed after."""
+        reader, writer = await asyncio.open_connection(self.client.host, self.client.port)
         try:
-            lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
-            if body:
-                lines.append(f"Content-Length: {len(body)}")
-            lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            writer.write(request)
             await writer.drain()
             data = await asyncio.wait_for(reader.read(), 10)
         finally:

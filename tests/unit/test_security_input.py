@@ -24,25 +24,6 @@ from tests.unit.conftest import UPSTREAM, Edge, MakeEdge, RawResponse
 REPO = "team/app"
 
 
-async def send_bytes(edge: Edge, request: bytes) -> RawResponse:
-    """One request, exactly these bytes on the wire; the connection is closed after."""
-    reader, writer = await asyncio.open_connection(edge.client.host, edge.client.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return RawResponse(int(status_line.split()[1]), headers, body)
-
-
 def code_of(body: bytes) -> str:
     return str(json.loads(body)["errors"][0]["code"])
 
@@ -79,7 +60,7 @@ async def get_range(edge: Edge, path: str, spec: str) -> RawResponse:
     """Send the Range as UTF-8 bytes (what a hostile client can put on the wire)."""
     request = (f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                f"Range: {spec}\r\n\r\n").encode()
-    return await send_bytes(edge, request)
+    return await edge.send_bytes(request)
 
 
 @pytest.mark.parametrize("spec", HOSTILE_RANGES, ids=[s[:40] for s in HOSTILE_RANGES])
@@ -150,7 +131,7 @@ async def test_traversal_is_refused_and_touches_nothing(
     fake.add_image("app", make_image([make_layer(1000, seed=3)]))
     request = (f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode()
 
-    resp = await send_bytes(edge, request)
+    resp = await edge.send_bytes(request)
 
     assert 400 <= resp.status < 500, (target, resp.status)
     assert fake.requests == [] and fake.token_requests == []
@@ -177,7 +158,7 @@ async def test_absolute_form_targets_and_host_headers_do_not_choose_the_upstream
                          ("http://169.254.169.254/v2/app/manifests/latest", "169.254.169.254"),
                          ("/v2/app/manifests/latest", elsewhere)]:
         request = (f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-        resp = await send_bytes(edge, request.encode())
+        resp = await edge.send_bytes(request.encode())
         # served from the configured upstream (or refused): never fetched from the named host
         assert resp.status in (200, 400, 404), (target, resp.status)
     assert bystander.requests == []
@@ -188,7 +169,7 @@ async def test_absolute_form_targets_and_host_headers_do_not_choose_the_upstream
 async def test_connect_is_refused(fake: FakeRegistry, edge: Edge,
                                   bystander: FakeRegistry) -> None:
     elsewhere = bystander.url.removeprefix("http://")
-    resp = await send_bytes(edge, f"CONNECT {elsewhere} HTTP/1.1\r\nHost: {elsewhere}\r\n"
+    resp = await edge.send_bytes(f"CONNECT {elsewhere} HTTP/1.1\r\nHost: {elsewhere}\r\n"
                                   "Connection: close\r\n\r\n".encode())
     assert 400 <= resp.status < 500
     assert bystander.requests == [] and fake.requests == []
