@@ -41,7 +41,7 @@ clean:
 # Benchmarks (not tests): edgecache side by side with Distribution's proxy and nginx, loopback
 # only. About 15 minutes; `make bench BENCH_ARGS=--quick` about 3. Results in bench/results/.
 BENCH_ARGS ?=
-bench: $(BIN)/edgecache system-deps
+bench: $(BIN)/edgecache
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	scripts/install-bench-deps.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)

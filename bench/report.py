@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -375,6 +376,7 @@ def draw(r: Any, a: dict[str, Any], path: Path) -> bool:
             ax.text(1 + (i - 0.5) * 0.35, values[1], f"{fetched:.0f} MiB\nfrom upstream",
                     ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(groups)), [g for _, g in groups])
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.2)  # room for the labels
         ax.set_ylabel("seconds")
         ax.set_title("cold pull, loopback upstream (fresh cache)")
         ax.legend(fontsize=8)
@@ -392,7 +394,6 @@ def draw(r: Any, a: dict[str, Any], path: Path) -> bool:
         ax.axhline(40, color="red", linewidth=0.8, linestyle=":")
         ax.set_xticks(range(3), [k for _, k in keys] + ["idle RSS"])
         ax.set_ylabel("MiB")
-        ax.set_yscale("log")
         ax.set_title("memory (targets: 64 MiB peak, 40 MiB idle)")
         ax.legend(fontsize=8)
     fig.suptitle("edgecache vs Distribution proxy vs nginx (loopback, 2 cores shared with "
@@ -415,17 +416,16 @@ def update_readme(readme: Path, results: Path) -> None:
                       if not p.stem.endswith("-quick"))
         if full:
             results = full[-1].relative_to(readme.parent)
-    section = (
-        "## Benchmarks\n"
+    section = "## Benchmarks\n" + textwrap.fill(
         "`make bench` (about 15 minutes; `make bench BENCH_ARGS=--quick` about 3) runs edgecache "
         "side by side with Distribution's proxy (docker-registry in proxy mode) and nginx "
         "(sendfile) on loopback: warm blob throughput over plain HTTP and HTTPS, manifest "
         "latency, cold pulls by 1 and 50 clients with the bytes fetched upstream, memory and "
         "CPU per GB, start-up over 100,000 indexed blobs and tag latency during an upstream "
         f"outage. Latest results, with each target and whether it is met: "
-        f"[`{results}`]({results}).\n")
+        f"[`{results}`]({results}).", width=100, break_on_hyphens=False) + "\n"
     if SECTION.search(text):
-        text = SECTION.sub(section.rstrip("\n"), text, count=1)
+        text = SECTION.sub(lambda _: section, text, count=1)
     elif "\n## Development" in text:
         text = text.replace("\n## Development", "\n" + section + "\n## Development", 1)
     else:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install what `make bench` needs beyond the test components, when missing: wrk (load), nginx
-# (the ceiling), openssl and curl (certificates, readiness).
+# Install what `make bench` needs, when missing: docker-registry (the upstream and Distribution's
+# proxy), wrk (load), nginx (the ceiling), openssl and curl (certificates, readiness).
 set -euo pipefail
 need=()
-for pair in wrk:wrk nginx:nginx openssl:openssl curl:curl; do
+for pair in docker-registry:docker-registry wrk:wrk nginx:nginx openssl:openssl curl:curl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -73,6 +73,10 @@ class BlobWriter:
         except OSError as exc:
             self.abort()
             raise StorageError(f"cannot store {self.digest}: {exc.strerror or exc}") from exc
+        # Closed here, on the loop, not in the executor: while the fsync runs, new readers of
+        # the fill still `os.dup` this descriptor, and a number closed under them (or already
+        # reused by another file or socket) would hand them other bytes.
+        self._close()
         return self.target
 
     def _publish(self) -> None:
@@ -80,7 +84,6 @@ class BlobWriter:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.path, self.target)
         _fsync_dir(self.target.parent)
-        self._close()
 
     def abort(self) -> None:
         """Forget everything written; safe to call twice and after commit."""

@@ -1,6 +1,7 @@
-"""Cached blob bodies on the loop edgecache serves with (uvloop): zero-copy os.sendfile on plain
-HTTP, TLS pieces, ranges, slow readers (backpressure), clients that leave, and no leaked
-descriptors. The server runs in-process on a uvloop loop; clients are raw sockets."""
+"""Blob bodies. Cached files on the loop edgecache serves with (uvloop): zero-copy os.sendfile
+on plain HTTP, TLS pieces, ranges, slow readers (backpressure), clients that leave, and no leaked
+descriptors (the server runs in-process on a uvloop loop; clients are raw sockets). And readers
+joining a download at the moment it is published."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,8 +18,12 @@ import trustme
 import uvloop
 from aiohttp import web
 
+from edgecache.storage.blobs import BlobWriter
 from edgecache.web import responses
 from edgecache.web.responses import BlobFileResponse, parse_range
+from tests.fakes.registry import FakeRegistry
+from tests.support.images import make_layer
+from tests.unit.conftest import Edge
 
 SIZE = 24 * 1024 * 1024 + 12345  # several sendfile windows and TLS pieces, not a multiple
 
@@ -137,3 +143,34 @@ def test_client_leaving_mid_body_leaks_nothing(blob: tuple[Path, bytes]) -> None
         assert len(body) == SIZE
 
     run_server(path, test)
+
+
+async def test_readers_joining_while_a_fill_is_published_get_its_bytes(
+        fake: FakeRegistry, edge: Edge, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests that join a download while its file is being fsynced and renamed (in the
+    executor) duplicate the download's descriptor: it must still be open then (it was closed in
+    the executor: 500s, and with the number reused, another file's or socket's bytes)."""
+    blob = make_layer(2 << 20, seed=21)
+    digest = fake.add_blob(blob)
+    published, release = threading.Event(), threading.Event()
+    original = BlobWriter._publish
+
+    def slow_publish(self: BlobWriter) -> None:
+        original(self)
+        published.set()
+        release.wait(10)  # renamed into place; the executor has not returned yet
+
+    monkeypatch.setattr(BlobWriter, "_publish", slow_publish)
+
+    async def get() -> tuple[int, bytes]:
+        async with edge.client.get(f"/v2/team/app/blobs/{digest}") as resp:
+            return resp.status, await resp.read()
+
+    first = asyncio.create_task(get())
+    assert await asyncio.to_thread(published.wait, 10)
+    joiners = [asyncio.create_task(get()) for _ in range(5)]
+    await asyncio.sleep(0.2)  # they reach the fill and open their readers
+    release.set()
+    for status, body in await asyncio.gather(first, *joiners):
+        assert status == 200
+        assert body == blob.data
