@@ -137,20 +137,22 @@ class RegistryService:
             self._index.set_tag(*key, digest)
         return info
 
-    async def _claim(self, target: Target, client: UpstreamClient, owners: set[str]) -> None:
+    async def _claim(self, target: Target, client: UpstreamClient, owners: set[str]) -> bool:
         """Let content we hold answer a by-digest request on `target.upstream`'s route: free
         unless it came from a private upstream (recorded links, or `owners`: the upstream of a
-        download in progress); then the route's upstream must have it too (NotFound if not)."""
+        download in progress); then the route's upstream must have it too (NotFound if not).
+        True when it had to ask (and so awaited)."""
         if not self._private:
-            return
+            return False
         owners = owners | self._index.links(target.reference)
         if target.upstream in owners or not (owners & self._private):
-            return
+            return False
         if target.kind == "blobs":
             await client.head_blob(target.repository, target.reference)
         else:
             await client.head_manifest(target.repository, target.reference)
         self._index.link(target.upstream, target.reference)
+        return True
 
     def _local_manifest(self, digest: str, head: bool) -> ManifestAnswer | None:
         media_type = self._index.media_type(digest)
@@ -208,15 +210,14 @@ class RegistryService:
         client = self._upstreams[target.upstream]
         fill = self._fills.get(digest)
         size = self._blobs.size(digest) if fill is None else None
-        if fill is not None or size is not None:
-            await self._claim(target, client, {fill.upstream} if fill is not None else set())
-            fill = self._fills.get(digest)  # the claim may have awaited: look again
-        if fill is None:
-            size = self._blobs.size(digest)
-            if size is not None:
-                if not head:
-                    self._index.touch(target.reference)
-                return BlobAnswer(target.reference, size, path=self._blobs.path(digest))
+        if (fill is not None or size is not None) and await self._claim(
+                target, client, {fill.upstream} if fill is not None else set()):
+            fill = self._fills.get(digest)  # it awaited: look again
+            size = self._blobs.size(digest) if fill is None else None
+        if fill is None and size is not None:
+            if not head:
+                self._index.touch(target.reference)
+            return BlobAnswer(target.reference, size, path=self._blobs.path(digest))
         if head:
             if fill is not None and fill.size is not None:
                 return BlobAnswer(target.reference, fill.size, source="upstream")
