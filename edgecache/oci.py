@@ -83,10 +83,6 @@ def official_repository(registry: str, repository: str) -> str:
     return repository
 
 
-def is_digest(reference: str) -> bool:
-    return ":" in reference
-
-
 def validate_name(name: str) -> str:
     if len(name) > NAME_MAX or not NAME_RE.fullmatch(name):
         raise NameInvalid(f"invalid repository name {name[:300]!r}")
