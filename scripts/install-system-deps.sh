@@ -4,8 +4,11 @@
 # prometheus (for promtool, which checks the alert rules).
 set -euo pipefail
 need=()
-for pair in docker-registry:docker-registry skopeo:skopeo containerd:containerd ctr:containerd \
-            promtool:prometheus; do
+# Arguments, if any, replace the default list: COMMAND:PACKAGE pairs (bench-deps uses this).
+pairs=("$@")
+[ ${#pairs[@]} -eq 0 ] && pairs=(docker-registry:docker-registry skopeo:skopeo
+  containerd:containerd ctr:containerd promtool:prometheus)
+for pair in "${pairs[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
