@@ -36,16 +36,15 @@ from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth
-from edgecache.web.errors import add_api_version, error_middleware
+from edgecache.web.errors import API_VERSION, error_middleware
 from edgecache.web.handlers import RegistryHandlers
 from edgecache.web.observability import (
     Readiness,
     access_logger_for,
     add_health_routes,
-    echo_request_id,
     metrics_app,
     readiness,
-    request_id_middleware,
+    response_headers,
 )
 
 if TYPE_CHECKING:  # imported when HTTPS is configured: cryptography costs ~9 MiB of RSS
@@ -95,19 +94,22 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
 
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[request_id_middleware, error_middleware],
+    app = web.Application(middlewares=[error_middleware],
                           client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
     app.cleanup_ctx.append(lambda a: _components(a, config))
-    app.on_response_prepare.append(add_api_version)
-    app.on_response_prepare.append(echo_request_id)
+    app.on_response_prepare.append(response_headers(API_VERSION))
     add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream)
     auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
                                     if upstream.access == "authenticated"])
 
+    handlers: RegistryHandlers | None = None  # made on the first request: after start-up
+
     async def dispatch(request: web.Request) -> web.StreamResponse:
-        handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth)
+        nonlocal handlers
+        if handlers is None:
+            handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth)
         if request.path in ("/v2", "/v2/"):
             return await handlers.base(request)
         return await handlers.dispatch(request)

@@ -123,7 +123,7 @@ class BlobStore:
     def size(self, digest: Digest) -> int | None:
         """The stored size, or None when the blob is not here."""
         try:
-            return os.stat(self.layout.blob(digest)).st_size
+            return os.stat(self.layout.blob_name(digest)).st_size
         except FileNotFoundError:
             return None
 

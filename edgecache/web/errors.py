@@ -88,8 +88,3 @@ async def error_middleware(
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path[:200])
         return error_response(500, "UNKNOWN", "internal error")
-
-
-async def add_api_version(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare hook: every answer, streamed or not, carries the API version."""
-    response.headers[API_VERSION[0]] = API_VERSION[1]
