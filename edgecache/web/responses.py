@@ -22,7 +22,8 @@ import asyncio
 import errno
 import logging
 import os
-from contextlib import aclosing
+import socket
+from contextlib import aclosing, suppress
 from pathlib import Path
 
 from aiohttp import web
@@ -87,27 +88,32 @@ class BlobFileResponse(web.StreamResponse):
         self.content_length = end - self._offset
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("connection lost")
+        tls = transport.get_extra_info("sslcontext") is not None
+        sock = None if tls else transport.get_extra_info("socket")
         try:  # os.open: a buffered file object would cost an isatty() and an fstat per request
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise BlobUnknown("blob was removed while being served") from exc
         try:
+            if sock is not None:  # the headers leave with the first bytes of the body
+                _cork(sock, True)
             writer = await super().prepare(request)
             count = self.content_length or 0
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("connection lost")
-            if transport.get_extra_info("sslcontext") is None:
-                if not await _sendfile(transport, fd, self._offset, count):
-                    await self._write_chunks(fd, count)
-            else:
+            if tls:
                 # the TLS layer would otherwise queue up to 512 KiB (uvloop) of ciphertext per
                 # connection before pausing us: a piece in flight at a time is enough
                 transport.set_write_buffer_limits(high=TLS_CHUNK)
                 await self._write_chunks(fd, count)
+            elif not await _sendfile(transport, fd, self._offset, count):
+                await self._write_chunks(fd, count)
             await super().write_eof()
             return writer
         finally:
+            if sock is not None:
+                _cork(sock, False)
             os.close(fd)
 
     async def _write_chunks(self, fd: int, count: int) -> None:
@@ -125,6 +131,14 @@ class BlobFileResponse(web.StreamResponse):
 
     async def write_eof(self, data: bytes = b"") -> None:
         """Already done in prepare (as aiohttp's FileResponse does)."""
+
+
+def _cork(sock: socket.socket, on: bool) -> None:
+    """TCP_CORK (nginx's tcp_nopush): while on, the kernel holds partial segments, so the
+    headers aiohttp writes do not go out as a packet of their own ahead of the file (on loopback
+    a packet costs the sender the receiver's work too). Off sends what is held."""
+    with suppress(OSError, AttributeError):  # not TCP (a Unix socket), or no TCP_CORK here
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, on)
 
 
 def _read_cached(fd: int, size: int, offset: int) -> bytearray | memoryview | None:
