@@ -9,10 +9,11 @@ shipped default unless overridden below), all on 127.0.0.1. Then:
 1. upstream up: 1000 sequential HEADs of the cached tag manifest, then 64 concurrent clients x 50
    HEADs each (every HEAD is revalidated upstream through the proxy);
 2. outage: the proxy turns into a black hole; from that instant until edgecache logs the
-   upstream as down, one sequential client and 64 concurrent clients (closed loop, all at
-   once) keep sending HEADs. Measured are the time from the outage's start to the sequential
-   client's first (stale) answer, the latency of every HEAD sent in that window (per client kind
-   and all together), and the time until the upstream is marked down;
+   upstream as down, one sequential client and 64 concurrent clients (`--window-clients`;
+   closed loop, all starting at once) keep sending HEADs. Measured are the time from the
+   outage's start to the sequential client's first (stale) answer, the latency of every HEAD
+   sent in that window (per client kind and all together), and the time until the upstream is
+   marked down;
 3. upstream marked down: the same 1000 sequential + 64 x 50 concurrent HEADs;
 4. recovery: once the outage has lasted `--hold` seconds (120 by default), the proxy forwards
    again; measured is the time until edgecache's probe logs the upstream as up.
@@ -131,17 +132,17 @@ class Bench:
             await asyncio.sleep(0.05)
         return time.perf_counter() - start
 
-    async def outage_window(self, proxy: FaultProxyProcess, needle: str) -> Window:
-        """Turn the proxy into a black hole and keep one sequential client and CLIENTS
+    async def outage_window(self, proxy: FaultProxyProcess, needle: str, clients: int) -> Window:
+        """Turn the proxy into a black hole and keep one sequential client and `clients`
         concurrent clients sending HEADs until edgecache logs `needle` (the upstream marked
         down). Every client starts at the outage's first instant, so the window covers what
         clients see before edgecache has learnt anything. The log is read incrementally: the
         access log grows by every HEAD, and rereading it whole would load the machine."""
         watch = LogWatch(self.ec.log_path, needle)
-        async with self.session(1) as one, self.session(CLIENTS) as many:
+        async with self.session(1) as one, self.session(max(1, clients)) as many:
             for _ in range(WARMUP):  # open the connections while the upstream still answers
                 await self.head(one)
-            await asyncio.gather(*(self.head(many) for _ in range(CLIENTS)))
+            await asyncio.gather(*(self.head(many) for _ in range(clients)))
             stop = asyncio.Event()
             deadline = time.monotonic() + DOWN_WAIT
 
@@ -167,7 +168,7 @@ class Bench:
             watching = asyncio.ensure_future(watcher())
             try:
                 sequential, *concurrent = await asyncio.gather(
-                    client(one), *(client(many) for _ in range(CLIENTS)))
+                    client(one), *(client(many) for _ in range(clients)))
             finally:  # a wrong answer ends the run: the watcher must not outlive it
                 stop.set()
                 if not watching.done():
@@ -179,7 +180,7 @@ class Bench:
             started=start, first=sequential[0], marked_down=marked_down,
             sequential=Figures("blackhole until marked down, 1 sequential client", sequential,
                                wall),
-            concurrent=Figures(f"blackhole until marked down, {CLIENTS} clients", together,
+            concurrent=Figures(f"blackhole until marked down, {clients} clients", together,
                                wall),
             everything=Figures("blackhole until marked down, all HEADs",
                                sequential + together, wall))
@@ -219,8 +220,10 @@ class LogWatch:
 
 
 async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
-              hold: float, collected: list[Figures] | None = None) -> list[str]:
-    """The phases; their markdown lines. `collected` receives each phase's `Figures`."""
+              hold: float, collected: list[Figures] | None = None,
+              window_clients: int = CLIENTS) -> list[str]:
+    """The phases; their markdown lines. `collected` receives each phase's `Figures`;
+    `window_clients` concurrent clients run beside the sequential one during the outage."""
     bench = Bench(ec, digest)
     down_line = f"upstream {UPSTREAM} is down after"
     up_line = f"upstream {UPSTREAM} is up"
@@ -230,10 +233,12 @@ async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
     figures.append(await bench.concurrent(f"up, {CLIENTS} clients x {PER_CLIENT}"))
 
     print("outage (black hole) ...", flush=True)
-    window = await bench.outage_window(proxy, down_line)
+    window = await bench.outage_window(proxy, down_line, window_clients)
     outage = window.started
     blackholed = proxy.outcomes().get("blackhole", 0)
-    figures += [window.sequential, window.concurrent, window.everything]
+    figures.append(window.sequential)
+    if window_clients:
+        figures += [window.concurrent, window.everything]
 
     print("upstream marked down ...", flush=True)
     figures.append(await bench.sequential("marked down, sequential"))
@@ -275,7 +280,8 @@ def machine() -> str:
 
 
 def measure(response_timeout: str | None, revalidate_timeout: str, failure_threshold: int,
-            hold: float, collected: list[Figures] | None = None) -> tuple[list[str], str]:
+            hold: float, collected: list[Figures] | None = None,
+            window_clients: int = CLIENTS) -> tuple[list[str], str]:
     """Set up (registry, fault proxy, edgecache), run the phases, tear down: the markdown lines
     and a description of the settings. `response_timeout` None keeps edgecache's default."""
     upstream: dict[str, object] = {}
@@ -302,7 +308,7 @@ def measure(response_timeout: str | None, revalidate_timeout: str, failure_thres
             warm = fetch(f"{ec.url}/v2/{REPOSITORY}/manifests/{TAG}", headers={"Accept": ACCEPT})
             if warm.status != 200:
                 raise RuntimeError(f"warming the cache: {warm.status} {warm.body[:200]!r}")
-            lines = asyncio.run(run(proxy, ec, image.digest, hold, collected))
+            lines = asyncio.run(run(proxy, ec, image.digest, hold, collected, window_clients))
         finally:
             if ec is not None:
                 ec.close()
@@ -327,11 +333,15 @@ def main() -> int:
                         help="health.failure_threshold (shipped default 3)")
     parser.add_argument("--hold", type=float, default=120.0,
                         help="seconds the outage lasts before the upstream comes back")
+    parser.add_argument("--window-clients", type=int, default=CLIENTS,
+                        help="concurrent clients beside the sequential one during the outage "
+                        "window (0: the sequential client alone)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
     lines, config = measure(args.response_timeout, args.revalidate_timeout,
-                            args.failure_threshold, args.hold)
+                            args.failure_threshold, args.hold,
+                            window_clients=args.window_clients)
     today = datetime.date.today().isoformat()
     report = [f"# Outage benchmark, {today}", "", f"Machine: {machine()}.", "",
               f"edgecache: {config}. Client: aiohttp, keep-alive, on the same machine; the "
