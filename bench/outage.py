@@ -8,9 +8,12 @@ shipped default unless overridden below), all on 127.0.0.1. Then:
 
 1. upstream up: 1000 sequential HEADs of the cached tag manifest, then 64 concurrent clients x 50
    HEADs each (every HEAD is revalidated upstream through the proxy);
-2. outage: the proxy turns into a black hole; one client keeps sending HEADs; measured are the
-   time from the outage's start to the first (stale) answer, the latency of every HEAD until
-   edgecache logs the upstream as down, and the time until it does;
+2. outage: the proxy turns into a black hole; from that instant until edgecache logs the
+   upstream as down, one sequential client and 64 concurrent clients (`--window-clients`;
+   closed loop, all starting at once) keep sending HEADs. Measured are the time from the
+   outage's start to the sequential client's first (stale) answer, the latency of every HEAD
+   sent in that window (per client kind and all together), and the time until the upstream is
+   marked down;
 3. upstream marked down: the same 1000 sequential + 64 x 50 concurrent HEADs;
 4. recovery: once the outage has lasted `--hold` seconds (120 by default), the proxy forwards
    again; measured is the time until edgecache's probe logs the upstream as up.
@@ -118,29 +121,109 @@ class Bench:
             wall = time.perf_counter() - start
         return Figures(name, [x for result in results for x in result], wall)
 
-    async def until_logged(self, needle: str, count: int,
-                           send_heads: bool) -> tuple[float, Figures]:
-        """Wait until edgecache's log holds `needle` `count` times, sending HEADs one after
-        another meanwhile if asked (failures are only counted on requests); the seconds that
-        took, and the HEADs' latencies."""
+    async def until_logged(self, needle: str) -> float:
+        """Wait until edgecache logs `needle` (from now on); the seconds that took."""
+        watch = LogWatch(self.ec.log_path, needle)
         start = time.perf_counter()
-        latencies: list[float] = []
         deadline = time.monotonic() + DOWN_WAIT
-        async with self.session(1) as session:
-            while self.ec.log().count(needle) < count:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"edgecache did not log {needle!r} within {DOWN_WAIT}s")
-                if send_heads:
+        while not watch.found():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"edgecache did not log {needle!r} within {DOWN_WAIT}s")
+            await asyncio.sleep(0.05)
+        return time.perf_counter() - start
+
+    async def outage_window(self, proxy: FaultProxyProcess, needle: str, clients: int) -> Window:
+        """Turn the proxy into a black hole and keep one sequential client and `clients`
+        concurrent clients sending HEADs until edgecache logs `needle` (the upstream marked
+        down). Every client starts at the outage's first instant, so the window covers what
+        clients see before edgecache has learnt anything. The log is read incrementally: the
+        access log grows by every HEAD, and rereading it whole would load the machine."""
+        watch = LogWatch(self.ec.log_path, needle)
+        async with self.session(1) as one, self.session(max(1, clients)) as many:
+            for _ in range(WARMUP):  # open the connections while the upstream still answers
+                await self.head(one)
+            await asyncio.gather(*(self.head(many) for _ in range(clients)))
+            stop = asyncio.Event()
+            deadline = time.monotonic() + DOWN_WAIT
+
+            async def client(session: aiohttp.ClientSession) -> list[float]:
+                latencies = []
+                while not stop.is_set() and time.monotonic() < deadline:
                     latencies.append(await self.head(session))
-                else:
-                    await asyncio.sleep(0.05)
-        wall = time.perf_counter() - start
-        return wall, Figures("blackhole, before marked down", latencies, wall)
+                return latencies
+
+            async def watcher() -> float:
+                try:
+                    while not watch.found():
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"edgecache did not log {needle!r} within "
+                                               f"{DOWN_WAIT}s")
+                        await asyncio.sleep(0.02)
+                    return time.perf_counter() - start
+                finally:
+                    stop.set()
+
+            proxy.set_mode("blackhole")
+            start = time.perf_counter()
+            watching = asyncio.ensure_future(watcher())
+            try:
+                sequential, *concurrent = await asyncio.gather(
+                    client(one), *(client(many) for _ in range(clients)))
+            finally:  # a wrong answer ends the run: the watcher must not outlive it
+                stop.set()
+                if not watching.done():
+                    watching.cancel()
+            marked_down = await watching
+            wall = time.perf_counter() - start
+        together = [x for result in concurrent for x in result]
+        return Window(
+            started=start, first=sequential[0], marked_down=marked_down,
+            sequential=Figures("blackhole until marked down, 1 sequential client", sequential,
+                               wall),
+            concurrent=Figures(f"blackhole until marked down, {clients} clients", together,
+                               wall),
+            everything=Figures("blackhole until marked down, all HEADs",
+                               sequential + together, wall))
+
+
+@dataclass
+class Window:
+    """The HEADs sent from the outage's start until the upstream was marked down."""
+
+    started: float  # time.perf_counter() at the outage's start
+    first: float  # the sequential client's first HEAD, sent at the outage's start
+    marked_down: float  # seconds from the outage's start
+    sequential: Figures
+    concurrent: Figures
+    everything: Figures
+
+
+class LogWatch:
+    """Finds a line in a growing log, reading only what was appended since the last look."""
+
+    def __init__(self, path: Path, needle: str) -> None:
+        self._path = path
+        self._needle = needle.encode()
+        self._offset = path.stat().st_size  # what is logged from now on
+        self._tail = b""
+
+    def found(self) -> bool:
+        with self._path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        self._offset += len(data)
+        text = self._tail + data
+        if self._needle in text:
+            return True
+        self._tail = text[-len(self._needle):]  # a needle split across two reads
+        return False
 
 
 async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
-              hold: float, collected: list[Figures] | None = None) -> list[str]:
-    """The phases; their markdown lines. `collected` receives each phase's `Figures`."""
+              hold: float, collected: list[Figures] | None = None,
+              window_clients: int = CLIENTS) -> list[str]:
+    """The phases; their markdown lines. `collected` receives each phase's `Figures`;
+    `window_clients` concurrent clients run beside the sequential one during the outage."""
     bench = Bench(ec, digest)
     down_line = f"upstream {UPSTREAM} is down after"
     up_line = f"upstream {UPSTREAM} is up"
@@ -150,16 +233,12 @@ async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
     figures.append(await bench.concurrent(f"up, {CLIENTS} clients x {PER_CLIENT}"))
 
     print("outage (black hole) ...", flush=True)
-    async with bench.session(1) as session:
-        proxy.set_mode("blackhole")
-        outage = time.perf_counter()
-        await bench.head(session)  # the upstream cannot answer: this one is stale
-        first_stale = time.perf_counter() - outage
-    downs = ec.log().count(down_line)
-    to_down, before = await bench.until_logged(down_line, downs + 1, send_heads=True)
-    to_down += first_stale
+    window = await bench.outage_window(proxy, down_line, window_clients)
+    outage = window.started
     blackholed = proxy.outcomes().get("blackhole", 0)
-    figures.append(before)
+    figures.append(window.sequential)
+    if window_clients:
+        figures += [window.concurrent, window.everything]
 
     print("upstream marked down ...", flush=True)
     figures.append(await bench.sequential("marked down, sequential"))
@@ -171,18 +250,20 @@ async def run(proxy: FaultProxyProcess, ec: EdgecacheProcess, digest: str,
     lasted = time.perf_counter() - outage
     print("recovery ...", flush=True)
     proxy.set_mode("forward")
-    to_up, _ = await bench.until_logged(up_line, ec.log().count(up_line) + 1, send_heads=False)
+    to_up = await bench.until_logged(up_line)
     await bench.sequential("recovered", 10)
 
     if collected is not None:
         collected.extend(figures)
     header = ["| phase | HEADs | p50 ms | p90 ms | p99 ms | max ms | HEADs/s |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    slow = sum(1 for x in window.everything.latencies if x >= 1.0)
     events = [
-        f"- outage start to first stale answer: {first_stale * 1000:.0f} ms",
-        f"- outage start to upstream marked down: {to_down:.1f} s "
-        f"({len(before.latencies)} HEADs sent meanwhile; the proxy swallowed {blackholed} "
-        "upstream requests)",
+        f"- outage start to the sequential client's first (stale) answer: "
+        f"{window.first * 1000:.0f} ms",
+        f"- outage start to upstream marked down: {window.marked_down:.1f} s "
+        f"({len(window.everything.latencies)} HEADs sent meanwhile, {slow} of them took 1 s "
+        f"or more; the proxy swallowed {blackholed} upstream requests)",
         f"- upstream back (after an outage of {lasted:.0f} s) to marked up by the probe: "
         f"{to_up:.1f} s",
     ]
@@ -199,7 +280,8 @@ def machine() -> str:
 
 
 def measure(response_timeout: str | None, revalidate_timeout: str, failure_threshold: int,
-            hold: float, collected: list[Figures] | None = None) -> tuple[list[str], str]:
+            hold: float, collected: list[Figures] | None = None,
+            window_clients: int = CLIENTS) -> tuple[list[str], str]:
     """Set up (registry, fault proxy, edgecache), run the phases, tear down: the markdown lines
     and a description of the settings. `response_timeout` None keeps edgecache's default."""
     upstream: dict[str, object] = {}
@@ -226,7 +308,7 @@ def measure(response_timeout: str | None, revalidate_timeout: str, failure_thres
             warm = fetch(f"{ec.url}/v2/{REPOSITORY}/manifests/{TAG}", headers={"Accept": ACCEPT})
             if warm.status != 200:
                 raise RuntimeError(f"warming the cache: {warm.status} {warm.body[:200]!r}")
-            lines = asyncio.run(run(proxy, ec, image.digest, hold, collected))
+            lines = asyncio.run(run(proxy, ec, image.digest, hold, collected, window_clients))
         finally:
             if ec is not None:
                 ec.close()
@@ -243,19 +325,23 @@ def measure(response_timeout: str | None, revalidate_timeout: str, failure_thres
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--response-timeout", default="20s",
-                        help="upstream response_timeout (shipped default 20s)")
+    parser.add_argument("--response-timeout", default=None,
+                        help="upstream response_timeout (default: edgecache's, 10s)")
     parser.add_argument("--revalidate-timeout", default="2s",
                         help="cache.revalidate_timeout (shipped default 2s)")
     parser.add_argument("--failure-threshold", type=int, default=3,
                         help="health.failure_threshold (shipped default 3)")
     parser.add_argument("--hold", type=float, default=120.0,
                         help="seconds the outage lasts before the upstream comes back")
+    parser.add_argument("--window-clients", type=int, default=CLIENTS,
+                        help="concurrent clients beside the sequential one during the outage "
+                        "window (0: the sequential client alone)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
     lines, config = measure(args.response_timeout, args.revalidate_timeout,
-                            args.failure_threshold, args.hold)
+                            args.failure_threshold, args.hold,
+                            window_clients=args.window_clients)
     today = datetime.date.today().isoformat()
     report = [f"# Outage benchmark, {today}", "", f"Machine: {machine()}.", "",
               f"edgecache: {config}. Client: aiohttp, keep-alive, on the same machine; the "

@@ -188,8 +188,9 @@ LIMITS = {
     "startup-clean": "Imports (~0.25 s) dominate; the index is opened, not read.",
     "startup-crash": "Reconciliation walks every file with pathlib (rglob, is_dir, Digest.parse"
                      " per path) and loads the whole index into a dict.",
-    "outage-before": "By design: until the upstream is marked down each tag HEAD waits "
-                     "revalidate_timeout (2 s) for the upstream, then answers from cache.",
+    "outage-before": "Until a revalidation has gone unanswered for revalidate_timeout (2 s), "
+                     "tag HEADs wait for it; from then on until the upstream answers again "
+                     "they are answered from cache at once.",
     "outage-down": "Served from cache without asking the upstream; with 64 closed-loop "
                    "clients latency is queueing: 64 requests in flight / a few thousand HEADs "
                    "per second on one shared core (the aiohttp client runs on the same 2 "

@@ -6,7 +6,11 @@
   limit); the manifest body is fetched only when its digest is not cached. When the upstream
   cannot answer (or is marked down, or has not answered within `cache.revalidate_timeout`) and
   the tag is cached, the cached digest is served (stale-if-error); a late answer still updates
-  the index in the background.
+  the index in the background. Once an upstream has left a request unanswered (that timeout, or
+  its own response timeout) it is suspect until it next answers anything: cached tags on it are
+  then served at once while their HEAD goes on in the background, so a black hole costs the
+  first request `revalidate_timeout`, not every request until it is marked down (threshold x
+  response_timeout). Uncached tags still wait: there is nothing else to give.
 - A blob is served from disk when cached; otherwise every request joins the one `Fill` for that
   digest. A HEAD of anything uncached asks the upstream without downloading, so a cache can be
   chained behind edgecache.
@@ -103,18 +107,26 @@ class RegistryService:
         cached = self._local_manifest(record.digest, head) if record else None
         if cached is not None and record and time.time() - record.checked_at < self._cache.tag_ttl:
             return cached
+        if cached is not None and client.health.suspect:
+            # It has left someone waiting since it last answered: ask, but do not wait.
+            self._tag_heads.start(key, lambda: self._revalidate(client, key))
+            return self._stale(key, cached, "upstream suspect, revalidating in the background")
         revalidation = self._tag_heads.run(key, lambda: self._revalidate(client, key))
         try:
             if cached is None:
                 info = await revalidation
             else:
                 info = await asyncio.wait_for(revalidation, self._cache.revalidate_timeout)
-        except (UpstreamError, TimeoutError) as exc:
+        except TimeoutError as exc:
             if cached is None:
                 raise
-            self._metrics.stale_serves.labels(target.upstream).inc()
-            log.debug("serving cached %s/%s:%s: %s", *key, str(exc) or "no answer in time")
-            return replace(cached, source="stale")
+            timeout = self._cache.revalidate_timeout
+            client.health.no_answer(str(exc) or f"no answer to a tag HEAD within {timeout:g}s")
+            return self._stale(key, cached, str(exc) or "no answer in time")
+        except UpstreamError as exc:
+            if cached is None:
+                raise
+            return self._stale(key, cached, str(exc))
         digest = _upstream_digest(target.upstream, info.digest)
         if digest is not None:
             local = self._local_manifest(digest, head)
@@ -127,6 +139,13 @@ class RegistryService:
         answer = await self._fetch_manifest(client, target.repository, digest or target.reference)
         self._index.set_tag(*key, answer.digest)
         return answer if not head else replace(answer, body=None)
+
+    def _stale(self, key: tuple[str, str, str], cached: ManifestAnswer,
+               why: str) -> ManifestAnswer:
+        """The cached digest of an expired tag, counted: a client got a possibly old answer."""
+        self._metrics.stale_serves.labels(key[0]).inc()
+        log.debug("serving cached %s/%s:%s: %s", *key, why)
+        return replace(cached, source="stale")
 
     async def _revalidate(self, client: UpstreamClient, key: tuple[str, str, str]) -> ManifestInfo:
         """HEAD the tag; when its digest is cached, confirm the tag. Runs to the end even if

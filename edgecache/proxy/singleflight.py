@@ -19,12 +19,17 @@ class SingleFlight(Generic[K, V]):
         self._calls: dict[K, asyncio.Task[V]] = {}
 
     async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        return await asyncio.shield(self.start(key, call))
+
+    def start(self, key: K, call: Callable[[], Awaitable[V]]) -> asyncio.Task[V]:
+        """The call in flight for `key`, started if there is none. Nobody has to await it: it
+        is kept here until done, and a failure nobody awaited is retrieved, not logged."""
         task = self._calls.get(key)
         if task is None:
             task = asyncio.ensure_future(call())
             self._calls[key] = task
             task.add_done_callback(lambda t: self._done(key, t))
-        return await asyncio.shield(task)
+        return task
 
     def _done(self, key: K, task: asyncio.Task[V]) -> None:
         if self._calls.get(key) is task:

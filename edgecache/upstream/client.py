@@ -132,7 +132,7 @@ class UpstreamClient:
     def failure(self, kind: str, reason: str) -> None:
         """One failed exchange: counted by kind, and towards marking the upstream down."""
         self._metrics.upstream_errors.labels(self.name, kind).inc()
-        self.health.failure(reason)
+        self.health.failure(reason, unanswered=kind == "timeout")
 
     def _success(self, resp: aiohttp.ClientResponse) -> None:
         self.health.success()

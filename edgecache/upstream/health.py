@@ -4,6 +4,14 @@ After `threshold` consecutive failures (refused, DNS, timeout, TLS, 5xx, 429) th
 marked down: requests stop waiting on it and fail at once, so the proxy serves what it has
 without any timeout. A background probe (`GET /v2/`, any answer below 500 counts) with
 exponential backoff marks it up again. Each change of state is logged once, not per request.
+
+Before that, an upstream is `suspect` from the moment it leaves someone waiting (a caller gave
+up on it, or a request timed out) until it next answers anything successfully. Marking down
+takes `threshold` x `response_timeout` (30 s by default) against a black hole; a suspect
+upstream lets callers that have something to fall back on (a cached tag) stop waiting on it
+after the first timeout instead of each paying it. Fast failures (5xx, refused) do not make it
+suspect: waiting for them costs nothing, and the caller still gets the fresher answer when the
+next try succeeds.
 """
 
 from __future__ import annotations
@@ -34,18 +42,35 @@ class UpstreamHealth:
         self._failures = 0
         self._task: asyncio.Task[None] | None = None
         self.last_error = ""
+        self.suspect = False
 
     def success(self) -> None:
         self._failures = 0
         self.last_success = time.time()
+        if self.suspect:
+            self.suspect = False
+            log.info("upstream %s answered again; cached tags wait for its answer again",
+                     self.name)
         if not self.up:
             self._set(True, "answering again")
 
-    def failure(self, reason: str) -> None:
+    def failure(self, reason: str, *, unanswered: bool = False) -> None:
+        """One failed exchange; `unanswered` when it failed by timing out (nothing came back)."""
+        if unanswered:
+            self.no_answer(reason)
         self._failures += 1
         self.last_error = reason
         if self.up and self._failures >= self._threshold:
             self._set(False, reason)
+
+    def no_answer(self, reason: str) -> None:
+        """Someone waited on this upstream in vain: not a failure yet (the request may still
+        be answered, and counts when it ends), but enough that callers with a fallback should
+        stop waiting on it until it answers."""
+        if not self.suspect:
+            self.suspect = True
+            log.info("upstream %s left a request unanswered (%s); cached tags are served "
+                     "without waiting for it until it answers", self.name, reason)
 
     def _set(self, up: bool, reason: str) -> None:
         self.up = up

@@ -11,6 +11,8 @@ configures the faults it needs:
 - `BlobFault` per digest: truncate the body (Content-Length N, connection closed after k bytes,
   on every attempt or the first few), send wrong bytes, drip in small chunks with sleeps, or hold
   the rest of the body until the test opens a gate;
+- `hold(...)`: matching requests arrive (and are recorded) but get no answer until the test
+  sets the returned gate: an upstream that hangs on some requests and answers others;
 - `fail(status, ...)`: answer 500/503/429 for matching requests (`clear_failures()` ends it);
   `down = True`: 503 for all;
   `stop()`: close the port so connections are refused;
@@ -217,6 +219,7 @@ class FakeRegistry:
         self.chunked_manifests = False  # send manifests without Content-Length
         self.extra_headers: dict[str, str] = {}  # added to every answer (hostile headers)
         self._failures: list[_Failure] = []
+        self._holds: list[tuple[str, str | None, asyncio.Event]] = []
         self._auth: str | None = None  # None, "bearer" or "basic"
         self._basic_expected: str | None = None
         self._token_basic: str | None = None
@@ -260,6 +263,8 @@ class FakeRegistry:
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self._content.open_gates()
+        for _, _, gate in self._holds:
+            gate.set()
 
     # ---- content --------------------------------------------------------------------------
 
@@ -311,6 +316,13 @@ class FakeRegistry:
         """Answer `status` to matching requests (the first `times` of them, or all)."""
         self._failures.append(_Failure(status, path_contains, method, times))
 
+    def hold(self, path_contains: str, *, method: str | None = None) -> asyncio.Event:
+        """Matching requests are recorded on arrival (status None) and answered only once the
+        returned gate is set (after GATE_TIMEOUT at the latest, with a 500)."""
+        gate = asyncio.Event()
+        self._holds.append((path_contains, method, gate))
+        return gate
+
     def redirect(self, location: str | Callable[[web.Request], str | None], *,
                  path_contains: str = "", method: str | None = None, status: int = 307) -> None:
         """Answer matching requests (after auth) with `status` and this Location (a string, or
@@ -360,6 +372,13 @@ class FakeRegistry:
     async def _record(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         entry = _recorded(request)
         (self.token_requests if request.path == "/token" else self.requests).append(entry)
+        for contains, method, gate in self._holds:
+            if contains in request.path and method in (None, request.method):
+                try:
+                    await asyncio.wait_for(gate.wait(), GATE_TIMEOUT)
+                except TimeoutError:
+                    entry.status = 500
+                    return _error(500, "UNKNOWN", "held request never released")
         response = await self._refusal(request) or await handler(request)
         entry.status = response.status
         return response

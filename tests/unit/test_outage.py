@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -40,9 +41,9 @@ async def error_of(resp: aiohttp.ClientResponse) -> tuple[str, str]:
     return str(first["code"]), str(first["message"])
 
 
-async def tag(edge: Edge, method: str = "GET") -> tuple[str, bytes]:
+async def tag(edge: Edge, method: str = "GET", url: str = TAG_URL) -> tuple[str, bytes]:
     """The tag's digest and body through edgecache; it must answer 200 with matching bytes."""
-    async with edge.client.request(method, TAG_URL) as resp:
+    async with edge.client.request(method, url) as resp:
         assert resp.status == 200
         body = await resp.read()
         digest = resp.headers["Docker-Content-Digest"]
@@ -552,3 +553,157 @@ async def test_failures_in_flight_when_marked_down_log_the_change_once(
     assert relay.swallowed_requests("GET ") == 0
     assert fake.requests == []
     assert len(down_warnings(caplog)) == 1
+
+
+# ---- 6. suspect: once a revalidation went unanswered, cached tags stop waiting --------------
+
+OTHER_URL = f"/v2/{REPO}/manifests/other"
+
+
+def answered_again(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "edgecache.upstream.health" and " answered again" in r.getMessage()]
+
+
+def checked_at(edge: Edge, name: str) -> float:
+    """When the index last confirmed the tag (read from the store, read-only)."""
+    db = sqlite3.connect(f"file:{edge.storage / 'index.db'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT checked_at FROM tags WHERE upstream=? AND repository=? "
+                         "AND tag=?", (UPSTREAM, REPO, name)).fetchone()
+    finally:
+        db.close()
+    assert row is not None, f"tag {name} is not in the index"
+    return float(row[0])
+
+
+async def poll(condition: Callable[[], bool]) -> bool:
+    for _ in range(POLL_ROUNDS):
+        if condition():
+            return True
+        await asyncio.sleep(POLL_DELAY)
+    return condition()
+
+
+def head_statuses(fake: FakeRegistry, url: str) -> list[int | None]:
+    return [r.status for r in fake.api_requests("HEAD", url)]
+
+
+@pytest.mark.parametrize("expires", ["revalidate_timeout", "response_timeout"])
+async def test_after_an_unanswered_revalidation_cached_tags_answer_at_once(
+        fake: FakeRegistry, make_edge: MakeEdge, caplog: pytest.LogCaptureFixture,
+        expires: str) -> None:
+    """The upstream hangs on one tag. Whichever timer gives up on it (edgecache's wait, or the
+    request's own response timeout), the upstream is suspect from then on: another expired
+    cached tag is answered from cache without waiting for the upstream's answer, even one the
+    upstream gives at once (the tag moved: the answer shows whether it was waited for). That
+    HEAD still goes out; its answer ends the suspicion, and the moved tag is picked up."""
+    caplog.set_level(logging.INFO, logger="edgecache.upstream.health")
+    latest = make_image([make_layer(1000, 130)])
+    old, new = make_image([make_layer(1000, 131)]), make_image([make_layer(1000, 132)])
+    fake.add_image(REPO, latest)
+    fake.add_image(REPO, old, tags=["other"])
+    # The timer that should not expire is far beyond the test's patience.
+    timers = ({"revalidate_timeout": "500ms", "response_timeout": "60s"}
+              if expires == "revalidate_timeout"
+              else {"revalidate_timeout": "60s", "response_timeout": "300ms"})
+    edge = await make_edge(response_timeout=timers["response_timeout"], top={
+        "cache": {"tag_ttl": "0s", "revalidate_timeout": timers["revalidate_timeout"]},
+        "health": {"failure_threshold": 3, **NO_PROBE},
+    })
+    assert await tag(edge) == (latest.digest, latest.manifest)
+    assert await tag(edge, url=OTHER_URL) == (old.digest, old.manifest)
+    confirmed = checked_at(edge, "latest")
+
+    gate = fake.hold(TAG_URL, method="HEAD")
+    # A guard against hanging the suite, not a measurement.
+    assert await asyncio.wait_for(tag(edge), 30) == (latest.digest, latest.manifest)
+    assert stale_serves(edge) == 1
+    assert head_statuses(fake, OTHER_URL) == [200]
+
+    fake.add_image(REPO, new, tags=["other"])  # the upstream would answer this one at once
+    assert await tag(edge, url=OTHER_URL) == (old.digest, old.manifest)
+    assert stale_serves(edge) == 2
+    if expires == "revalidate_timeout":
+        assert head_statuses(fake, TAG_URL)[-1] is None  # the upstream still hangs on latest
+    assert answered_again(caplog) == []
+
+    # The HEAD went out all the same, in the background, and was answered: not suspect now.
+    assert await poll(lambda: len(answered_again(caplog)) == 1), "the suspicion never ended"
+    assert head_statuses(fake, OTHER_URL) == [200, 200]
+    # Asking waits for the upstream again, which says the tag moved.
+    assert await tag(edge, url=OTHER_URL) == (new.digest, new.manifest)
+    assert await tag(edge, "HEAD", url=OTHER_URL) == (new.digest, b"")
+    assert stale_serves(edge) == 2
+
+    gate.set()
+    if expires == "revalidate_timeout":
+        # The first HEAD's late answer still confirms the tag in the index.
+        assert await poll(lambda: checked_at(edge, "latest") > confirmed)
+        assert head_statuses(fake, TAG_URL)[-1] == 200
+    else:
+        # It timed out: one failure, counted towards marking the upstream down.
+        assert edge.sample("edgecache_upstream_errors_total", upstream=UPSTREAM,
+                           kind="timeout") == 1
+    assert upstream_up(edge) == 1
+    assert await tag(edge) == (latest.digest, latest.manifest)
+    assert stale_serves(edge) == 2
+
+
+async def test_a_suspect_upstream_still_makes_uncached_tags_wait(
+        fake: FakeRegistry, make_edge: MakeEdge) -> None:
+    """Nothing cached to give: an uncached tag waits for the suspect upstream's answer."""
+    latest = make_image([make_layer(1000, 133)])
+    fresh = make_image([make_layer(1000, 134)])
+    fake.add_image(REPO, latest)
+    fake.add_image(REPO, fresh, tags=["other"])
+    edge = await make_edge(response_timeout="60s", top={
+        "cache": {"tag_ttl": "0s", "revalidate_timeout": "200ms"},
+        "health": {"failure_threshold": 3, **NO_PROBE},
+    })
+    assert await tag(edge) == (latest.digest, latest.manifest)
+    hanging = fake.hold(TAG_URL, method="HEAD")
+    assert await asyncio.wait_for(tag(edge), 30) == (latest.digest, latest.manifest)
+    assert stale_serves(edge) == 1  # suspect from here on
+
+    released = fake.hold(OTHER_URL, method="HEAD")
+    pending = asyncio.ensure_future(tag(edge, url=OTHER_URL))
+    try:
+        assert await poll(lambda: head_statuses(fake, OTHER_URL) == [None])
+        assert not pending.done()  # waiting on the upstream, not answered by anyone else
+        released.set()
+        assert await asyncio.wait_for(pending, 30) == (fresh.digest, fresh.manifest)
+    finally:
+        pending.cancel()
+        hanging.set()
+    assert stale_serves(edge) == 1
+    assert checked_at(edge, "other") > 0  # the tag now comes from the cache
+
+
+async def test_background_revalidations_into_a_black_hole_mark_the_upstream_down(
+        fake: FakeRegistry, make_edge: MakeEdge, relay: BlackHoleRelay) -> None:
+    """While suspect nobody waits for the HEADs, but each one that fails still counts: the
+    upstream is marked down by the revalidation of a tag that was answered from cache."""
+    latest = make_image([make_layer(1000, 135)])
+    other = make_image([make_layer(1000, 136)])
+    fake.add_image(REPO, latest)
+    fake.add_image(REPO, other, tags=["other"])
+    edge = await make_edge(url=relay.url, response_timeout="300ms", top={
+        "cache": {"tag_ttl": "0s", "revalidate_timeout": "100ms"},
+        "health": {"failure_threshold": 2, **NO_PROBE},
+    })
+    assert await tag(edge) == (latest.digest, latest.manifest)
+    assert await tag(edge, url=OTHER_URL) == (other.digest, other.manifest)
+    relay.black_hole = True
+
+    assert await asyncio.wait_for(tag(edge), 30) == (latest.digest, latest.manifest)
+    assert await tag(edge, url=OTHER_URL) == (other.digest, other.manifest)
+    assert stale_serves(edge) == 2
+    assert await poll(lambda: upstream_up(edge) == 0), "never marked down"
+    assert relay.swallowed_requests(f"HEAD {TAG_URL} HTTP/1.1") == 1
+    assert relay.swallowed_requests(f"HEAD {OTHER_URL} HTTP/1.1") == 1
+    assert edge.sample("edgecache_upstream_errors_total", upstream=UPSTREAM,
+                       kind="timeout") == 2
+    # Marked down: answered from cache, and nothing more goes into the hole.
+    assert await tag(edge, url=OTHER_URL) == (other.digest, other.manifest)
+    assert relay.swallowed_requests("HEAD ") == 2
