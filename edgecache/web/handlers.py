@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from aiohttp import web
 from yarl import URL
@@ -37,6 +38,8 @@ class RegistryHandlers:
         self._service = service
         self._metrics = metrics
         self._auth = auth
+        # labelled children, looked up once: `labels()` takes a lock and builds a tuple per call
+        self._children: dict[tuple[str, ...], Any] = {}
 
     async def base(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
@@ -48,7 +51,8 @@ class RegistryHandlers:
         if request.method not in READ_METHODS:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
         path = request.rel_url.raw_path.removeprefix("/v2/")
-        target = self._router.resolve(path, request.query.get("ns"))
+        ns = request.query.get("ns") if request.query_string else None  # no MultiDict if none
+        target = self._router.resolve(path, ns)
         self._auth.check(request, target.upstream)
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
@@ -61,8 +65,15 @@ class RegistryHandlers:
             return await self._tags(request, target)
         finally:
             result = request[ACCESS]["result"]
-            self._metrics.requests.labels(route, result).inc()
-            self._metrics.request_duration.labels(route).observe(time.monotonic() - started)
+            self._child("requests", route, result).inc()
+            self._child("request_duration", route).observe(time.monotonic() - started)
+
+    def _child(self, metric: str, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = getattr(self._metrics, metric).labels(*labels)
+        return child
 
     @staticmethod
     def _result(request: web.Request, source: str) -> str:
@@ -116,7 +127,7 @@ class RegistryHandlers:
         length = None if answer.size is None else (
             answer.size if span is None else span[1] - span[0])
         if answer.path is not None and answer.size is not None and length is not None:
-            self._metrics.served_bytes.labels("cache").inc(length)
+            self._child("served_bytes", "cache").inc(length)
             self._metrics.saved_bytes.inc(length)
             return BlobFileResponse(answer.path, answer.size, span, headers)
         assert answer.reader is not None
@@ -126,7 +137,7 @@ class RegistryHandlers:
                                                headers)
         finally:
             self._metrics.fill_readers.dec()
-        self._metrics.served_bytes.labels("upstream").inc(sent)
+        self._child("served_bytes", "upstream").inc(sent)
         if answer.joined:
             self._metrics.saved_bytes.inc(sent)
         return response
