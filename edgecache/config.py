@@ -208,7 +208,7 @@ def _string(raw: Mapping[str, Any], name: str, key: str, default: str) -> str:
 def parse_hostport(value: str, key: str) -> tuple[str, int]:
     """Split `host:port`, `[v6]:port` or `:port`; the port must be 0-65535."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ConfigError(f"{key}: expected host:port, got {value!r}")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return host or "0.0.0.0", int(port)

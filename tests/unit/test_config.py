@@ -40,6 +40,7 @@ def test_bad_durations(value: object) -> None:
     ({"bogus": 1}, "bogus"),
     ({"listen": {"http": 5000}}, "listen.http"),
     ({"listen": {"http": "localhost"}}, "listen.http"),
+    ({"listen": {"http": "127.0.0.1:\u00b2"}}, "listen.http"),  # a digit to isdigit(), not int()
     ({"storage": {"path": 3}}, "storage.path"),
     ({"upstreams": {"x.io": {"url": "ftp://x.io"}}}, "upstreams.x.io.url"),
     ({"upstreams": {"x.io": {"url": "https://u:p@x.io"}}}, "upstreams.x.io.url"),
