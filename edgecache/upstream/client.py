@@ -336,9 +336,10 @@ class UpstreamClient:
         code, message = await self._error_of(resp)
         status = resp.status
         if status == 404:
+            detail = f": {message}" if message else ""  # a HEAD's 404 has no body
             if code == "NAME_UNKNOWN":
-                raise NameUnknown(f"repository not known to upstream {self.name}: {message}")
-            raise missing(f"not found at upstream {self.name}: {message}")
+                raise NameUnknown(f"repository not known to upstream {self.name}{detail}")
+            raise missing(f"not found at upstream {self.name}{detail}")
         if status in (401, 403):
             raise UpstreamAuthError(self.name, f"{status} {code or ''} {message}".strip())
         if status == 429 or status >= 500:
