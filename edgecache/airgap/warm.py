@@ -40,6 +40,7 @@ from edgecache.config import Config, parse_hostport
 from edgecache.errors import EdgecacheError, ManifestInvalid
 from edgecache.oci import MANIFEST_ACCEPT, Digest, ImageReference
 from edgecache.usage import human
+from edgecache.web.auth import first_token
 from edgecache.web.handlers import CACHE_HEADER
 
 CONCURRENCY = 4
@@ -350,12 +351,25 @@ class Warmer:
 
 async def _error_text(response: aiohttp.ClientResponse) -> str:
     """edgecache's error body is `{"errors": [{"code", "message"}]}`: show the first."""
+    if response.status == 401:
+        return ("HTTP 401: the service wants client credentials; warm presents the first token "
+                "of the config's auth.tokens_file")
     try:
         doc = await response.json(content_type=None)
         first = doc["errors"][0]
         return f"HTTP {response.status} {first['code']}: {str(first['message']).rstrip(': ')}"
     except (ValueError, KeyError, IndexError, TypeError, aiohttp.ClientError):
         return f"HTTP {response.status}"
+
+
+def _credentials(config: Config, endpoint: Endpoint) -> dict[str, str]:
+    """A running service may lock upstreams to authenticated clients: warm presents the first
+    token of the config's `auth.tokens_file` (it runs with the service's config, so it can read
+    it). An in-process edgecache has no client auth to pass."""
+    if endpoint.local:
+        return {}
+    token = first_token(config.auth)
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 async def warm(config: Config, references: Sequence[str], progress: Progress,
@@ -367,6 +381,7 @@ async def warm(config: Config, references: Sequence[str], progress: Progress,
                                          ssl=endpoint.ssl if endpoint.ssl is not None else True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=READ_TIMEOUT)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                         headers=_credentials(config, endpoint),
                                          auto_decompress=False) as session:
             warmer = Warmer(session, endpoint, progress, platforms, concurrency)
             results = await warmer.warm(references)

@@ -60,6 +60,19 @@ class _Watched:
         return True
 
 
+def token_of(line: str) -> str:
+    """A tokens file line is `token` or `name:token` (the name is for the operator)."""
+    return line.rpartition(":")[2]
+
+
+def first_token(config: AuthConfig) -> str | None:
+    """The first static token of the tokens file: what `edgecache warm`, run with the service's
+    own config, presents to the running service. None without a tokens file or token."""
+    watched = _Watched(config.tokens_file)
+    watched.refresh()
+    return token_of(watched.lines[0]) if watched.lines else None
+
+
 class ClientAuth:
     def __init__(self, config: AuthConfig, authenticated: Iterable[str]) -> None:
         self.realm = config.realm
@@ -83,7 +96,7 @@ class ClientAuth:
             self._users = users
             self._verified.clear()
         if self._tokens_file.refresh():
-            self._tokens = [line.rpartition(":")[2].encode() for line in self._tokens_file.lines]
+            self._tokens = [token_of(line).encode() for line in self._tokens_file.lines]
 
     def required(self, upstream: str | None) -> bool:
         """For an upstream, whether it is locked; for the API root, whether any is."""

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -326,3 +327,39 @@ def test_platform_filter_warms_only_that_platform_and_export_follows(
     out = ok(edgecache("import", "--config", side_f, str(tmp_path / "arm.zst")))
     assert "1 of 2 platforms" in out
     assert stored(tmp_path / "f") == stored(tmp_path / "e")
+
+
+def test_warm_through_a_service_that_locks_its_upstream_uses_the_config_token(
+        hub: DockerRegistry, corpus: Corpus, edgecaches: StartEdgecache, tmp_path: Path) -> None:
+    """A service whose upstream is `access: authenticated` answers 401 to anonymous clients;
+    warm, run with the service's own config, presents the tokens file's first token."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# operators\nwarm:tok-" + "a" * 24 + "\n")
+    tokens.chmod(0o600)
+    service = edgecaches("locked", {}, default_upstream=HUB, extra={
+        "upstreams": {HUB: {"url": hub.url, "access": "authenticated"}},
+        "auth": {"tokens_file": str(tokens)}})
+    seeded = corpus.beta
+    anonymous = urllib.request.Request(f"{service.url}/v2/{seeded.repository}/manifests/"
+                                       f"{seeded.tag}")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=30)
+    assert refused.value.code == 401
+    refused.value.close()
+
+    warmed = ok(edgecache("warm", "--config", str(service.config_path), name(seeded)))
+    assert f"through the running service at {service.url}" in warmed
+    assert service.stored_blobs() == {d: len(b) for d, b in seeded.content.items()}
+
+    # a config whose tokens file holds a token the service does not know: refused, and the
+    # line says where warm took its credentials from
+    wrong = tmp_path / "wrong-tokens"
+    wrong.write_text("warm:tok-" + "b" * 24 + "\n")
+    wrong.chmod(0o600)
+    doc = yaml.safe_load(service.config_path.read_text())
+    doc["auth"]["tokens_file"] = str(wrong)
+    other_config = tmp_path / "other.yaml"
+    other_config.write_text(yaml.safe_dump(doc))
+    done = edgecache("warm", "--config", str(other_config), name(corpus.alpha))
+    assert done.returncode != 0
+    assert "auth.tokens_file" in done.stdout + done.stderr
