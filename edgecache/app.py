@@ -24,6 +24,7 @@ from aiohttp import web
 from edgecache import systemd
 from edgecache.config import Config, parse_hostport, secret_files
 from edgecache.errors import EdgecacheError, StorageError
+from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.proxy.fill import Fills
@@ -218,6 +219,7 @@ async def serve(config: Config) -> None:
     metrics_runner: web.AppRunner | None = None
     watchdog: asyncio.Task[None] | None = None
     renewal: asyncio.Task[None] | None = None
+    trimming: asyncio.Task[None] | None = None
     try:
         if config.metrics.listen:
             metrics_runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
@@ -248,11 +250,14 @@ async def serve(config: Config) -> None:
             watchdog = asyncio.create_task(systemd.watchdog(interval), name="watchdog")
         if reload is not None:
             renewal = asyncio.create_task(_renew(reload), name="tls renewal")
+        trimmer = HeapTrimmer()
+        if trimmer.available:
+            trimming = asyncio.create_task(trim_periodically(trimmer), name="heap trim")
         await stop.wait()
         log.info("shutting down (in-flight requests get %gs)", config.listen.shutdown_timeout)
         systemd.notify("STOPPING=1")
     finally:
-        for task in (watchdog, renewal):
+        for task in (watchdog, renewal, trimming):
             if task is not None:
                 task.cancel()
         await runner.cleanup()
