@@ -8,7 +8,7 @@ known for. The certificate is re-issued from the same CA when the address set ch
 at start and on SIGHUP) or when it nears expiry. Reloading swaps the chain in the live
 `SSLContext`: new handshakes get the new certificate, open connections carry on.
 
-This module needs only the standard library (and psutil): issuing and the thorough check of a
+This module needs only the standard library: issuing and the thorough check of a
 certificate are `edgecache/ca.py`'s, run in a child process only when the record it leaves
 (`server.json`) does not vouch for the files on disk; see `ensure_self_managed`.
 """
@@ -28,14 +28,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from edgecache.errors import ConfigError
+from edgecache.ifaddrs import IPAddress, interface_addresses
 
 log = logging.getLogger(__name__)
 
 RENEW_BEFORE = datetime.timedelta(days=30)
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RECORD = "server.json"  # what edgecache/ca.py last found good: see _record_vouches
 RECORDED = ("ca.crt", "server.crt", "server.key")
 CA_TIMEOUT = 120.0  # python + cryptography start and one EC signature: seconds on a slow node
@@ -80,16 +78,7 @@ def host_names(extra: tuple[str, ...] = ()) -> tuple[set[str], set[IPAddress]]:
     for name in (socket.gethostname(), socket.getfqdn()):
         if name and not name.startswith("localhost"):
             dns.add(name.lower())
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            try:
-                ip = ipaddress.ip_address(address.address.split("%", 1)[0])
-            except ValueError:
-                continue
-            if not ip.is_link_local:
-                ips.add(ip)
+    ips |= {ip for ip in interface_addresses() if not ip.is_link_local}
     for name in extra:
         try:
             ips.add(ipaddress.ip_address(name))
