@@ -14,13 +14,13 @@ is read on the loop with `RWF_NOWAIT` (it only succeeds from the page cache, so 
 the disk) and from the executor otherwise. A connection holds about three pieces (the plaintext,
 its ciphertext, OpenSSL's memory BIO grown to one piece) plus ~0.14 MiB of TLS and HTTP state.
 Measured at 64 concurrent 64 MiB downloads with the heap trimmer (edgecache/memory.py) running
-(peak RSS, server CPU-seconds per GB): 1 MiB pieces
-with uvloop's 512 KiB limit held 4 MiB per connection; 128 KiB pieces 76-82 MiB, 0.48 s/GB;
-64 KiB 67-73 MiB, 0.51; 48 KiB (three TLS records) 63-64 MiB, 0.50; 32 KiB 60-64 MiB, 0.55 (each
-Python-level write costs the same, so smaller pieces cost CPU; throughput against nginx moved
-within the noise of a shared machine). Reusing one piece buffer per connection changed
-neither figure measurably and would need proof that the TLS transport never keeps a reference
-(uvloop does keep one when OpenSSL asks to retry a write), so each piece is a fresh buffer.
+(peak RSS, server CPU-seconds per GB): 1 MiB pieces with uvloop's 512 KiB limit held 4 MiB per
+connection; 128 KiB pieces 76-82 MiB, 0.48 s/GB; 64 KiB 67-73 MiB, 0.51; 48 KiB (three TLS
+records) 63-64 MiB, 0.50; 32 KiB 60-64 MiB, 0.55 (each Python-level write costs the same, so
+smaller pieces cost CPU; throughput against nginx moved within the noise of a shared machine).
+Reusing one piece buffer per connection changed neither figure measurably and would need proof
+that the TLS transport never keeps a reference (uvloop does keep one when OpenSSL asks to retry
+a write), so each piece is a fresh buffer.
 """
 
 from __future__ import annotations
