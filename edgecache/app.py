@@ -15,15 +15,16 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from edgecache import systemd
 from edgecache.config import Config, parse_hostport, secret_files
 from edgecache.errors import EdgecacheError, StorageError
+from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.proxy.fill import Fills
@@ -56,6 +57,7 @@ MANIFEST_LIMIT = 4 * 1024 * 1024
 MAX_LINE = 8190
 MAX_HEADERS = 64
 TLS_RECHECK = 3600.0
+Reload = Callable[[], Coroutine[Any, Any, None]]
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
@@ -219,6 +221,7 @@ async def serve(config: Config) -> None:
     metrics_runner: web.AppRunner | None = None
     watchdog: asyncio.Task[None] | None = None
     renewal: asyncio.Task[None] | None = None
+    trimming: asyncio.Task[None] | None = None
     try:
         if config.metrics.listen:
             metrics_runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
@@ -239,19 +242,24 @@ async def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        if tls is not None:
-            loop.add_signal_handler(signal.SIGHUP, _reloader(tls))
+        reloads: set[asyncio.Task[None]] = set()
+        reload = _reloader(tls) if tls is not None else None
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, _on_signal(reload, reloads))
         systemd.notify("READY=1")
         interval = systemd.watchdog_interval()
         if interval:
             watchdog = asyncio.create_task(systemd.watchdog(interval), name="watchdog")
-        if tls is not None:
-            renewal = asyncio.create_task(_renew(_reloader(tls)), name="tls renewal")
+        if reload is not None:
+            renewal = asyncio.create_task(_renew(reload), name="tls renewal")
+        trimmer = HeapTrimmer()
+        if trimmer.available:
+            trimming = asyncio.create_task(trim_periodically(trimmer), name="heap trim")
         await stop.wait()
         log.info("shutting down (in-flight requests get %gs)", config.listen.shutdown_timeout)
         systemd.notify("STOPPING=1")
     finally:
-        for task in (watchdog, renewal):
+        for task in (watchdog, renewal, trimming):
             if task is not None:
                 task.cancel()
         await runner.cleanup()
@@ -260,18 +268,34 @@ async def serve(config: Config) -> None:
         log.info("stopped")
 
 
-async def _renew(reload: Callable[[], None]) -> None:
+async def _renew(reload: Reload) -> None:
     """Hourly: re-issue the certificate if the host's addresses changed or expiry nears (a
     no-op otherwise), so a node that runs for a year never serves an expired certificate."""
     while True:
         await asyncio.sleep(TLS_RECHECK)
-        reload()
+        await reload()
 
 
-def _reloader(tls: ServerTls) -> Callable[[], None]:
-    def reload() -> None:
-        try:
-            tls.reload()
-        except EdgecacheError as exc:  # keep serving with the chain we have
-            log.error("TLS reload failed, keeping the current certificate: %s", exc)
+def _reloader(tls: ServerTls) -> Reload:
+    """One reload at a time; the check (which may run the certificate issuer, a child process)
+    off the loop, the swap into the live context on it (OpenSSL loads without the GIL)."""
+    lock = asyncio.Lock()
+
+    async def reload() -> None:
+        async with lock:
+            try:
+                files = await asyncio.get_running_loop().run_in_executor(None, tls.resolve)
+                tls.apply(files)
+            except EdgecacheError as exc:  # keep serving with the chain we have
+                log.error("TLS reload failed, keeping the current certificate: %s", exc)
     return reload
+
+
+def _on_signal(reload: Reload, tasks: set[asyncio.Task[None]]
+               ) -> Callable[[], None]:
+    """A signal handler that starts `reload` as a task (kept referenced until it is done)."""
+    def handler() -> None:
+        task = asyncio.get_running_loop().create_task(reload(), name="tls reload")
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    return handler

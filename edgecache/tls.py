@@ -7,34 +7,36 @@ validate certificate for <ip> because it doesn't contain any IP SANs" that NodeP
 known for. The certificate is re-issued from the same CA when the address set changes (checked
 at start and on SIGHUP) or when it nears expiry. Reloading swaps the chain in the live
 `SSLContext`: new handshakes get the new certificate, open connections carry on.
+
+This module needs only the standard library: issuing and the thorough check of a
+certificate are `edgecache/ca.py`'s, run in a child process only when the record it leaves
+(`server.json`) does not vouch for the files on disk; see `ensure_self_managed`.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
+import json
 import logging
 import os
 import socket
 import ssl
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from edgecache.errors import ConfigError
+from edgecache.ifaddrs import IPAddress, interface_addresses
 
 log = logging.getLogger(__name__)
 
-CA_VALIDITY = datetime.timedelta(days=3650)
-SERVER_VALIDITY = datetime.timedelta(days=397)
 RENEW_BEFORE = datetime.timedelta(days=30)
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+RECORD = "server.json"  # what edgecache/ca.py last found good: see _record_vouches
+RECORDED = ("ca.crt", "server.crt", "server.key")
+CA_TIMEOUT = 120.0  # python + cryptography start and one EC signature: seconds on a slow node
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +46,11 @@ class TlsFiles:
     ca: Path | None  # the local CA's certificate, when self-managed
 
 
-def _now() -> datetime.datetime:
+def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a key so that it is never readable by others, not even for a moment."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -59,9 +61,13 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_public(path: Path, data: bytes) -> None:
+def write_public(path: Path, data: bytes) -> None:
+    """Readable by others (certificates), and whole or absent even after a power cut."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -72,16 +78,7 @@ def host_names(extra: tuple[str, ...] = ()) -> tuple[set[str], set[IPAddress]]:
     for name in (socket.gethostname(), socket.getfqdn()):
         if name and not name.startswith("localhost"):
             dns.add(name.lower())
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            try:
-                ip = ipaddress.ip_address(address.address.split("%", 1)[0])
-            except ValueError:
-                continue
-            if not ip.is_link_local:
-                ips.add(ip)
+    ips |= {ip for ip in interface_addresses() if not ip.is_link_local}
     for name in extra:
         try:
             ips.add(ipaddress.ip_address(name))
@@ -90,93 +87,80 @@ def host_names(extra: tuple[str, ...] = ()) -> tuple[set[str], set[IPAddress]]:
     return dns, ips
 
 
-def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
-    if cert_path.exists() and key_path.exists():
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ConfigError(f"{key_path}: expected an EC private key")
-        return cert, key
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgecache"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"edgecache CA {socket.gethostname()}"),
-    ])
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    log.info("created a local CA at %s", cert_path)
-    return cert, key
+def sorted_ips(ips: set[IPAddress]) -> list[IPAddress]:
+    return sorted(ips, key=lambda a: (a.version, int(a)))
 
 
-def _current_sans(path: Path, ca: x509.Certificate) -> tuple[set[str], set[IPAddress]] | None:
-    """The SANs of a still-valid server certificate issued by `ca`, or None."""
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_record(directory: Path, dns: set[str], ips: set[IPAddress],
+                 not_after: datetime.datetime) -> None:
+    """After a slow check or an issue (edgecache/ca.py): which files were found good, for which
+    SANs, until when. Hashes tie the record to the very bytes checked: any other file (an
+    operator's copy, a test's, a half-finished issue) makes the record void."""
+    record = {"dns": sorted(dns), "ips": [str(ip) for ip in sorted_ips(ips)],
+              "not_after": not_after.timestamp(),
+              "sha256": {name: _sha256(directory / name) for name in RECORDED}}
+    write_private(directory / RECORD, json.dumps(record, indent=1).encode())
+
+
+def _record_vouches(directory: Path, dns: set[str], ips: set[IPAddress]) -> bool:
+    """Whether the record says the files on disk are a pair issued by our CA for exactly these
+    SANs and not yet due for renewal: the server's check, without `cryptography`."""
     try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if cert.issuer != ca.subject or cert.not_valid_after_utc - _now() < RENEW_BEFORE:
-        return None
-    try:
-        cert.verify_directly_issued_by(ca)
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
-        return None
-    ips = {ip for ip in sans.get_values_for_type(x509.IPAddress)
-           if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)}
-    return set(sans.get_values_for_type(x509.DNSName)), ips
+        record = json.loads((directory / RECORD).read_bytes())
+        if not (directory / "ca.key").exists():
+            return False  # the slow path makes a new CA (and certificate), as before
+        return bool(
+            record["dns"] == sorted(dns)
+            and record["ips"] == [str(ip) for ip in sorted_ips(ips)]
+            and datetime.datetime.fromtimestamp(float(record["not_after"]), datetime.UTC)
+            - now_utc() >= RENEW_BEFORE
+            and all(record["sha256"][name] == _sha256(directory / name) for name in RECORDED))
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
+        return False
 
 
 def ensure_self_managed(directory: Path, extra_names: tuple[str, ...]) -> TlsFiles:
-    """The CA (created once) and a server certificate covering this host's current names."""
-    ca_cert, ca_key = _load_ca(directory)
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    """The CA (created once) and a server certificate covering this host's current names.
+
+    Usually the record vouches for the files; otherwise `python -m edgecache.ca` checks them
+    with `cryptography` and re-issues what it must, in a child process, so that the ~9 MiB
+    `cryptography` costs never stay in the server."""
     dns, ips = host_names(extra_names)
-    if _current_sans(cert_path, ca_cert) == (dns, ips) and key_path.exists():
-        return TlsFiles(cert_path, key_path, directory / "ca.crt")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in sorted(dns)]
-    sans += [x509.IPAddress(ip) for ip in sorted(ips, key=lambda a: (a.version, int(a)))]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, socket.gethostname())]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + SERVER_VALIDITY)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    log.info("issued a server certificate for %s", ", ".join(
-        [*sorted(dns), *(str(ip) for ip in sorted(ips, key=lambda a: (a.version, int(a))))]))
-    return TlsFiles(cert_path, key_path, directory / "ca.crt")
+    if not _record_vouches(directory, dns, ips):
+        _run_ca(directory, dns, ips)
+    return TlsFiles(directory / "server.crt", directory / "server.key", directory / "ca.crt")
+
+
+def _run_ca(directory: Path, dns: set[str], ips: set[IPAddress]) -> None:
+    import edgecache
+
+    wanted = json.dumps({"dns": sorted(dns), "ips": [str(ip) for ip in sorted_ips(ips)]})
+    # the child runs the same edgecache as this process, wherever the working directory is
+    root = str(Path(edgecache.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "edgecache.ca", str(directory)],
+                              input=wanted, capture_output=True, text=True, env=env,
+                              timeout=CA_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"tls: cannot run the certificate issuer: {exc}") from exc
+    if done.returncode != 0:
+        message = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise ConfigError(f"tls: cannot issue a certificate in {directory}: {message[0]}")
+    try:
+        what = json.loads(done.stdout)
+    except ValueError:
+        what = {}
+    if what.get("created_ca"):
+        log.info("created a local CA at %s", directory / "ca.crt")
+    if what.get("issued"):
+        log.info("issued a server certificate for %s", ", ".join(
+            [*sorted(dns), *(str(ip) for ip in sorted_ips(ips))]))
 
 
 def server_context(files: TlsFiles, client_ca: str = "") -> ssl.SSLContext:
@@ -211,7 +195,7 @@ class ServerTls:
         self._key_file = key_file
         self._extra_names = extra_names
         self._directory = directory
-        self.files = self._resolve()
+        self.files = self.resolve()
         self.context = server_context(self.files, client_ca)
         self._loaded = self._fingerprint(self.files)
 
@@ -222,18 +206,23 @@ class ServerTls:
         except OSError:
             return b""
 
-    def _resolve(self) -> TlsFiles:
+    def resolve(self) -> TlsFiles:
+        """Where the chain comes from now; for a self-managed one this may run the issuer (a
+        child process, a fraction of a second): the server calls it off the event loop."""
         if self._cert_file:
             return TlsFiles(Path(self._cert_file), Path(self._key_file), None)
         return ensure_self_managed(self._directory, self._extra_names)
 
     def reload(self) -> None:
-        """Re-read operator certificates, or re-issue ours if the host's names changed.
+        """Re-read operator certificates, or re-issue ours if the host's names changed."""
+        self.apply(self.resolve())
+
+    def apply(self, files: TlsFiles) -> None:
+        """Load `files` into the live context if they differ from what it serves.
 
         The chain is tried on a scratch context first: a failed load into the live context
         would leave OpenSSL holding the new certificate without a matching key, and every new
         handshake would fail."""
-        files = self._resolve()
         fingerprint = self._fingerprint(files)
         if fingerprint == self._loaded and files == self.files:
             return  # nothing changed (the hourly re-check, usually)

@@ -10,10 +10,9 @@ Eviction runs only when usage crosses the high watermark, never because time pas
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import NamedTuple
-
-import psutil
 
 from edgecache.config import StorageConfig
 from edgecache.errors import EdgecacheError
@@ -35,8 +34,9 @@ DiskProbe = Callable[[str], DiskUsage]
 
 
 def disk_usage(path: str) -> DiskUsage:
-    usage = psutil.disk_usage(path)
-    return DiskUsage(usage.total, usage.free)
+    """Size and space available to unprivileged writers (what psutil.disk_usage reports)."""
+    st = os.statvfs(path)
+    return DiskUsage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
 
 def pinned_digests(index: Index, pins: tuple[str, ...]) -> set[str]:

@@ -11,9 +11,16 @@ so the loop never waits on the disk.
 Under TLS there is no zero-copy: the file is read in `TLS_CHUNK` pieces and written through the
 transport, which encrypts them, with the transport's write buffer limited to one piece. A piece
 is read on the loop with `RWF_NOWAIT` (it only succeeds from the page cache, so it never waits on
-the disk) and from the executor otherwise. 64 connections then hold about 0.5 MiB each (1 MiB
-pieces and uvloop's default 512 KiB limit: 4 MiB each) at the same throughput; see
-bench/results/ for the figures.
+the disk) and from the executor otherwise. A connection holds about three pieces (the plaintext,
+its ciphertext, OpenSSL's memory BIO grown to one piece) plus ~0.14 MiB of TLS and HTTP state.
+Measured at 64 concurrent 64 MiB downloads with the heap trimmer (edgecache/memory.py) running
+(peak RSS, server CPU-seconds per GB): 1 MiB pieces with uvloop's 512 KiB limit held 4 MiB per
+connection; 128 KiB pieces 76-82 MiB, 0.48 s/GB; 64 KiB 67-73 MiB, 0.51; 48 KiB (three TLS
+records) 63-64 MiB, 0.50; 32 KiB 60-64 MiB, 0.55 (each Python-level write costs the same, so
+smaller pieces cost CPU; throughput against nginx moved within the noise of a shared machine).
+Reusing one piece buffer per connection changed neither figure measurably and would need proof
+that the TLS transport never keeps a reference (uvloop does keep one when OpenSSL asks to retry
+a write), so each piece is a fresh buffer.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from edgecache.proxy.fill import FillReader
 
 log = logging.getLogger(__name__)
 
-TLS_CHUNK = 128 * 1024
+TLS_CHUNK = 48 * 1024  # peak RSS vs CPU per GB at 64 TLS downloads: see the docstring
 SENDFILE_WINDOW = 1 << 20
 _nowait_reads = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")  # cleared if refused
 

@@ -7,8 +7,11 @@ files' modes, the chain, the SANs, and when (and only when) a new server certifi
 from __future__ import annotations
 
 import datetime
+import json
 import ssl
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,3 +214,54 @@ def test_a_failed_reload_keeps_serving_the_current_certificate(tmp_path: Path) -
         with pytest.raises(ConfigError):
             tls.reload()
         handshake(trust_a, tls.context, "one.edge.test")
+
+
+def test_the_serving_side_never_imports_cryptography(tmp_path: Path) -> None:
+    """cryptography costs ~9 MiB of RSS for the life of a process: the listener's side
+    (ServerTls: first issue, then the record's fast path, then a reload) must leave it to the
+    short-lived `python -m edgecache.ca` child."""
+    code = ("import sys; from pathlib import Path; from edgecache.tls import ServerTls\n"
+            f"tls = ServerTls('', '', {EXTRA!r}, Path({str(tmp_path / 'tls')!r}))\n"
+            "tls.reload(); ServerTls('', '', (), tls.files.cert.parent).reload()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+    assert load_cert(tmp_path / "tls" / "server.crt")  # and it did issue
+
+
+def test_a_key_that_does_not_match_the_certificate_is_reissued(tmp_path: Path) -> None:
+    """An issue cut short between writing the key and the certificate leaves a new key with
+    the old certificate: the record no longer matches the files, the slow check sees the pair
+    is not one, and a fresh pair is issued (loading the mismatch would fail every start)."""
+    directory = tmp_path / "tls"
+    first = ensure_self_managed(directory, EXTRA)
+    old_serial = load_cert(first.cert).serial_number
+    other = ensure_self_managed(tmp_path / "other", EXTRA)
+    first.key.write_bytes(other.key.read_bytes())
+
+    files = ensure_self_managed(directory, EXTRA)
+    assert load_cert(files.cert).serial_number != old_serial
+    ServerTls("", "", EXTRA, directory)  # loads: the pair matches again
+
+
+def test_a_record_that_lies_about_the_names_does_not_keep_a_certificate(tmp_path: Path) -> None:
+    """The record is a cache of the slow check, never trusted for SANs it was not written for:
+    asking for other names re-issues even though the files' hashes still match."""
+    directory = tmp_path / "tls"
+    first = ensure_self_managed(directory, EXTRA)
+    old_serial = load_cert(first.cert).serial_number
+    record = json.loads((directory / "server.json").read_text())
+    assert set(record["sha256"]) == {"ca.crt", "server.crt", "server.key"}
+    assert mode(directory / "server.json") == 0o600
+
+    files = ensure_self_managed(directory, ("other.edge.test",))
+    assert load_cert(files.cert).serial_number != old_serial
+    assert "other.edge.test" in sans(load_cert(files.cert))[0]
+
+
+def test_an_issuer_failure_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "tls"
+    blocker.write_text("a file where the TLS directory should be\n")
+    with pytest.raises(ConfigError, match="cannot issue a certificate"):
+        ensure_self_managed(blocker, EXTRA)

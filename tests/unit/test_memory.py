@@ -1,0 +1,31 @@
+"""edgecache/memory.py: the heap trimmer on this machine's C library (glibc in every environment
+the service is tested in). What it gives back is a benchmark figure (bench/), not asserted here."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from edgecache.memory import HeapTrimmer, trim_periodically
+
+
+def test_glibc_is_found_and_a_trim_runs_only_above_the_threshold() -> None:
+    trimmer = HeapTrimmer()
+    assert trimmer.available
+    blocks = [bytearray(256 * 1024) for _ in range(8)]  # malloc'd, then handed back to it
+    del blocks
+    assert trimmer.free_bytes() >= 0
+    assert trimmer.trim(above=0) is True
+    assert trimmer.trim(above=1 << 62) is False  # nothing is that large: no trim
+
+
+async def test_the_periodic_task_keeps_running_until_cancelled() -> None:
+    trimmer = HeapTrimmer()
+    task = asyncio.create_task(trim_periodically(trimmer, interval=0.001))
+    for _ in range(20):  # bounded: a few passes of the loop
+        await asyncio.sleep(0.002)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
