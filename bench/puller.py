@@ -7,7 +7,12 @@ Each client, on its own connections (at most 3, kept alive and reused, as contai
 does): GET the manifest by tag (OCI and Docker Accept), then GET the config and every layer, at
 most 3 at a time (containerd's default max_concurrent_downloads), reading every body from the
 socket to its last byte. All clients start together; `wall` is from the first request to the
-last byte of the last client. Every byte a real pull downloads is downloaded here, over as many
+last byte of the last client. The clients are spread over one worker process per core (as wrk
+runs a thread per core; `--procs`): one Python process gets one core at most, and receiving 50 x
+63 MiB on loopback is about a core's worth of kernel work by itself (more when the server sends
+with sendfile: then the receiver's copy reads page-cache pages that are cold in the CPU cache,
+where after a user-space copy it reads the server's just-written buffers). A single process
+made the client the limit of the figure. Every byte a real pull downloads is downloaded here, over as many
 connections; what is lighter than a real client is what happens to the bytes afterwards.
 
 Why it is not aiohttp: the clients run on the same 2 cores as the cache they measure. With
@@ -36,9 +41,12 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
+import subprocess
 import sys
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -261,31 +269,86 @@ async def pull(index: int, clients: int, base: str, repository: str, tag: str, v
     return time.perf_counter() - start, received, samples
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, object]:
+async def run_clients(args: argparse.Namespace, first: int, last: int) -> dict[str, Any]:
+    """Clients [first, last) of `args.clients`: their results, the samples of the copies they
+    hashed, and when they started and ended (CLOCK_MONOTONIC: comparable across processes)."""
     verified: Samples = {}
-    start = time.perf_counter()
-    results: list[Any] = await asyncio.wait_for(asyncio.gather(
+    start = time.monotonic()
+    results = await asyncio.wait_for(asyncio.gather(
         *(pull(i, args.clients, args.base, args.repository, args.tag, args.verify, verified)
-          for i in range(args.clients)), return_exceptions=True), timeout=600)
-    wall = time.perf_counter() - start
-    if args.verify == "sample":  # every copy's sample against the hashed copy's
-        for n, result in enumerate(results):
-            if isinstance(result, BaseException):
-                continue
-            for digest, crc in result[2].items():
+          for i in range(first, last)), return_exceptions=True), timeout=600)
+    end = time.monotonic()
+    return {"start": start, "end": end, "verified": verified,
+            "clients": [{"error": repr(r)[:200]} if isinstance(r, BaseException)
+                        else {"time": r[0], "bytes": r[1], "samples": r[2]} for r in results]}
+
+
+def summarize(args: argparse.Namespace, parts: list[dict[str, Any]]) -> dict[str, object]:
+    """One result from the workers' parts; every copy's sample is checked against the copy of
+    the same blob that was hashed (in whichever worker)."""
+    verified: Samples = {}
+    for part in parts:
+        verified.update(part["verified"])
+    clients: list[dict[str, Any]] = [c for part in parts for c in part["clients"]]
+    if args.verify == "sample":
+        for n, client in enumerate(clients):
+            for digest, crc in client.get("samples", {}).items():
                 if digest not in verified:
-                    results[n] = RuntimeError(f"{digest}: no verified copy to compare with")
+                    clients[n] = {"error": f"{digest}: no verified copy to compare with"}
                 elif verified[digest] != crc:
-                    results[n] = RuntimeError(f"{digest}: sampled bytes differ from the "
-                                              "verified copy")
-    ok = [r for r in results if not isinstance(r, BaseException)]
-    failed = [repr(r)[:200] for r in results if isinstance(r, BaseException)]
-    times = sorted(t for t, _, _ in ok)
+                    clients[n] = {"error": f"{digest}: sampled bytes differ from the verified "
+                                           "copy"}
+    ok = [c for c in clients if "error" not in c]
+    failed = [c["error"] for c in clients if "error" in c]
+    failed += ["client missing"] * (args.clients - len(clients))
+    times = sorted(c["time"] for c in ok)
     return {"clients": args.clients, "ok": len(ok), "failed": len(failed),
-            "errors": failed[:3], "wall": wall, "verify": args.verify,
+            "errors": failed[:3], "verify": args.verify, "procs": len(parts),
+            "wall": max(p["end"] for p in parts) - min(p["start"] for p in parts),
             "client_median": times[len(times) // 2] if times else 0.0,
             "client_max": times[-1] if times else 0.0,
-            "bytes": sum(n for _, n, _ in ok)}
+            "bytes": sum(c["bytes"] for c in ok)}
+
+
+def run_loop(args: argparse.Namespace, first: int, last: int) -> dict[str, Any]:
+    try:
+        import uvloop
+        return uvloop.run(run_clients(args, first, last))
+    except ImportError:
+        return asyncio.run(run_clients(args, first, last))
+
+
+def run_workers(args: argparse.Namespace, procs: int) -> list[dict[str, Any]]:
+    """`procs` worker processes, each with a share of the clients; they start together once all
+    have imported (a line on their stdin), and are waited for (bounded) and killed on error."""
+    bounds = [args.clients * k // procs for k in range(procs + 1)]
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "bench.puller", args.base, args.repository, args.tag,
+         "--clients", str(args.clients), "--verify", args.verify,
+         "--worker", f"{bounds[k]}:{bounds[k + 1]}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+        for k in range(procs)]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            if worker.stdout.readline().strip() != b"ready":
+                raise RuntimeError("a puller worker did not start")
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write(b"go\n")
+            worker.stdin.flush()
+        parts = []
+        for worker in workers:
+            out, _ = worker.communicate(timeout=660)
+            if worker.returncode != 0:
+                raise RuntimeError(f"a puller worker exited {worker.returncode}")
+            parts.append(json.loads(out.decode().strip().splitlines()[-1]))
+        return parts
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(timeout=10)
 
 
 def main() -> int:
@@ -295,15 +358,22 @@ def main() -> int:
     parser.add_argument("tag")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--verify", choices=("sample", "all"), default="sample")
+    parser.add_argument("--procs", type=int, default=0,
+                        help="worker processes (default: one per core, at most one per client)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # FIRST:LAST, internal
     args = parser.parse_args()
     if not args.base.startswith("http://"):
         parser.error("plain http:// only")
-    try:
-        import uvloop
-        result = uvloop.run(main_async(args))
-    except ImportError:
-        result = asyncio.run(main_async(args))
-    print(json.dumps(result), flush=True)
+    if args.worker:
+        first, last = (int(x) for x in args.worker.split(":"))
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print(json.dumps(run_loop(args, first, last)), flush=True)
+        return 0
+    procs = min(args.clients, args.procs or os.cpu_count() or 1)
+    parts = (run_workers(args, procs) if procs > 1
+             else [run_loop(args, 0, args.clients)])
+    print(json.dumps(summarize(args, parts)), flush=True)
     return 0
 
 
