@@ -1,4 +1,4 @@
-"""Concurrent image pulls as a client does them, run as its own process: a light client, like wrk.
+"""Concurrent image pulls as clients do them, in processes of their own: a light client, like wrk.
 
 `python -m bench.puller BASE_URL REPOSITORY TAG --clients 50 [--verify sample|all]` prints one
 JSON line.
@@ -7,13 +7,15 @@ Each client, on its own connections (at most 3, kept alive and reused, as contai
 does): GET the manifest by tag (OCI and Docker Accept), then GET the config and every layer, at
 most 3 at a time (containerd's default max_concurrent_downloads), reading every body from the
 socket to its last byte. All clients start together; `wall` is from the first request to the
-last byte of the last client. The clients are spread over one worker process per core (as wrk
-runs a thread per core; `--procs`): one Python process gets one core at most, and receiving 50 x
-63 MiB on loopback is about a core's worth of kernel work by itself (more when the server sends
-with sendfile: then the receiver's copy reads page-cache pages that are cold in the CPU cache,
-where after a user-space copy it reads the server's just-written buffers). A single process
-made the client the limit of the figure. Every byte a real pull downloads is downloaded here, over as many
+last byte of the last client. Every byte a real pull downloads is downloaded here, over as many
 connections; what is lighter than a real client is what happens to the bytes afterwards.
+
+The clients are spread over one worker process per core (`--procs`), as wrk runs a thread per
+core: one Python process gets one core at most, and receiving 50 x 63 MiB on loopback is about a
+core's worth of kernel work by itself (more when the server sends with sendfile: the receiver's
+copy then reads page-cache pages, likely cold in the CPU cache, where after a user-space copy it
+reads the server's just-written buffers; see NOTES.md). A single process made the client the
+limit of the figure.
 
 Why it is not aiohttp: the clients run on the same 2 cores as the cache they measure. With
 aiohttp's client (a StreamReader that allocates, buffers and re-joins every body into 1 MiB
