@@ -238,16 +238,18 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
     start, end = span if span is not None else (0, size)
     if end is not None:
         response.content_length = end - start
-    await response.prepare(request)
+    writer = await response.prepare(request)
     transport = request.transport
     send_file: SendFile | None = None
-    if (end is not None and transport is not None
+    if (end is not None and transport is not None and writer is not None
             and transport.get_extra_info("sslcontext") is None
             and transport.get_extra_info("socket") is not None):
         async def send_file(fd: int, offset: int, count: int) -> None:
-            assert transport is not None
+            assert transport is not None and writer is not None
             if not await _sendfile(transport, fd, offset, count):
                 raise ConnectionResetError("connection lost")
+            writer.output_size += count  # bytes the writer did not see: for the access log
+
     try:
         sent = await reader.copy(start, end, response.write, send_file)
     except EdgecacheError as exc:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import aiohttp
+import pytest
 
 from edgecache.proxy import download
 from edgecache.web.responses import parse_range
@@ -264,6 +266,38 @@ async def test_readers_caught_up_with_a_dripping_download_get_every_byte(
             assert (status, body) == (206, blob.data[start:end]), spec
     assert upstream_gets(fake, digest) == 1
     assert edge.blob_path(digest).read_bytes() == blob.data
+
+
+async def test_access_log_counts_the_bytes_sent_to_readers_of_a_download(
+        fake: FakeRegistry, edge: Edge, caplog: pytest.LogCaptureFixture) -> None:
+    """Readers joined to a download get its bytes with sendfile, past aiohttp's writer: the
+    access log's byte count must still include them."""
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    blob = make_layer(2 * 1024 * 1024, seed=22)
+    digest = fake.add_blob(blob)
+    fault = fake.fault(digest, BlobFault(gate_after=512 * 1024))
+
+    responses = await asyncio.gather(*(edge.client.get(blob_url(digest)) for _ in range(3)))
+    try:
+        fault.gate.set()
+        bodies = await asyncio.gather(*(r.read() for r in responses))
+    finally:
+        for r in responses:
+            r.release()
+    assert bodies == [blob.data] * 3
+
+    async with asyncio.timeout(READ_TIMEOUT):  # the lines are written after the responses end
+        while True:
+            lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"
+                     and f"GET {blob_url(digest)} " in r.getMessage()
+                     and '"edgecache/' not in r.getMessage()]  # not the fake upstream's line
+            if len(lines) == 3:
+                break
+            await asyncio.sleep(0.01)
+    for line in lines:
+        match = re.search(r'" 200 (\d+) ', line)
+        assert match is not None, line
+        assert int(match.group(1)) >= len(blob.data), line
 
 
 async def test_client_disconnect_does_not_stop_the_download(
