@@ -5,7 +5,8 @@
   TLS, decrypting) the bytes costs the kernel and OpenSSL about as much CPU as sending them, on
   the same 2 cores as the server: every figure is "server + client on 2 cores".
 - Manifest latency: bench/hammer.py (wrk cannot do HEAD).
-- Cold pulls: bench/puller.py (aiohttp).
+- Cold pulls: bench/puller.py (asyncio protocols receiving into a reused buffer; sizes checked
+  on every copy, SHA-256 once per distinct blob, a CRC-32 sample of every other copy).
 
 `Sampler` polls the RSS of a system's processes (nginx: master + workers, summed) every 20 ms
 in a thread while a measurement runs, and reads their CPU times before and after.

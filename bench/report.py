@@ -264,8 +264,9 @@ def write(r: Any, out: Path, stem: str) -> Path:
                   f"({size:.0f} MiB), each against a fresh cache (bench/puller.py)", "",
                   "| upstream link | clients | system | wall s | client median / max s | "
                   "failed | upstream blob GETs | upstream MiB | max GETs per blob | peak RSS "
-                  "MiB | CPU s |",
-                  "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "MiB | CPU s | clients' CPU s |",
+                  "| --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+                  "| ---: |"]
         for link in ("loopback", "wan"):
             for clients in sorted({c["clients"] for c in r.cold}):
                 for system in ("edgecache", "distribution"):
@@ -285,10 +286,12 @@ def write(r: Any, out: Path, stem: str) -> Path:
                         f"{median([c['upstream']['bytes'] / MiB for c in rows]):.0f} | "
                         f"{max(c['upstream']['max_per_blob'] for c in rows)} | "
                         f"{median([c['peak_rss_mib'] for c in rows]):.0f} | "
-                        f"{median([c['cpu_s'] for c in rows]):.1f} |")
+                        f"{median([c['cpu_s'] for c in rows]):.1f} | "
+                        f"{median([c.get('client_cpu_s', float('nan')) for c in rows]):.1f} |")
         lines += ["", "Upstream bytes are the `http.response.written` of the upstream "
-                  "docker-registry's blob GETs, from its JSON log. Clients: one process, each "
-                  "client its own connections, 3 layers at a time (containerd's default). The "
+                  "docker-registry's blob GETs, from its JSON log. Clients: bench/puller.py, one "
+                  "worker process per core, each client its own connections, 3 layers at a "
+                  "time (containerd's default); their CPU shares the same cores. The "
                   "WAN-like link is tests/support/throttle.py's relay, limiting each upstream "
                   "connection (not their sum); Distribution is not run behind it (it opens an "
                   "upstream connection per client and blob, more than the relay accepts)."]

@@ -31,6 +31,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -267,8 +268,11 @@ class Bench:
             cache = Distribution(work, upstream_url)
         try:
             mark = self.upstream.log_lines()
+            # the clients share the 2 cores with the cache: what they cost is part of the figure
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             with load.Sampler(cache.processes()) as sampler:
                 out = load.pull(cache.url, COLD_REPO, TAG, clients)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # only the puller was reaped
             time.sleep(0.5)  # anything the cache still fetches after the clients
             fetched = summarize_fetches(self.upstream.blob_fetches(mark))
         finally:
@@ -277,12 +281,15 @@ class Bench:
         row = {"link": link, "system": system, "clients": clients, "rep": rep,
                **out, "upstream": fetched,
                "peak_rss_mib": sampler.usage.peak_rss / MiB,
-               "cpu_s": sampler.usage.cpu}
+               "cpu_s": sampler.usage.cpu,
+               "client_cpu_s": (after.ru_utime + after.ru_stime)
+               - (before.ru_utime + before.ru_stime)}
         self.results.cold.append(row)
         print(f"  cold {link:8} x{clients:<3} {system:12} wall {out['wall']:6.2f} s "
               f"ok {out['ok']}/{clients} upstream {fetched['blob_gets']} blob GETs "
               f"{int(fetched['bytes']) / MiB:8.1f} MiB (max {fetched['max_per_blob']} "
-              f"per blob)", flush=True)
+              f"per blob) cpu {row['cpu_s']:.2f} s, clients {row['client_cpu_s']:.2f} s",
+              flush=True)
 
     # ---- 6: profiles --------------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
-"""Twenty clients at once for one cold 32 MiB blob: one upstream download, twenty right answers."""
+"""Twenty clients at once for one cold 32 MiB blob: one upstream download, twenty right answers.
+On plain HTTP the followers are sent the download's file with sendfile; over HTTPS it is read
+and written in pieces: both ways are checked."""
 
 from __future__ import annotations
 
 import hashlib
+import ssl
 import threading
 import urllib.request
 
@@ -17,13 +20,20 @@ pytestmark = pytest.mark.integration
 CLIENTS = 20
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
 def test_concurrent_gets_of_a_cold_blob_download_it_once(
-        hub: DockerRegistry, corpus: Corpus, edgecaches: StartEdgecache) -> None:
+        hub: DockerRegistry, corpus: Corpus, edgecaches: StartEdgecache, scheme: str) -> None:
     big = corpus.big
     hub.push_blob("library/big", big)
-    ec = edgecaches("edgecache", {HUB: hub.url}, default_upstream=HUB)
+    ec = edgecaches("edgecache", {HUB: hub.url}, default_upstream=HUB, tls=scheme == "https")
     mark = hub.mark()
-    url = f"{ec.url}/v2/library/big/blobs/{big.digest}"
+    base = ec.url
+    context = None
+    if scheme == "https":
+        assert ec.https_url is not None
+        base = ec.https_url
+        context = ssl.create_default_context(cafile=str(ec.storage / "tls" / "ca.crt"))
+    url = f"{base}/v2/library/big/blobs/{big.digest}"
 
     start = threading.Barrier(CLIENTS, timeout=30)
     results: list[tuple[int, int, str] | BaseException] = [ValueError("no result")] * CLIENTS
@@ -32,7 +42,7 @@ def test_concurrent_gets_of_a_cold_blob_download_it_once(
         try:
             start.wait()
             digest, size = hashlib.sha256(), 0
-            with urllib.request.urlopen(url, timeout=60) as resp:
+            with urllib.request.urlopen(url, timeout=60, context=context) as resp:
                 status = resp.status
                 while chunk := resp.read(1 << 20):
                     digest.update(chunk)

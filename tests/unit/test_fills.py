@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import aiohttp
+import pytest
 
 from edgecache.proxy import download
+from edgecache.web.responses import parse_range
 from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import make_layer
 from tests.unit.conftest import UPSTREAM, Edge
@@ -205,6 +208,96 @@ async def test_concurrent_ranges_on_a_cold_blob(fake: FakeRegistry, edge: Edge) 
         assert content_range == f"bytes {start}-{end - 1}/{size}", spec
         assert body == blob.data[start:end], spec
     assert upstream_gets(fake, digest) == 1
+
+
+async def test_every_reader_of_a_download_with_wrong_bytes_is_cut_short(
+        fake: FakeRegistry, edge: Edge) -> None:
+    """20 clients follow one download (on plain HTTP: sendfile from its file) and get its first
+    MiB while the upstream holds the rest; the digest then fails: each is cut before the end,
+    having received only bytes in their order."""
+    blob = make_layer(3 * 1024 * 1024, seed=19)
+    digest = fake.add_blob(blob)
+    fault = fake.fault(digest, BlobFault(wrong_bytes=True, gate_after=1024 * 1024))
+
+    responses = await asyncio.gather(*(edge.client.get(blob_url(digest)) for _ in range(20)))
+    try:
+        assert [r.status for r in responses] == [200] * 20
+        async with asyncio.timeout(READ_TIMEOUT):  # bytes flow while the upstream is held
+            firsts = [await r.content.readany() for r in responses]
+        assert all(firsts)
+        fault.gate.set()
+        results = await asyncio.gather(*(read_until_broken(r) for r in responses))
+    finally:
+        for r in responses:
+            r.release()
+
+    for first, (rest, error) in zip(firsts, results, strict=True):
+        received = first + rest
+        assert isinstance(error, aiohttp.ClientPayloadError)
+        assert len(received) < len(blob.data)
+        assert received[64:] == blob.data[64:len(received)]  # the fake flips the first 64
+    assert upstream_gets(fake, digest) == 1
+    assert edge.blob_files() == []
+    assert edge.tmp_files() == []
+
+
+async def test_readers_caught_up_with_a_dripping_download_get_every_byte(
+        fake: FakeRegistry, edge: Edge) -> None:
+    """A slow upstream (16 KiB pieces): readers catch up and wait between wake-ups, which come
+    in batches, not per piece; whole bodies and ranges still end right."""
+    blob = make_layer(700_000, seed=20)
+    size = len(blob.data)
+    digest = fake.add_blob(blob)
+    fake.fault(digest, BlobFault(chunk_size=16 * 1024, delay=0.001))
+    ranges = [None, None, None, "bytes=100000-", "bytes=5-654321", "bytes=-1"]
+
+    async def get(spec: str | None) -> tuple[int, bytes]:
+        headers = {"Range": spec} if spec else {}
+        async with edge.client.get(blob_url(digest), headers=headers) as resp:
+            async with asyncio.timeout(READ_TIMEOUT):
+                return resp.status, await resp.read()
+
+    results = await asyncio.gather(*(get(spec) for spec in ranges * 2))
+    for spec, (status, body) in zip(ranges * 2, results, strict=True):
+        if spec is None:
+            assert (status, body) == (200, blob.data)
+        else:
+            start, end = parse_range(spec, size) or (0, size)
+            assert (status, body) == (206, blob.data[start:end]), spec
+    assert upstream_gets(fake, digest) == 1
+    assert edge.blob_path(digest).read_bytes() == blob.data
+
+
+async def test_access_log_counts_the_bytes_sent_to_readers_of_a_download(
+        fake: FakeRegistry, edge: Edge, caplog: pytest.LogCaptureFixture) -> None:
+    """Readers joined to a download get its bytes with sendfile, past aiohttp's writer: the
+    access log's byte count must still include them."""
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    blob = make_layer(2 * 1024 * 1024, seed=22)
+    digest = fake.add_blob(blob)
+    fault = fake.fault(digest, BlobFault(gate_after=512 * 1024))
+
+    responses = await asyncio.gather(*(edge.client.get(blob_url(digest)) for _ in range(3)))
+    try:
+        fault.gate.set()
+        bodies = await asyncio.gather(*(r.read() for r in responses))
+    finally:
+        for r in responses:
+            r.release()
+    assert bodies == [blob.data] * 3
+
+    async with asyncio.timeout(READ_TIMEOUT):  # the lines are written after the responses end
+        while True:
+            lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"
+                     and f"GET {blob_url(digest)} " in r.getMessage()
+                     and '"edgecache/' not in r.getMessage()]  # not the fake upstream's line
+            if len(lines) == 3:
+                break
+            await asyncio.sleep(0.01)
+    for line in lines:
+        match = re.search(r'" 200 (\d+) ', line)
+        assert match is not None, line
+        assert int(match.group(1)) >= len(blob.data), line
 
 
 async def test_client_disconnect_does_not_stop_the_download(
