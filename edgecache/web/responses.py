@@ -212,7 +212,8 @@ async def _sendfile(transport: asyncio.BaseTransport, fd: int, offset: int, coun
                 if _cached(fd, offset, window):  # a page-cache copy: cheaper than a thread hop
                     sent = os.sendfile(out, fd, offset, window)
                 else:
-                    sent = await loop.run_in_executor(None, os.sendfile, out, fd, offset, window)
+                    sent = await loop.run_in_executor(None, _sendfile_owned, os.dup(out),
+                                                      os.dup(fd), offset, window)
             except BlockingIOError:  # the socket's buffer is full: wait for the client
                 await _writable(loop, out)
                 continue
@@ -222,6 +223,18 @@ async def _sendfile(transport: asyncio.BaseTransport, fd: int, offset: int, coun
     finally:
         os.close(out)
     return True
+
+
+def _sendfile_owned(out: int, fd: int, offset: int, count: int) -> int:
+    """os.sendfile in a thread, on descriptors the thread owns and closes. If the client leaves
+    while the thread is on its way to the syscall, the request closes its own descriptors; were
+    the thread to use those numbers, a new connection could have been given one of them, and it
+    would receive this blob's bytes."""
+    try:
+        return os.sendfile(out, fd, offset, count)
+    finally:
+        os.close(out)
+        os.close(fd)
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:

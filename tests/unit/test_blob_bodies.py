@@ -6,8 +6,10 @@ joining a download at the moment it is published."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
@@ -174,3 +176,34 @@ async def test_readers_joining_while_a_fill_is_published_get_its_bytes(
     for status, body in await asyncio.gather(first, *joiners):
         assert status == 200
         assert body == blob.data
+
+
+def test_a_sendfile_thread_owns_the_descriptors_it_writes_with(tmp_path: Path) -> None:
+    """The executor's sendfile gets duplicates and closes them itself: the request may close
+    its own descriptors (the client left) while the thread is still on its way to the syscall,
+    and a number closed under a thread can be handed to a new connection meanwhile."""
+    data = os.urandom(50_000)
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    sender, receiver = socket.socketpair()
+    fd = os.open(blob, os.O_RDONLY)
+    try:
+        out, source = os.dup(sender.fileno()), os.dup(fd)
+        sent = responses._sendfile_owned(out, source, 1000, 20_000)
+        os.close(fd)  # the caller's own copies close independently
+        sender.close()
+        assert sent == 20_000
+        got = b""
+        for _ in range(100):  # bounded: 20,000 bytes arrive in a few reads
+            chunk = receiver.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        assert got == data[1000:21_000]
+        for number in (out, source):  # closed by the thread (unless reused since: not here)
+            with pytest.raises(OSError):
+                os.fstat(number)
+    finally:
+        receiver.close()
+        with contextlib.suppress(OSError):
+            os.close(fd)
