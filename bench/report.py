@@ -170,10 +170,11 @@ def footprints(r: Any) -> dict[str, dict[str, float]]:
 
 
 LIMITS = {
-    "https": "One event-loop thread does all TLS for edgecache (encrypt + MemoryBIO copies + "
-             "write), while nginx runs one worker per core; wrk decrypting on the same 2 cores "
-             "takes the rest. See the profile: `write` (loopback TCP) and AES-GCM dominate, "
-             "Python frames are a few percent.",
+    "https": "64 MiB: AES-GCM and the loopback write dominate (see the profile), at about "
+             "nginx's CPU per GB. 1 MiB: edgecache spends about nginx's CPU per request "
+             "(section 4), but in one event-loop thread, while nginx runs one worker per core: "
+             "with 16-64 connections and wrk decrypting on the same 2 cores, one core cannot "
+             "match two.",
     "http": "64 MiB: zero-copy sendfile on both sides, bound by the kernel's copy. 1 MiB: "
             "edgecache answers from one event-loop thread, nginx from one worker per core; "
             "the sendfile copy is ~45 % of the loop's time and the rest is per-request Python "
