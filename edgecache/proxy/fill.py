@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -160,25 +160,41 @@ class FillReader:
                 raise StorageError(f"blob ended at {available} bytes, before {end}")
             await fill.changed()
 
+    async def _spans(self, start: int, end: int | None
+                     ) -> AsyncGenerator[tuple[int, int] | bytes, None]:
+        """What [start, end) is made of, as it becomes readable: spans (pos, limit) of the file,
+        or, once the reader has to continue from upstream, the bytes themselves."""
+        pos = start
+        while end is None or pos < end:
+            try:
+                limit = await self._limit(pos, end)
+            except _Bypass:
+                async with aclosing(self._direct(start, pos, end)) as rest:
+                    async for data in rest:
+                        yield data
+                return
+            if limit == pos:
+                return
+            yield pos, limit
+            pos = limit
+
+    def _pieces(self, pos: int, limit: int) -> Iterator[bytes]:
+        """The readable span [pos, limit) of the file, read in `READ_CHUNK` pieces."""
+        assert self._fd is not None
+        while pos < limit:
+            data = os.pread(self._fd, min(READ_CHUNK, limit - pos), pos)
+            if not data:
+                raise StorageError("download file shrank under a reader")
+            pos += len(data)
+            yield data
+
     async def chunks(self, start: int, end: int | None) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) as they become readable; `end` None means to the end."""
-        fd, pos = self._fd, start
-        assert fd is not None
         try:
-            while end is None or pos < end:
-                try:
-                    limit = await self._limit(pos, end)
-                except _Bypass:
-                    async for data in self._direct(start, pos, end):
+            async with aclosing(self._spans(start, end)) as spans:
+                async for span in spans:
+                    for data in [span] if isinstance(span, bytes) else self._pieces(*span):
                         yield data
-                    return
-                if limit == pos:
-                    return
-                data = os.pread(fd, min(READ_CHUNK, limit - pos), pos)
-                if not data:
-                    raise StorageError("download file shrank under a reader")
-                pos += len(data)
-                yield data
         finally:
             self.close()
 
@@ -188,32 +204,21 @@ class FillReader:
         `send_file(fd, offset, count)` when given (zero copy from the file), else read and
         passed to `write`. A reader that must continue from upstream goes through `write`.
         Returns the count of bytes sent; closes the descriptor."""
-        if send_file is None:
-            sent = 0
-            async with aclosing(self.chunks(start, end)) as chunks:
-                async for data in chunks:
-                    await write(data)
-                    sent += len(data)
-            return sent
-        fd, pos = self._fd, start
-        assert fd is not None
+        sent = 0
         try:
-            while end is None or pos < end:
-                try:
-                    limit = await self._limit(pos, end)
-                except _Bypass:
-                    async with aclosing(self._direct(start, pos, end)) as rest:
-                        async for data in rest:
+            async with aclosing(self._spans(start, end)) as spans:
+                async for span in spans:
+                    if isinstance(span, bytes) or send_file is None:
+                        for data in [span] if isinstance(span, bytes) else self._pieces(*span):
                             await write(data)
-                            pos += len(data)
-                    break
-                if limit == pos:
-                    break
-                await send_file(fd, pos, limit - pos)
-                pos = limit
+                            sent += len(data)
+                    else:
+                        assert self._fd is not None
+                        await send_file(self._fd, span[0], span[1] - span[0])
+                        sent += span[1] - span[0]
         finally:
             self.close()
-        return pos - start
+        return sent
 
     async def _direct(self, start: int, pos: int, end: int | None) -> AsyncGenerator[bytes, None]:
         """Continue from upstream at `pos`. A reader of the whole blob re-hashes what it already
