@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgecache.errors import ConfigError
-from edgecache.ifaddrs import IPAddress
 from edgecache.tls import (
     RENEW_BEFORE,
+    IPAddress,
     now_utc,
     sorted_ips,
     write_private,

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecache.errors import ConfigError
-from edgecache.ifaddrs import IPAddress, interface_addresses
 
 log = logging.getLogger(__name__)
 
 RENEW_BEFORE = datetime.timedelta(days=30)
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RECORD = "server.json"  # what edgecache/ca.py last found good: see _record_vouches
 RECORDED = ("ca.crt", "server.crt", "server.key")
 CA_TIMEOUT = 120.0  # python + cryptography start and one EC signature: seconds on a slow node
@@ -78,7 +78,18 @@ def host_names(extra: tuple[str, ...] = ()) -> tuple[set[str], set[IPAddress]]:
     for name in (socket.gethostname(), socket.getfqdn()):
         if name and not name.startswith("localhost"):
             dns.add(name.lower())
-    ips |= {ip for ip in interface_addresses() if not ip.is_link_local}
+    import psutil  # here, not at import: only an HTTPS listener with our own CA needs it
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            try:
+                ip = ipaddress.ip_address(address.address.split("%", 1)[0])
+            except ValueError:
+                continue
+            if not ip.is_link_local:
+                ips.add(ip)
     for name in extra:
         try:
             ips.add(ipaddress.ip_address(name))
