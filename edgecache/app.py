@@ -48,7 +48,7 @@ from edgecache.web.observability import (
     response_headers,
 )
 
-if TYPE_CHECKING:  # imported when HTTPS is configured: cryptography costs ~9 MiB of RSS
+if TYPE_CHECKING:  # imported only when HTTPS is configured
     from edgecache.tls import ServerTls
 
 log = logging.getLogger(__name__)
