@@ -12,7 +12,7 @@ client gets must not tell a public route whether a private upstream's content is
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from edgecache.errors import BlobUnknown, ManifestUnknown, NotFound
@@ -58,14 +58,6 @@ class Lookups:
         self._absences.forget(key)
         return result
 
-    def failed(self, key: Key, exc: BaseException, remember: bool = True) -> BaseException:
-        """What to raise for a failure about `key` that did not come through `guard`."""
-        if not isinstance(exc, NotFound):
-            return exc
-        if remember:
-            self._absences.remember(key)
-        return absent(key)
-
     async def head_blob(self, client: UpstreamClient, repository: str, digest: str) -> int | None:
         key = (client.name, repository, "blobs", digest)
         self.check(key)
@@ -78,8 +70,3 @@ class Lookups:
         self.check(key)
         return await self.guard(key, self._manifest_heads.run(
             key, lambda: client.head_manifest(repository, reference)))
-
-    def run(self, flights: SingleFlight[Key, V], key: Key,
-            call: Callable[[], Awaitable[V]], remember: bool = True) -> Awaitable[V]:
-        """`call` through `flights` under `key`, guarded."""
-        return self.guard(key, flights.run(key, call), remember)

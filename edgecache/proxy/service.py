@@ -37,22 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from edgecache.config import CacheConfig
-from edgecache.errors import (
-    DigestInvalid,
-    DigestMismatch,
-    EdgecacheError,
-    NotFound,
-    StorageError,
-    UpstreamAuthError,
-    UpstreamBadResponse,
-    UpstreamError,
-)
+from edgecache.errors import EdgecacheError, NotFound, UpstreamAuthError, UpstreamError
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest, manifest_children, manifest_media_type
+from edgecache.oci import Digest
 from edgecache.proxy.claims import Claims
 from edgecache.proxy.download import Opener
 from edgecache.proxy.fill import Fill, FillReader, Fills
 from edgecache.proxy.lookups import Lookups, absent
+from edgecache.proxy.manifests import ManifestAnswer, Manifests, parse_upstream_digest
 from edgecache.proxy.negative import Absences, Key
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
@@ -61,18 +53,11 @@ from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
 from edgecache.upstream.client import BlobStream, ManifestInfo, UpstreamClient
 
+__all__ = ["BlobAnswer", "ManifestAnswer", "RegistryService"]
+
 log = logging.getLogger(__name__)
 
 JOIN_ATTEMPTS = 3  # a joined download that failed for another route, then one of our own
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestAnswer:
-    digest: str
-    media_type: str
-    size: int
-    body: bytes | None  # None for a HEAD
-    source: str  # "cache", "upstream" or "stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +81,7 @@ class RegistryService:
         self._upstreams = upstreams
         self._fills = fills
         self._metrics = metrics
+        self._manifests = Manifests(blobs, index, quota, metrics)
         self._lookups = Lookups(Absences(self._cache.negative_ttl), metrics)
         self._claims = Claims(index, self._lookups, private)
         self._manifest_fetches: SingleFlight[Key, ManifestAnswer] = SingleFlight()
@@ -106,7 +92,7 @@ class RegistryService:
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
         if target.is_digest:
-            local = self._local_manifest(target.reference, head)
+            local = self._manifests.local(target.reference, head)
             if local is not None:
                 await self._claims.check(target, client)
                 return local
@@ -119,7 +105,7 @@ class RegistryService:
             return await self._fetch_manifest(client, target.repository, target.reference)
         key = (target.upstream, target.repository, target.reference)
         record = self._index.tag(*key)
-        cached = self._local_manifest(record.digest, head) if record else None
+        cached = self._manifests.local(record.digest, head) if record else None
         if cached is not None and record and time.time() - record.checked_at < self._cache.tag_ttl:
             return cached
         if cached is not None and client.health.suspect:
@@ -149,7 +135,7 @@ class RegistryService:
             return self._stale(key, cached, str(exc))
         digest = _upstream_digest(target.upstream, info.digest)
         if digest is not None:
-            local = self._local_manifest(digest, head)
+            local = self._manifests.local(digest, head)
             if local is not None:
                 return local
             if head and info.media_type and info.size is not None:
@@ -177,20 +163,6 @@ class RegistryService:
             self._index.set_tag(*key, digest)
         return info
 
-    def _local_manifest(self, digest: str, head: bool) -> ManifestAnswer | None:
-        media_type = self._index.media_type(digest)
-        if media_type is None:
-            return None
-        parsed = Digest.parse(digest)
-        if head:
-            size = self._blobs.size(parsed)
-            return None if size is None else ManifestAnswer(digest, media_type, size, None, "cache")
-        body = self._blobs.read(parsed)
-        if body is None:
-            return None
-        self._index.touch(digest)  # pulling a manifest uses every blob it references
-        return ManifestAnswer(digest, media_type, len(body), body, "cache")
-
     async def _fetch_manifest(self, client: UpstreamClient, repository: str, reference: str,
                               check: bool = True, remember: bool = True) -> ManifestAnswer:
         """One GET per upstream, repository and reference at a time. Never shared wider: a
@@ -200,36 +172,7 @@ class RegistryService:
         if check:
             self._lookups.check(key)
         return await self._lookups.guard(key, self._manifest_fetches.run(
-            key, lambda: self._download_manifest(client, repository, reference)), remember)
-
-    async def _download_manifest(self, client: UpstreamClient, repository: str,
-                                 reference: str) -> ManifestAnswer:
-        body, info = await client.get_manifest(repository, reference)
-        expected = (Digest.parse(reference) if ":" in reference
-                    else _parse_upstream_digest(client.name, info.digest))
-        actual = Digest.of(body, expected.algorithm if expected else "sha256")
-        if expected is not None and actual != expected:
-            self._metrics.digest_mismatches.labels(client.name).inc()
-            log.error("upstream %s sent a manifest that does not match %s", client.name, expected)
-            raise DigestMismatch(str(expected), str(actual))
-        media_type = manifest_media_type(body, info.media_type)
-        stored = self._index.media_type(str(actual))
-        if stored is not None and self._blobs.size(actual) == len(body):
-            # The same bytes came through another route or repository meanwhile: kept once.
-            self._index.link(client.name, str(actual))
-            self._index.touch(str(actual))
-            return ManifestAnswer(str(actual), stored, len(body), body, "upstream")
-        try:
-            await self._blobs.put(actual, body)
-        except StorageError as exc:  # verified and in memory: serve it even if it cannot stay
-            log.warning("could not store manifest %s: %s", actual, exc)
-            return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
-        self._index.record_blob(str(actual), len(body), media_type, manifest_children(body))
-        self._index.link(client.name, str(actual))
-        self._index.touch(str(actual))  # its references, already cached or not, are used too
-        self._quota.added(len(body))
-        self._quota.check()
-        return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
+            key, lambda: self._manifests.download(client, repository, reference)), remember)
 
     # ---- blobs --------------------------------------------------------------------------------
 
@@ -327,16 +270,6 @@ def _not_ours(exc: EdgecacheError, fill: Fill, client: UpstreamClient) -> bool:
     return fill.upstream != client.name or isinstance(exc, NotFound | UpstreamAuthError)
 
 
-def _parse_upstream_digest(upstream: str, value: str | None) -> Digest | None:
-    if not value:
-        return None
-    try:
-        return Digest.parse(value)
-    except DigestInvalid as exc:
-        raise UpstreamBadResponse(upstream, f"invalid Docker-Content-Digest {value[:100]!r}") \
-            from exc
-
-
 def _upstream_digest(upstream: str, value: str | None) -> str | None:
-    digest = _parse_upstream_digest(upstream, value)
+    digest = parse_upstream_digest(upstream, value)
     return None if digest is None else str(digest)
