@@ -176,11 +176,15 @@ class RegistryService:
 
     # ---- blobs --------------------------------------------------------------------------------
 
-    async def known_size(self, target: Target) -> int | None:
-        """The blob's size if we know it without asking for its bytes (cached, or downloading),
-        once the route may know it: a size says the blob exists."""
-        fill, size = await self._shared_blob(target, Digest.parse(target.reference))
-        return fill.size if fill is not None else size
+    def known_size(self, target: Target) -> int | None:
+        """The blob's size if we know it without asking anyone (cached, or downloading) and the
+        route may know it without asking either: a size says the blob exists, and so would
+        asking its upstream (a 404 or a 503 where a blob we do not hold gets neither)."""
+        digest = Digest.parse(target.reference)
+        fill = self._fills.get(digest)
+        if not self._claims.free(target, {fill.upstream} if fill is not None else frozenset()):
+            return None
+        return fill.size if fill is not None else self._blobs.size(digest)
 
     async def _shared_blob(self, target: Target, digest: Digest) -> tuple[Fill | None, int | None]:
         """The download in progress, or else the cached size, that may answer `target`: after

@@ -102,8 +102,7 @@ class RegistryHandlers:
             try:
                 parse_range(request.headers.get("Range"), _ANY_SIZE)
             except RangeNotSatisfiable as exc:
-                # the size says the blob exists: only after the claim check (404 if refused)
-                exc.size = await self._service.known_size(target)
+                exc.size = self._service.known_size(target)
                 raise
         answer: BlobAnswer = await self._service.blob(target, head)
         headers = {

@@ -241,26 +241,32 @@ async def test_another_repositorys_404_is_not_this_ones(pair: Pair, kind: str) -
 # ---- nothing tells a public route that a private blob is cached --------------------------------
 
 async def test_a_malformed_range_does_not_reveal_a_private_blobs_size(pair: Pair) -> None:
+    """A malformed Range is refused before anything is fetched; the refusal names the size only
+    where the route may know it without asking: for a private blob on a public route it is the
+    answer a digest nobody has gets (asking the public upstream would tell too: a 404, or a 503
+    while it is down, where an unknown digest gets a 416)."""
     image = secret_image(pair.private)
     layer = image.layers[0]
+    unknown = make_layer(30_000, seed=74)
     path = f"/v2/team/secret/blobs/{layer.digest}"
     assert await pair.get(path, private=True) == (200, layer.data)
     bad = {"Range": "bytes=oops"}
-    async with pair.client.get(path, headers=bad) as resp:
-        assert resp.status == 404
-        assert "Content-Range" not in resp.headers
-        assert str(len(layer.data)) not in await resp.text()
-    # the route that may read it still learns the size
-    async with pair.client.get(f"{path}?ns={PRIVATE}",
-                               headers={**basic("alice", "pw"), **bad}) as resp:
-        assert resp.status == 416
-        assert resp.headers["Content-Range"] == f"bytes */{len(layer.data)}"
-    # and so does a public route whose upstream has the blob too (another repository: the
-    # public upstream's 404 above is remembered for a while)
+
+    async def refusal(url: str, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+        async with pair.client.get(url, headers={**bad, **headers}) as resp:
+            return resp.status, resp.headers.get("Content-Range"), await resp.read()
+
+    held = await refusal(path, {})
+    assert held == await refusal(f"/v2/team/secret/blobs/{unknown.digest}", {})
+    assert held[:2] == (416, None)
+    assert pair.public.requests == []  # nobody was asked
+    # the route that may read it learns the size
+    size = f"bytes */{len(layer.data)}"
+    assert (await refusal(f"{path}?ns={PRIVATE}", basic("alice", "pw")))[:2] == (416, size)
+    # and so does a public route once its upstream has confirmed the digest
     pair.public.add_blob(layer)
-    async with pair.client.get(f"/v2/team/shared/blobs/{layer.digest}", headers=bad) as resp:
-        assert resp.status == 416
-        assert resp.headers["Content-Range"] == f"bytes */{len(layer.data)}"
+    assert (await pair.get(path, method="HEAD"))[0] == 200
+    assert (await refusal(path, {}))[:2] == (416, size)
 
 
 async def test_a_cached_private_digest_looks_absent_like_any_other(pair: Pair) -> None:
