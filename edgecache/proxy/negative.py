@@ -17,7 +17,7 @@ from collections.abc import Callable
 # upstream, repository, "blobs" or "manifests", digest or tag
 Key = tuple[str, str, str, str]
 
-MAX_ENTRIES = 10_000  # ~2 MiB of keys at most
+MAX_ENTRIES = 4096  # ~1.4 MiB at most (measured: ~350 bytes an entry, digest keys)
 
 
 class Absences:
