@@ -5,7 +5,8 @@ asking for 300 missing digests twice costs 600, burns a Docker Hub pull budget a
 upstream marked down for everyone. A confirmed 404 is remembered for `cache.negative_ttl`,
 keyed by upstream, repository, kind and reference: an answer from one upstream (or one of its
 repositories) never stands for another's. The memory is bounded: every entry lives as long as
-any other, so insertion order is expiry order, and the oldest go first when it is full.
+any other (a hit does not extend it, or a steady stream of requests would keep a 404 forever),
+so insertion order is expiry order, and the oldest go first when it is full.
 """
 
 from __future__ import annotations
