@@ -134,6 +134,7 @@ class UpstreamConfig:
 class CacheConfig:
     tag_ttl: float = 300.0
     revalidate_timeout: float = 2.0
+    negative_ttl: float = 30.0  # how long an upstream's 404 is believed; 0: never remembered
 
 
 @dataclass(frozen=True)
@@ -257,11 +258,12 @@ def _duration(raw: Mapping[str, Any], name: str, key: str, default: float) -> fl
 
 
 def _cache(raw: object) -> CacheConfig:
-    section = _section(raw, "cache", {"tag_ttl", "revalidate_timeout"})
+    section = _section(raw, "cache", {"tag_ttl", "revalidate_timeout", "negative_ttl"})
     return CacheConfig(
         tag_ttl=_duration(section, "tag_ttl", "cache", CacheConfig.tag_ttl),
         revalidate_timeout=_duration(section, "revalidate_timeout", "cache",
                                      CacheConfig.revalidate_timeout),
+        negative_ttl=_duration(section, "negative_ttl", "cache", CacheConfig.negative_ttl),
     )
 
 
