@@ -58,3 +58,21 @@ async def test_a_background_revalidation_ends_before_the_index_closes(
     del task, running
     gc.collect()
     assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
+
+
+async def test_a_probe_cancelled_by_a_success_is_still_awaited_at_close() -> None:
+    """The upstream answered a request while its probe slept: the probe is cancelled, and the
+    owner still waits for it to end when it closes."""
+    from edgecache.upstream.health import UpstreamHealth
+
+    async def probe() -> bool:
+        return False
+
+    health = UpstreamHealth("up.test", probe, threshold=1, backoff_initial=3600)
+    health.failure("refused")
+    probes = [t for t in asyncio.all_tasks() if t.get_name() == "probe up.test"]
+    assert len(probes) == 1 and not health.up
+    health.success()
+    assert health.up
+    await health.close()
+    assert probes[0].done() and probes[0].cancelled()
