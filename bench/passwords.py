@@ -128,7 +128,8 @@ class Bench:
 
     async def oracle(self) -> tuple[float, float]:
         """Median ms of a wrong password for a known user, and for an unknown one."""
-        known, unknown = [], []
+        known: list[float] = []
+        unknown: list[float] = []
         async with self.session(1) as one:
             for i in range(ORACLE_TRIES):
                 for user, out in ((OTHER, known), (f"nobody{i}", unknown)):
