@@ -33,7 +33,6 @@ import hmac
 import logging
 import os
 import re
-import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
@@ -55,7 +54,6 @@ MAX_WAITING = 8  # checks queued behind them before new ones get 429
 BCRYPT_MAX_PASSWORD = 72  # bcrypt reads no further (htpasswd -B truncates there too)
 _BCRYPT_RE = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 DEFAULT_COST = 12
-CHECK_NICENESS = 10  # the checking threads yield a contended CPU to the loop's thread
 
 
 class _Watched:
@@ -213,8 +211,7 @@ class ClientAuth:
             if len(self._checks) >= self._max_checks + self._max_waiting:
                 raise TooManyRequests("too many password checks in progress; retry shortly")
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._max_checks, thread_name_prefix="bcrypt",
-                                                initializer=_lower_priority)
+                self._pool = ThreadPoolExecutor(self._max_checks, thread_name_prefix="bcrypt")
             check = asyncio.wrap_future(self._pool.submit(checkpw, password, hashed))
             self._checks[key] = check
             self.hashes_checked += 1
@@ -235,15 +232,6 @@ class ClientAuth:
             return
         pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.gather(*self._checks.values(), return_exceptions=True)
-
-
-def _lower_priority() -> None:
-    """On Linux niceness is per thread: on a busy node the loop's thread (every client) wins
-    the CPU over a password check (one client, possibly a guesser)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICENESS)
-    except OSError as exc:  # not Linux, or a policy forbids it: checks run at normal priority
-        log.debug("cannot lower the password checks' priority: %s", exc)
 
 
 def checkpw(password: bytes, hashed: bytes) -> bool:
