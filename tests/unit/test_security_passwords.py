@@ -126,7 +126,7 @@ async def test_checks_beyond_the_bound_are_answered_429_at_once(
     Retry-After, without waiting and without a check: a client with the right password
     retries, a guesser gets no more cores."""
     edge = await locked_edge(make_edge, tmp_path, entry(USER, PASSWORD, 4),
-                             entry("bob", "bobs password", 13))
+                             entry("bob", "bobs password", 14))
     auth = auth_of(edge)
     assert await status(edge, "/v2/", basic(USER, PASSWORD)) == 200
     guesses = [asyncio.create_task(status(edge, "/v2/", basic("bob", f"guess {i}")))
