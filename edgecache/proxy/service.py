@@ -87,6 +87,10 @@ class RegistryService:
         self._manifest_fetches: SingleFlight[Key, ManifestAnswer] = SingleFlight()
         self._tag_heads: SingleFlight[tuple[str, ...], ManifestInfo] = SingleFlight()
 
+    async def close(self) -> None:
+        """At shutdown, before the clients and index they use close: end background flights."""
+        await asyncio.gather(self._manifest_fetches.close(), self._tag_heads.close())
+
     # ---- manifests ----------------------------------------------------------------------------
 
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
