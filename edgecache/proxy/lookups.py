@@ -12,6 +12,7 @@ client gets must not tell a public route whether a private upstream's content is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -39,6 +40,10 @@ class Lookups:
         self._metrics = metrics
         self._blob_heads: SingleFlight[Key, int | None] = SingleFlight()
         self._manifest_heads: SingleFlight[Key, ManifestInfo] = SingleFlight()
+
+    async def close(self) -> None:
+        """At shutdown: end the HEADs in flight before the clients they use close."""
+        await asyncio.gather(self._blob_heads.close(), self._manifest_heads.close())
 
     def check(self, key: Key) -> None:
         """Raise the 404 without asking when the upstream said so recently."""

@@ -89,7 +89,8 @@ class RegistryService:
 
     async def close(self) -> None:
         """At shutdown, before the clients and index they use close: end background flights."""
-        await asyncio.gather(self._manifest_fetches.close(), self._tag_heads.close())
+        await asyncio.gather(self._manifest_fetches.close(), self._tag_heads.close(),
+                             self._lookups.close())
 
     # ---- manifests ----------------------------------------------------------------------------
 
