@@ -19,25 +19,32 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 PODMAN_TIMEOUT = 180
 
 
 class Podman:
-    def __init__(self, workdir: Path, no_proxy: str = "") -> None:
+    def __init__(self, workdir: Path, no_proxy: str = "", hosts: Path | None = None) -> None:
+        """`hosts` replaces /etc/hosts for podman alone (a private mount namespace): a host
+        name for ::1 without touching the machine's resolver."""
         binary = shutil.which("podman")
         if binary is None:
             raise RuntimeError("podman is not installed (apt-get install podman)")
         self.binary = binary
+        self.hosts = hosts
         self.workdir = workdir
-        for sub in ("root", "run", "tmp", "libpod", "networks", "home"):
+        for sub in ("root", "tmp", "libpod", "networks", "home"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)
+        # podman refuses a runroot longer than 50 characters
+        self.runroot = Path(tempfile.mkdtemp(prefix="ecpm-", dir="/tmp"))
         self.policy = workdir / "policy.json"
         self.policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
         storage = workdir / "storage.conf"
-        storage.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = {json.dumps(str(workdir / "root"))}\n'
-                           f'runroot = {json.dumps(str(workdir / "run"))}\n')
+        storage.write_text('[storage]\ndriver = "vfs"\n'
+                           f'graphroot = {json.dumps(str(workdir / "root"))}\n'
+                           f"runroot = {json.dumps(str(self.runroot))}\n")
         containers = workdir / "containers.conf"
         containers.write_text(
             "[engine]\n"
@@ -64,13 +71,17 @@ class Podman:
 
     def close(self) -> None:
         self._dead.close()
+        shutil.rmtree(self.runroot, ignore_errors=True)
 
     def run(self, registries_conf: Path, *args: str,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [self.binary, "--root", str(self.workdir / "root"),
-                "--runroot", str(self.workdir / "run"), "--storage-driver", "vfs",
+                "--runroot", str(self.runroot), "--storage-driver", "vfs",
                 "--cgroup-manager", "cgroupfs", "--events-backend", "file",
                 "--tmpdir", str(self.workdir / "libpod"), *args]
+        if self.hosts is not None:
+            argv = ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+                    str(self.hosts), *argv]
         result = subprocess.run(argv, env={**self.env, "CONTAINERS_REGISTRIES_CONF":
                                            str(registries_conf)},
                                 capture_output=True, text=True, timeout=PODMAN_TIMEOUT,
