@@ -9,7 +9,6 @@ header whose key holds `]` (an IPv6 URL), and orders hosts by the line each entr
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -17,16 +16,27 @@ from collections.abc import Mapping
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+            "\f": "\\f", "\r": "\\r"}
+
+
+def string(text: str) -> str:
+    """A TOML basic string: control characters (and DEL) escaped, the rest as it is (JSON's
+    surrogate-pair escapes are not TOML)."""
+    return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if c < " " or c == "\x7f"
+                                             else c) for c in text) + '"'
+
+
 def key(name: str) -> str:
-    return name if _BARE.fullmatch(name) else json.dumps(name)
+    return name if _BARE.fullmatch(name) else string(name)
 
 
 def value(item: object) -> str:
-    """A TOML value: a JSON string is a TOML basic string (JSON's escapes are TOML's)."""
+    """One TOML value, inline."""
     if isinstance(item, bool):
         return "true" if item else "false"
     if isinstance(item, str):
-        return json.dumps(item)
+        return string(item)
     if isinstance(item, int):
         return str(item)
     if isinstance(item, float):
