@@ -35,6 +35,8 @@ class Dockerd:
         dockerd = shutil.which("dockerd")
         if dockerd is None:
             raise RuntimeError("dockerd is not installed (apt-get install docker.io)")
+        if os.geteuid() != 0:
+            raise RuntimeError("dockerd needs root: run the integration tests as root")
         # the CLI of the same package: another `docker` earlier on PATH may speak a newer API
         cli = Path(dockerd).with_name("docker")
         self.cli = str(cli) if cli.is_file() else shutil.which("docker") or "docker"

@@ -32,6 +32,8 @@ class Podman:
         binary = shutil.which("podman")
         if binary is None:
             raise RuntimeError("podman is not installed (apt-get install podman)")
+        if os.geteuid() != 0:
+            raise RuntimeError("rootful podman needs root: run the integration tests as root")
         self.binary = binary
         self.hosts = hosts
         self.workdir = workdir
