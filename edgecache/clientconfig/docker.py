@@ -21,7 +21,21 @@ def _list(doc: dict[str, object], name: str, where: str) -> list[object]:
     return items
 
 
-def daemon_json(points: list[Endpoint], existing: bytes | None, where: str) -> bytes:
+def refused(default_upstream: str | None) -> str | None:
+    """dockerd sends mirror requests for Docker Hub only, naming no registry: edgecache answers
+    them from `default_upstream`, so any other default would serve other images under Hub's
+    names. The line that says so, when it applies."""
+    if default_upstream == "docker.io":
+        return None
+    return (f"Docker mirrors Docker Hub only, and edgecache answers those requests from "
+            f"default_upstream ({default_upstream or 'none'}): daemon.json names no mirror; "
+            "set default_upstream: docker.io, or pull by the mirror's address "
+            "(<host:port>/<registry>/<repository>)")
+
+
+def daemon_json(points: list[Endpoint], mirror: bool, existing: bytes | None,
+                where: str) -> bytes:
+    """`mirror`: whether edgecache's URLs go into `registry-mirrors` (see `refused`)."""
     try:
         doc = json.loads(existing) if existing and existing.strip() else {}
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -29,9 +43,10 @@ def daemon_json(points: list[Endpoint], existing: bytes | None, where: str) -> b
                           "client-config again") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: not a JSON object; fix or move it")
-    urls: list[object] = [p.url for p in points]
-    doc["registry-mirrors"] = urls + [u for u in _list(doc, "registry-mirrors", where)
-                                      if u not in urls]
+    if mirror:
+        urls: list[object] = [p.url for p in points]
+        doc["registry-mirrors"] = urls + [u for u in _list(doc, "registry-mirrors", where)
+                                          if u not in urls]
     insecure = [p.address for p in points if p.scheme == "http"]
     if insecure or "insecure-registries" in doc:
         before = _list(doc, "insecure-registries", where)

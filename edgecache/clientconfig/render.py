@@ -62,6 +62,8 @@ def render(config: Config, points: list[Endpoint],
     upstreams = sorted(config.upstreams)
     outputs.append(Output(K3S / "registries.yaml", lambda old, where: k3s.registries_yaml(
         upstreams, points, k3s_ca, old, where)))
-    outputs.append(Output(DOCKER / "daemon.json",
-                          lambda old, where: docker.daemon_json(points, old, where)))
+    refusal = docker.refused(config.default_upstream)
+    warnings += [refusal] if refusal else []
+    outputs.append(Output(DOCKER / "daemon.json", lambda old, where: docker.daemon_json(
+        points, refusal is None, old, where)))
     return outputs, warnings

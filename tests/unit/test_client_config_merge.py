@@ -142,3 +142,29 @@ def test_a_file_it_cannot_merge_is_refused_in_one_line_before_any_write(
     assert len(err.splitlines()) == 1 and says in err and str(root / path) in err, err
     assert [p for p in root.rglob("*") if p.is_file()] == [root / path]
     assert (root / path).read_bytes() == data
+
+
+def test_docker_gets_no_mirror_when_hub_requests_would_reach_another_upstream(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """dockerd's mirror requests name no registry; edgecache answers them from
+    default_upstream, which here is quay.io: Hub names must not be served from it."""
+    config, root = tmp_path / "edgecache.yaml", tmp_path / "root"
+    config.write_text(yaml.safe_dump({
+        "listen": {"http": "127.0.0.1:30080", "https": None},
+        "upstreams": {"quay.io": {"url": "https://quay.io"}}, "default_upstream": "quay.io"}))
+    assert run("--config", str(config), "--out", str(root)) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "default_upstream (quay.io)" in err[0], err
+    assert json.loads((root / "etc/docker/daemon.json").read_text()) == {
+        "insecure-registries": ["127.0.0.1:30080"]}
+
+
+def test_podman_is_not_given_an_ipv6_literal_and_is_told_what_to_use(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, root = write_config(tmp_path), tmp_path / "root"
+    assert run("--config", str(config), "--out", str(root), "--address", "::1") == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "[::1]:30080" in err[0] and "tls.extra_names" in err[0], err
+    assert not (root / "etc/containers").exists()
+    hosts = (root / "etc/containerd/certs.d/docker.io/hosts.toml").read_text()
+    assert '  "http://[::1]:30080" = { capabilities = ["pull", "resolve"] }\n' in hosts
