@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from tests.support.clientconfig import client_config, wait_listening
@@ -114,3 +115,58 @@ def test_docker_pulls_through_an_ipv6_https_mirror_with_the_generated_certs_d(
     dockerd.pull(ref)
     assert_pulled(dockerd, f"{corpus.beta.repository}:{corpus.beta.tag}", corpus.beta)
     assert_served(ec, mark, corpus.beta.repository, corpus.beta)
+
+
+# ---- client auth on another upstream (issue 14, item 1) -----------------------------------
+
+USER, PASSWORD = "site", "pull-secret"
+
+
+@pytest.fixture
+def private_b(hub: DockerRegistry, registry_b: DockerRegistry, edgecaches: StartEdgecache,
+              tmp_path: Path) -> EdgecacheProcess:
+    """docker.io public, registry-b.test `access: authenticated` (htpasswd)."""
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"{USER}:$2y${hashed[4:]}\n")
+    htpasswd.chmod(0o600)
+    return edgecaches("edgecache", {}, default_upstream=HUB, extra={
+        "upstreams": {HUB: {"url": hub.url},
+                      REGISTRY_B: {"url": registry_b.url, "access": "authenticated"}},
+        "auth": {"htpasswd_file": str(htpasswd)}})
+
+
+def test_docker_pulls_the_private_upstream_by_mirror_address_after_docker_login(
+        private_b: EdgecacheProcess, corpus: Corpus, start_dockerd: list[Dockerd],
+        tmp_path: Path) -> None:
+    ec = private_b
+    root = tmp_path / "root"
+    client_config(ec.config_path, root, "127.0.0.1")
+    dockerd = Dockerd(tmp_path / "dockerd", root / "etc/docker/daemon.json")
+    start_dockerd.append(dockerd)
+    ref = f"{ec.address}/{REGISTRY_B}/{corpus.app.repository}:{corpus.app.tag}"
+    anonymous = dockerd.run("pull", ref)
+    assert anonymous.returncode != 0 and "no basic auth credentials" in anonymous.stderr
+
+    dockerd.login(ec.address, USER, PASSWORD)
+    mark = ec.mark()
+    dockerd.pull(ref)
+    assert_pulled(dockerd, ref, corpus.app)
+    assert_served(ec, mark, f"{REGISTRY_B}/{corpus.app.repository}", corpus.app)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 14 item 1: with any upstream authenticated, GET /v2/ answers 401 to everyone; "
+    "dockerd has only Docker Hub credentials for a mirror, so it never sends the manifest "
+    "request ('no basic auth credentials') and falls back to registry-1.docker.io"))
+def test_docker_pulls_public_images_anonymously_through_registry_mirrors_with_auth_elsewhere(
+        private_b: EdgecacheProcess, corpus: Corpus, start_dockerd: list[Dockerd],
+        tmp_path: Path) -> None:
+    ec = private_b
+    root = tmp_path / "root"
+    client_config(ec.config_path, root, "127.0.0.1")
+    dockerd = Dockerd(tmp_path / "dockerd", root / "etc/docker/daemon.json")
+    start_dockerd.append(dockerd)
+    mark = ec.mark()
+    dockerd.pull(f"docker.io/{corpus.alpha.repository}:{corpus.alpha.tag}")
+    assert_served(ec, mark, corpus.alpha.repository, corpus.alpha)

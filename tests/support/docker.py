@@ -119,6 +119,16 @@ class Dockerd:
                 f"\ndockerd log:\n{self.log_tail()}")
         return result.stdout
 
+    def login(self, address: str, user: str, password: str) -> None:
+        """`docker login` (the daemon checks the credentials against `address`'s /v2/)."""
+        result = subprocess.run([self.cli, "--host", self.host, "login", "--username", user,
+                                 "--password-stdin", address], input=password,
+                                capture_output=True, text=True, env=self.env, timeout=60,
+                                check=False)
+        if result.returncode != 0:
+            raise AssertionError(f"docker login {address} exited {result.returncode}:\n"
+                                 f"{result.stderr[-2000:]}")
+
     def pull(self, ref: str) -> str:
         return self.docker("pull", ref)
 
