@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from tests.support.clientconfig import client_config, edgecache_cli, wait_listening
@@ -105,3 +106,37 @@ def test_podman_pulls_over_an_ipv6_https_listener_by_host_name(
     literal.write_text(conf.read_text().replace(f"{V6_NAME}:{port}", f"[::1]:{port}"))
     rejected = podman.pull(literal, ref, check=False)
     assert rejected.returncode != 0 and "invalid reference format" in rejected.stderr
+
+
+def test_podman_pulls_public_images_anonymously_and_the_private_upstream_after_login(
+        hub: DockerRegistry, registry_b: DockerRegistry, corpus: Corpus,
+        edgecaches: StartEdgecache, podmen: list[Podman], tmp_path: Path) -> None:
+    """Client auth on registry-b.test only: /v2/ challenges everyone, and podman (unlike
+    dockerd) then still sends anonymous requests, which the public upstream's routes serve."""
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(b"pull-secret", bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"site:$2y${hashed[4:]}\n")
+    htpasswd.chmod(0o600)
+    ec = edgecaches("edgecache", {}, extra={
+        "upstreams": {HUB: {"url": hub.url},
+                      REGISTRY_B: {"url": registry_b.url, "access": "authenticated"}},
+        "auth": {"htpasswd_file": str(htpasswd)}})
+    root = tmp_path / "root"
+    client_config(ec.config_path, root, "127.0.0.1")
+    conf = root / DROP_IN
+    podman = Podman(tmp_path / "podman")
+    podmen.append(podman)
+
+    public = f"{HUB}/{corpus.alpha.repository}:{corpus.alpha.tag}"
+    mark = ec.mark()
+    podman.pull(conf, public)
+    assert_pulled(podman, conf, public, corpus.alpha)
+    assert_served(ec, mark, f"{HUB}/{corpus.alpha.repository}", corpus.alpha)
+
+    private = f"{REGISTRY_B}/{corpus.app.repository}:{corpus.app.tag}"
+    assert podman.pull(conf, private, check=False).returncode != 0
+    podman.login(conf, ec.address, "site", "pull-secret", "--tls-verify=false")
+    mark = ec.mark()
+    podman.pull(conf, private)
+    assert_pulled(podman, conf, private, corpus.app)
+    assert_served(ec, mark, f"{REGISTRY_B}/{corpus.app.repository}", corpus.app)

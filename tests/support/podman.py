@@ -93,6 +93,17 @@ class Podman:
                                  f"{result.stderr[-3000:]}")
         return result
 
+    def login(self, registries_conf: Path, address: str, user: str, password: str,
+              *flags: str) -> None:
+        """`podman login` into this podman's own auth file (podman checks against /v2/)."""
+        argv = [self.binary, "login", "--username", user, "--password-stdin", *flags, address]
+        result = subprocess.run(argv, input=password, env={
+            **self.env, "CONTAINERS_REGISTRIES_CONF": str(registries_conf)},
+            capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode != 0:
+            raise AssertionError(f"podman login {address} exited {result.returncode}:\n"
+                                 f"{result.stderr[-2000:]}")
+
     def pull(self, registries_conf: Path, ref: str, *flags: str,
              check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run(registries_conf, "pull", "--signature-policy", str(self.policy),
