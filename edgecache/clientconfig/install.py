@@ -44,12 +44,15 @@ def plan(outputs: list[Output], root: Path) -> list[Change]:
 
 
 def apply(change: Change) -> None:
-    change.target.parent.mkdir(parents=True, exist_ok=True)
+    """A symlinked file (config management often links /etc files) is written through the
+    link: replacing the link itself would detach the file from whoever manages it."""
+    target = change.target.resolve() if change.target.is_symlink() else change.target
+    target.parent.mkdir(parents=True, exist_ok=True)
     mode = 0o644
     if change.old is not None:
-        mode = change.target.stat().st_mode & 0o7777
+        mode = target.stat().st_mode & 0o7777
         _write(change.backup, change.old, mode)
-    _write(change.target, change.new, mode)
+    _write(target, change.new, mode)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

@@ -10,8 +10,6 @@ hosts.toml so the staged tree is right where it is and once installed.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.clientconfig import wait_listening
+from tests.support.clientconfig import client_config, edgecache_cli, wait_listening
 from tests.support.containerd import Containerd
 from tests.support.corpus import HUB, Corpus
 from tests.support.edgecache import StartEdgecache
@@ -27,17 +25,9 @@ from tests.support.registry import DockerRegistry, free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 NS = "?ns=docker.io"
 UPSTREAMS = {"docker.io": "https://registry-1.docker.io",
              "registry-b.test": "http://127.0.0.1:5999"}
-
-
-def edgecache_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "edgecache", *args], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, f"edgecache {' '.join(args)}: {result.stderr}"
-    return result
 
 
 def write_config(tmp_path: Path, https: bool) -> Path:
@@ -51,15 +41,6 @@ def write_config(tmp_path: Path, https: bool) -> Path:
         "default_upstream": "docker.io",
     }))
     return path
-
-
-def client_config(config: Path, out: Path, *addresses: str) -> list[Path]:
-    args = ["client-config", "--config", str(config), "--out", str(out)]
-    for address in addresses:
-        args += ["--address", address]
-    stdout = edgecache_cli(*args).stdout
-    return [Path(line.removeprefix("wrote ")) for line in stdout.splitlines()
-            if line.startswith("wrote ")]
 
 
 def toml(path: Path) -> dict[str, Any]:

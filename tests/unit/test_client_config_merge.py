@@ -168,3 +168,19 @@ def test_podman_is_not_given_an_ipv6_literal_and_is_told_what_to_use(
     assert not (root / "etc/containers").exists()
     hosts = (root / "etc/containerd/certs.d/docker.io/hosts.toml").read_text()
     assert '  "http://[::1]:30080" = { capabilities = ["pull", "resolve"] }\n' in hosts
+
+
+def test_a_symlinked_file_is_written_through_the_link(tmp_path: Path) -> None:
+    config, root = write_config(tmp_path), tmp_path / "root"
+    managed = tmp_path / "managed" / "daemon.json"
+    managed.parent.mkdir()
+    managed.write_text(json.dumps({"data-root": "/srv/docker"}))
+    link = root / "etc/docker/daemon.json"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(managed)
+    assert run("--config", str(config), "--out", str(root)) == 0
+    assert link.is_symlink()
+    assert json.loads(managed.read_text())["data-root"] == "/srv/docker"
+    assert json.loads(managed.read_text())["registry-mirrors"] == ["http://127.0.0.1:30080"]
+    assert json.loads(link.with_name("daemon.json.edgecache-bak").read_text()) == {
+        "data-root": "/srv/docker"}
