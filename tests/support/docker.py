@@ -16,6 +16,7 @@ exactly what it installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,16 @@ from pathlib import Path
 from tests.support.registry import stop
 
 CERTS_D = Path("/etc/docker/certs.d")
+
+
+def existing_daemon_json(root: Path, workdir: Path) -> Path:
+    """The daemon.json already under `root` before client-config merges into it: the
+    identity key, which dockerd 20.10 would otherwise write to /etc/docker/key.json (a
+    daemon.json key only, no flag)."""
+    path = root / "etc/docker/daemon.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"deprecated-key-path": str(workdir / "key.json")}))
+    return path
 
 
 class Dockerd:
@@ -89,7 +100,11 @@ class Dockerd:
         self._log.close()
         self._dead_proxy.close()
         for directory in reversed(self._installed):
-            shutil.rmtree(directory, ignore_errors=True)
+            if directory == CERTS_D:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
         shutil.rmtree(self._rundir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -99,8 +114,11 @@ class Dockerd:
     def trust(self, staged_certs_d: Path, address: str) -> None:
         """Install <staged>/<address>/ca.crt as /etc/docker/certs.d/<address>/ca.crt (a
         directory that must not exist yet: the address carries the test's own port)."""
+        if not CERTS_D.exists():
+            CERTS_D.mkdir(parents=True)
+            self._installed.append(CERTS_D)  # removed again, last, if nothing else is in it
         target = CERTS_D / address
-        target.mkdir(parents=True, exist_ok=False)
+        target.mkdir(exist_ok=False)
         self._installed.append(target)
         shutil.copyfile(staged_certs_d / address / "ca.crt", target / "ca.crt")
 
