@@ -56,8 +56,9 @@ def render(config: Config, points: list[Endpoint],
                 outputs.append(Output(CONTAINERS / "certs.d" / point.address / "ca.crt",
                                       _whole(ca_pem)))
             outputs.append(Output(DOCKER / "certs.d" / point.address / "ca.crt", _whole(ca_pem)))
-    k3s_ca = K3S / "edgecache-ca.crt" if ca_pem is not None else None
-    if ca_pem is not None and k3s_ca is not None:
+    k3s_ca = None
+    if ca_pem is not None:
+        k3s_ca = K3S / "edgecache-ca.crt"
         outputs.append(Output(k3s_ca, _whole(ca_pem)))
     upstreams = sorted(config.upstreams)
     outputs.append(Output(K3S / "registries.yaml", lambda old, where: k3s.registries_yaml(
