@@ -38,6 +38,7 @@ from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth
+from edgecache.web.challenge import TOKEN_PATH
 from edgecache.web.errors import API_VERSION, error_middleware
 from edgecache.web.handlers import RegistryHandlers
 from edgecache.web.observability import (
@@ -48,6 +49,7 @@ from edgecache.web.observability import (
     readiness,
     response_headers,
 )
+from edgecache.web.token_service import TokenService
 
 if TYPE_CHECKING:  # imported only when HTTPS is configured
     from edgecache.tls import ServerTls
@@ -119,6 +121,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
             return await handlers.base(request)
         return await handlers.dispatch(request)
 
+    app.router.add_route("*", TOKEN_PATH, TokenService(auth).handle)  # before the catch-all
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)

@@ -2,9 +2,11 @@
 
 A NodePort is reachable by every host on the edge network; a mirror holding credentials for a
 private upstream would otherwise hand its images to anyone. Clients authenticate with HTTP Basic
-(checked against a bcrypt htpasswd file) or a static bearer token (a tokens file). Unauthenticated
-requests get 401 with a `WWW-Authenticate: Basic` challenge, which docker, containerd and skopeo
-answer with their configured credentials. Public upstreams need nothing.
+(checked against a bcrypt htpasswd file), a static bearer token (a tokens file) or a token from
+this server's own token endpoint (web/tokens.py, web/token_service.py), fetched with either.
+`/v2/` and private routes answer 401 with a Bearer challenge naming that endpoint
+(web/challenge.py); public upstreams need nothing, and `/v2/` opens to an anonymous token, so
+dockerd, which holds no credentials for a mirror, still pulls public images through it.
 
 bcrypt is slow on purpose (a quarter of a second a check at cost 12) and one thread serves
 everyone, so a check never runs on the event loop: it runs on this object's own threads
@@ -43,6 +45,9 @@ from aiohttp import web
 
 from edgecache.config import AuthConfig
 from edgecache.errors import TooManyRequests, Unauthorized
+from edgecache.web import challenge
+from edgecache.web.challenge import Refusal
+from edgecache.web.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,8 @@ class ClientAuth:
     def __init__(self, config: AuthConfig, authenticated: Iterable[str],
                  max_checks: int = MAX_CHECKS, max_waiting: int = MAX_WAITING) -> None:
         self.realm = config.realm
+        self.service = config.realm  # named in Bearer challenges and carried by the client
+        self.tokens = TokenSigner()
         self._locked = frozenset(authenticated)
         self._htpasswd = _Watched(config.htpasswd_file)
         self._tokens_file = _Watched(config.tokens_file)
@@ -144,44 +151,66 @@ class ClientAuth:
 
     async def check(self, request: web.Request, upstream: str | None) -> None:
         """Raise Unauthorized unless the route is public or the credentials are valid
-        (TooManyRequests when too many password checks are under way). A public route ignores
-        Authorization: a client may send one header to every registry."""
+        (TooManyRequests when too many password checks are under way). `upstream` None is the
+        API root, which an anonymous token opens. A public route ignores Authorization: a
+        client may send one header to every registry."""
         if not self.required(upstream):
             return
-        header = request.headers.get("Authorization", "")
-        if not await self.valid(header):
-            raise Unauthorized("invalid credentials" if header else "authentication required",
-                               self.realm)
+        _, refusal = await self.identify(request.headers.get("Authorization", ""))
+        if refusal is None or (refusal is Refusal.ANONYMOUS and upstream is None):
+            return
+        raise Unauthorized(challenge.message(request, refusal),
+                           challenge.bearer(request, self.service, refusal))
+
+    async def identify(self, header: str) -> tuple[str, Refusal | None]:
+        """Who an Authorization header value names (a user, a token's name, a token's subject)
+        and, when it does not open private routes, why not."""
+        scheme, _, value = header.partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        if not header or (scheme == "basic" and value in ("", "Og==")):  # ":" base64: nothing
+            return "", Refusal.MISSING
+        ours = scheme == "bearer" and self.tokens.is_ours(value)
+        if ours and (grant := self.tokens.verify(value)) is not None:
+            return grant.subject, None if grant.authenticated else Refusal.ANONYMOUS
+        subject = await self.subject(header)  # a static token may look like ours
+        if subject is not None:
+            return subject, None
+        return "", Refusal.STALE if ours else Refusal.WRONG
 
     async def valid(self, header: str) -> bool:
         """Whether an Authorization header value holds a known token or user and password."""
+        return await self.subject(header) is not None
+
+    async def subject(self, header: str) -> str | None:
+        """The user (Basic) or "token" (a static token) that valid credentials name, else None."""
         self._reload()
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
             token = value.strip().encode()
-            return bool(token) and any(hmac.compare_digest(token, t) for t in self._tokens)
+            ok = bool(token) and any(hmac.compare_digest(token, t) for t in self._tokens)
+            return "token" if ok else None
         if scheme != "basic" or not self._users:
-            return False
+            return None
         try:
             user, sep, password = base64.b64decode(value.strip(), validate=True).decode(
                 "utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return False
+            return None
         if not sep:
-            return False
+            return None
         key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
         if key in self._verified:
-            return True
+            return user
         if self._recently_failed(key):
-            return False
+            return None
         generation = self._generation
         known = user in self._users
         matches = await self._bcrypt(key, password.encode(), self._users.get(user, self._dummy))
         ok = known and matches
         if generation == self._generation:  # the answer is about the file as it still is
             self._remember(key, ok)
-        return ok
+        return user if ok else None
 
     def _recently_failed(self, key: bytes) -> bool:
         until = self._failed.get(key)
