@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="show what --out (default /) would change; write nothing")
     client.add_argument("--address", action="append", default=[],
                         help="host[:port] clients use to reach this mirror (repeatable)")
+    client.add_argument("--username", help="a user of auth.htpasswd_file: put its credentials "
+                                           "for the mirror into hosts.toml and registries.yaml")
+    client.add_argument("--password-file", help="the file holding --username's password")
     du = sub.add_parser("du", help="show cache usage by upstream and by image")
     du.add_argument("--config")
     du.add_argument("--storage-path", help="override storage.path")
@@ -174,9 +177,11 @@ def _ca(config: Config) -> int:
 
 def _client_config(config: Config, args: argparse.Namespace) -> int:
     from edgecache.clientconfig import apply, diff, endpoints, plan, render
+    from edgecache.clientconfig.credentials import load
 
+    credentials = load(args.username, args.password_file)
     ca_pem = _ca_pem(config) if config.listen.https else None
-    outputs, warnings = render(config, endpoints(config, args.address), ca_pem)
+    outputs, warnings = render(config, endpoints(config, args.address), ca_pem, credentials)
     for line in warnings:
         print(f"edgecache: {line}", file=sys.stderr)
     if not args.out and not args.diff:

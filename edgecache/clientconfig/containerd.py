@@ -4,7 +4,9 @@ edgecache owns the `host` entries for its own endpoints (first, in order: contai
 in file order) and `server` only when the file has none; every other key and host is kept. The
 CA is named relative to the hosts.toml (containerd resolves `ca` from the file's directory), so
 the same file is right staged under `--out DIR`, installed under /etc/containerd/certs.d, or
-copied into another `config_path` (k3s, a kubelet's CRI).
+copied into another `config_path` (k3s, a kubelet's CRI). With `--username`, each of our
+entries carries `header = { Authorization = "Basic ..." }`: containerd sends it with every
+request to that host, which is how node-level credentials reach the mirror (credentials.py).
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ CA_NAME = "edgecache-ca.crt"  # in certs.d itself, beside the per-registry direc
 HEADER = "# edgecache client-config owns the host entries for its endpoints; the rest is kept"
 
 
-def hosts_toml(server: str | None, points: list[Endpoint],
-               with_ca: bool) -> Callable[[bytes | None, str], bytes]:
-    """A merge: (existing bytes or None, the path to name in errors) -> the new file."""
+def hosts_toml(server: str | None, points: list[Endpoint], with_ca: bool,
+               authorization: str | None = None) -> Callable[[bytes | None, str], bytes]:
+    """A merge: (existing bytes or None, the path to name in errors) -> the new file.
+    `authorization` (a Basic value for the mirror) goes into each of our entries' `header`."""
     ours: dict[str, dict[str, object]] = {}
     for point in points:
         entry: dict[str, object] = {"capabilities": ["pull", "resolve"]}
         if point.scheme == "https" and with_ca:
             entry["ca"] = f"../{CA_NAME}"
+        if authorization is not None:
+            entry["header"] = {"Authorization": authorization}
         ours[point.url] = entry
 
     def merge(existing: bytes | None, where: str) -> bytes:
@@ -40,11 +45,19 @@ def hosts_toml(server: str | None, points: list[Endpoint],
             merged["server"] = doc.pop("server", server)
         merged.update(doc)
         # our keys win inside our entries; a key someone added there (a header) stays
-        mine = {url: {**_table(hosts.get(url)), **entry} for url, entry in ours.items()}
+        mine = {url: _entry(_table(hosts.get(url)), entry) for url, entry in ours.items()}
         merged["host"] = {**mine, **{u: e for u, e in hosts.items() if u not in ours}}
         return dumps(merged, inline=frozenset({"host"}), header=HEADER).encode()
 
     return merge
+
+
+def _entry(existing: dict[str, object], entry: dict[str, object]) -> dict[str, object]:
+    """Our keys over theirs; inside `header`, our Authorization over their other headers."""
+    merged = {**existing, **entry}
+    if "header" in entry and isinstance(existing.get("header"), dict):
+        merged["header"] = {**_table(existing["header"]), **_table(entry["header"])}
+    return merged
 
 
 def _table(entry: object) -> dict[str, object]:

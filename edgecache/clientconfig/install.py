@@ -24,6 +24,7 @@ class Change:
     target: Path  # where it is written now (under --out)
     old: bytes | None
     new: bytes
+    secret: bool = False
 
     @property
     def changed(self) -> bool:
@@ -39,18 +40,23 @@ def plan(outputs: list[Output], root: Path) -> list[Change]:
     for output in outputs:
         target = root / output.path.relative_to("/")
         old = target.read_bytes() if target.is_file() else None
-        changes.append(Change(output.path, target, old, output.merge(old, str(target))))
+        changes.append(Change(output.path, target, old, output.merge(old, str(target)),
+                              output.secret))
     return changes
 
 
 def apply(change: Change) -> None:
     """A symlinked file (config management often links /etc files) is written through the
-    link: replacing the link itself would detach the file from whoever manages it."""
+    link: replacing the link itself would detach the file from whoever manages it. A file
+    holding credentials, and its backup, are readable by their owner only."""
     target = change.target.resolve() if change.target.is_symlink() else change.target
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = 0o644
     if change.old is not None:
         mode = target.stat().st_mode & 0o7777
+    if change.secret:
+        mode &= 0o7700  # credentials: the owner only (containerd and k3s run as root)
+    if change.old is not None:
         _write(change.backup, change.old, mode)
     _write(target, change.new, mode)
 

@@ -2,7 +2,9 @@
 
 edgecache owns, for each upstream, its own endpoint URLs at the head of `mirrors.<name>.endpoint`
 (k3s tries them in order, then the registry itself) and `configs.<host:port>.tls.ca_file` for
-its HTTPS endpoints; other mirrors, endpoints, `rewrite`, `auth` and every other key are kept.
+its HTTPS endpoints (with `--username`, also `configs.<host:port>.auth`: k3s hands it to
+containerd for requests to the mirror); other mirrors, endpoints, `rewrite` and every other key
+are kept.
 Comments are not (the previous file stays beside it as `.edgecache-bak`).
 """
 
@@ -13,10 +15,12 @@ from pathlib import PurePosixPath
 
 import yaml
 
+from edgecache.clientconfig.credentials import Credentials
 from edgecache.clientconfig.endpoints import Endpoint
 from edgecache.errors import ConfigError
 
-HEADER = "# edgecache client-config owns its endpoints and their ca_file; the rest is kept\n"
+HEADER = ("# edgecache client-config owns its endpoints and their ca_file (and auth); the rest "
+          "is kept\n")
 
 
 def _mapping(parent: dict[str, object], name: str, where: str) -> dict[str, object]:
@@ -29,7 +33,8 @@ def _mapping(parent: dict[str, object], name: str, where: str) -> dict[str, obje
 
 
 def registries_yaml(upstreams: Iterable[str], points: list[Endpoint],
-                    ca_path: PurePosixPath | None, existing: bytes | None, where: str) -> bytes:
+                    ca_path: PurePosixPath | None, existing: bytes | None, where: str,
+                    credentials: Credentials | None = None) -> bytes:
     try:
         doc = yaml.safe_load(existing) if existing else None
     except yaml.YAMLError as exc:
@@ -46,10 +51,13 @@ def registries_yaml(upstreams: Iterable[str], points: list[Endpoint],
         if not isinstance(before, list):
             raise ConfigError(f"{where}: mirrors.{name}.endpoint is not a list")
         mirror["endpoint"] = urls + [url for url in before if url not in urls]
-    if ca_path is not None:
+    if ca_path is not None or credentials is not None:
         configs = _mapping(doc, "configs", where)
         for point in points:
-            if point.scheme == "https":
-                tls = _mapping(_mapping(configs, point.address, where), "tls", where)
-                tls["ca_file"] = str(ca_path)
+            config = _mapping(configs, point.address, where)
+            if point.scheme == "https" and ca_path is not None:
+                _mapping(config, "tls", where)["ca_file"] = str(ca_path)
+            if credentials is not None:
+                config["auth"] = {"username": credentials.username,
+                                  "password": credentials.password}
     return (HEADER + yaml.safe_dump(doc, sort_keys=False)).encode()

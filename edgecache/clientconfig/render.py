@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from edgecache.clientconfig import containerd, containers, docker, k3s
+from edgecache.clientconfig.credentials import Credentials
 from edgecache.clientconfig.endpoints import Endpoint
 from edgecache.config import Config
 
@@ -27,6 +28,7 @@ Merge = Callable[[bytes | None, str], bytes]
 class Output:
     path: PurePosixPath  # where the file is once installed
     merge: Merge
+    secret: bool = False  # holds credentials: written readable by its owner only
 
 
 def _whole(data: bytes) -> Merge:
@@ -34,19 +36,25 @@ def _whole(data: bytes) -> Merge:
     return lambda _existing, _where: data
 
 
-def render(config: Config, points: list[Endpoint],
-           ca_pem: bytes | None) -> tuple[list[Output], list[str]]:
-    """Every file, and one line for each endpoint a client cannot use."""
+def render(config: Config, points: list[Endpoint], ca_pem: bytes | None,
+           credentials: Credentials | None = None) -> tuple[list[Output], list[str]]:
+    """Every file, and one line for each endpoint a client cannot use (or that would carry
+    credentials in the clear)."""
     outputs: list[Output] = []
     with_ca = ca_pem is not None
+    secret = credentials is not None
+    authorization = credentials.authorization if credentials is not None else None
     if ca_pem is not None:
         outputs.append(Output(CONTAINERD / containerd.CA_NAME, _whole(ca_pem)))
     for name, upstream in sorted(config.upstreams.items()):
-        outputs.append(Output(CONTAINERD / name / "hosts.toml",
-                              containerd.hosts_toml(upstream.url, points, with_ca)))
+        outputs.append(Output(CONTAINERD / name / "hosts.toml", containerd.hosts_toml(
+            upstream.url, points, with_ca, authorization), secret))
     outputs.append(Output(CONTAINERD / "_default" / "hosts.toml",
-                          containerd.hosts_toml(None, points, with_ca)))
+                          containerd.hosts_toml(None, points, with_ca, authorization), secret))
     warnings = [line for line in [containers.refused(points)] if line]
+    if secret:
+        warnings += [f"credentials for {p.url} are sent in the clear (use listen.https)"
+                     for p in points if p.scheme == "http"]
     if containers.usable(points):
         outputs.append(Output(CONTAINERS / "registries.conf.d" / "edgecache.conf",
                               _whole(containers.registries_conf(config.upstreams, points))))
@@ -62,7 +70,7 @@ def render(config: Config, points: list[Endpoint],
         outputs.append(Output(k3s_ca, _whole(ca_pem)))
     upstreams = sorted(config.upstreams)
     outputs.append(Output(K3S / "registries.yaml", lambda old, where: k3s.registries_yaml(
-        upstreams, points, k3s_ca, old, where)))
+        upstreams, points, k3s_ca, old, where, credentials), secret))
     refusal = docker.refused(config.default_upstream)
     warnings += [refusal] if refusal else []
     outputs.append(Output(DOCKER / "daemon.json", lambda old, where: docker.daemon_json(
