@@ -71,6 +71,5 @@ def message(request: web.Request, refusal: Refusal) -> str:
     if refusal is Refusal.STALE:
         return f"token expired or not issued by {host}: fetch a new one from {realm(request)}"
     return (f"authentication required: log in to {host} with {login}, or send Basic "
-            f"credentials for {host} (containerd: an Authorization header in hosts.toml, see "
-            f"`edgecache client-config --credentials`); credentials stored for the upstream "
-            f"registry's own name are not sent to a mirror")
+            f"credentials for {host} (containerd, k3s: `edgecache client-config --username`); "
+            f"credentials stored under the registry's own name are not sent to a mirror")

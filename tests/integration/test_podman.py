@@ -111,8 +111,10 @@ def test_podman_pulls_over_an_ipv6_https_listener_by_host_name(
 def test_podman_pulls_public_images_anonymously_and_the_private_upstream_after_login(
         hub: DockerRegistry, registry_b: DockerRegistry, corpus: Corpus,
         edgecaches: StartEdgecache, podmen: list[Podman], tmp_path: Path) -> None:
-    """Client auth on registry-b.test only: /v2/ challenges everyone, and podman (unlike
-    dockerd) then still sends anonymous requests, which the public upstream's routes serve."""
+    """Client auth on registry-b.test only: /v2/ challenges everyone with Bearer; podman
+    fetches an anonymous token from edgecache's token endpoint, which the public upstream's
+    routes do not need and the private one refuses; after `podman login` it fetches a token
+    with its credentials."""
     htpasswd = tmp_path / "htpasswd"
     hashed = bcrypt.hashpw(b"pull-secret", bcrypt.gensalt(rounds=4)).decode()
     htpasswd.write_text(f"site:$2y${hashed[4:]}\n")
@@ -134,7 +136,11 @@ def test_podman_pulls_public_images_anonymously_and_the_private_upstream_after_l
     assert_served(ec, mark, f"{HUB}/{corpus.alpha.repository}", corpus.alpha)
 
     private = f"{REGISTRY_B}/{corpus.app.repository}:{corpus.app.tag}"
-    assert podman.pull(conf, private, check=False).returncode != 0
+    refused = podman.pull(conf, private, check=False)
+    # told what to send, and where: not "invalid credentials", since it sent none (item 3)
+    assert refused.returncode != 0
+    assert f"authentication required: log in to {ec.address}" in refused.stderr, refused.stderr
+    assert "invalid credentials" not in refused.stderr
     podman.login(conf, ec.address, "site", "pull-secret", "--tls-verify=false")
     mark = ec.mark()
     podman.pull(conf, private)
