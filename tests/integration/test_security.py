@@ -173,6 +173,9 @@ def test_api_root_and_a_static_bearer_token(locked: EdgecacheProcess, corpus: Co
     url = f"{ec.url}"
     refused = fetch(f"{url}/v2/{seeded.repository}/manifests/{seeded.tag}?ns=docker.io")
     assert refused.status == 401
+    assert refused.headers["WWW-Authenticate"] == (
+        challenge(ec) + f',scope="repository:{seeded.repository}:pull"')
+    assert f"docker login {ec.address}" in json.loads(refused.body)["errors"][0]["message"]
     got = asyncio.run(pull_with_aiohttp(url, seeded, {"Authorization": f"Bearer {TOKEN}"}))
     assert got[seeded.top.digest] == seeded.top.manifest
     assert {d: got[d] for d in seeded.blobs} == seeded.blobs
@@ -190,7 +193,8 @@ def test_containerd_pulls_with_a_bearer_token_header(
     seeded = corpus.classic  # one image, Docker schema 2
     ref = f"docker.io/{seeded.repository}:{seeded.tag}"
     without = write_hosts(tmp_path / "hosts-none", "docker.io", locked.url).parent.parent
-    with pytest.raises(AssertionError, match=r"(?i)401|unauthorized"):
+    # containerd fetches an anonymous token, then reports the challenge's RFC 6750 error
+    with pytest.raises(AssertionError, match=r"(?i)insufficient_scope: authorization failed"):
         containerd.pull(ref, without, "--platform", "linux/amd64")
     hosts = write_hosts(tmp_path / "hosts", "docker.io", locked.url,
                         headers={"Authorization": f"Bearer {TOKEN}"}).parent.parent
