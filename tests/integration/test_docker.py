@@ -161,6 +161,8 @@ def test_docker_pulls_the_private_upstream_by_mirror_address_after_docker_login(
     # anonymous token, then 401 on the private route: dockerd tells the user to log in
     assert anonymous.returncode != 0 and "may require 'docker login'" in anonymous.stderr
 
+    with pytest.raises(AssertionError, match=r"(?i)unauthorized"):  # the token endpoint's 401
+        dockerd.login(ec.address, USER, "wrong-password")
     dockerd.login(ec.address, USER, PASSWORD)
     mark = ec.mark()
     dockerd.pull(ref)

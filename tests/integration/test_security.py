@@ -127,6 +127,12 @@ def test_skopeo_needs_credentials_only_for_the_authenticated_upstream(
     refused = skopeo.copy(reference("docker.io", beta), f"oci:{tmp_path / 'refused-mirror'}",
                           registries_conf=conf, check=False)
     assert refused.returncode != 0 and "unauthorized" in refused.stderr.lower()
+    assert f"log in to {ec.address}" in refused.stderr  # what to send, and to whom
+    # the public upstream, anonymously: /v2/'s Bearer challenge gets skopeo an anonymous token
+    anonymous = tmp_path / "oci-anonymous"
+    skopeo.copy(reference("registry-b.test", corpus.app), f"oci:{anonymous}",
+                registries_conf=conf)
+    verify_oci_layout(anonymous, corpus.app)
     skopeo.login(ec.address, USER, PASSWORD)
     mirrored = tmp_path / "oci-mirror"
     skopeo.copy(reference("docker.io", beta), f"oci:{mirrored}", registries_conf=conf)
