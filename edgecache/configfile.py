@@ -89,7 +89,7 @@ def read_document(path: str) -> tuple[object, list[str]]:
         raise InvalidConfig([f"{path}: invalid YAML: {str(exc)[:100]}"]) from None
     finally:
         loader.dispose()
-    return document, loader.duplicates
+    return document, sorted(loader.duplicates, key=lambda d: int(d.split(":")[0][5:]))
 
 
 def _where(exc: yaml.YAMLError) -> str:

@@ -162,18 +162,19 @@ def _upstreams(raw: object, p: Problems) -> tuple[dict[str, UpstreamConfig], set
 def _upstream(name: str, raw: object, key: str, p: Problems) -> UpstreamConfig:
     allowed = {"url", "username", "password_file", "connect_timeout", "response_timeout",
                "read_timeout", "access"}
-    if isinstance(raw, dict) and "password" in raw:
+    if not isinstance(raw, dict):
+        p.add(f"{key}: expected a mapping with at least url, got {show(raw)}")
+        return UpstreamConfig(name=name, url="")
+    if "password" in raw:
         p.add(f"{key}.password: passwords are never inlined; put it in a file readable only "
               "by edgecache and set password_file")
         raw = {k: v for k, v in raw.items() if k != "password"}
     section = fields.section(raw, key, allowed, p)
-    if raw is None:
-        p.add(f"{key}: expected a mapping with at least url")
     url = p.value(lambda: parse_upstream_url(fields.string(section, "url", key, ""),
                                              f"{key}.url"), "")
     username = p.value(lambda: fields.string(section, "username", key, ""), "")
-    password_file = p.value(lambda: fields.existing_file(section, "password_file", key), "?")
-    if bool(username) != bool(password_file):
+    password_file = p.value(lambda: fields.existing_file(section, "password_file", key), "")
+    if bool(section.get("username")) != bool(section.get("password_file")):
         p.add(f"{key}: username and password_file go together")
     access = p.value(lambda: fields.choice(section, "access", key,
                                      "authenticated" if username else "public",
@@ -215,9 +216,9 @@ def _auth(raw: object, p: Problems) -> AuthConfig:
 def _tls(raw: object, p: Problems) -> TlsConfig:
     section = fields.section(raw, "tls",
                              {"cert_file", "key_file", "extra_names", "client_ca_file"}, p)
-    cert = p.value(lambda: fields.existing_file(section, "cert_file", "tls"), "?")
-    key = p.value(lambda: fields.existing_file(section, "key_file", "tls"), "?")
-    if bool(cert) != bool(key):
+    cert = p.value(lambda: fields.existing_file(section, "cert_file", "tls"), "")
+    key = p.value(lambda: fields.existing_file(section, "key_file", "tls"), "")
+    if bool(section.get("cert_file")) != bool(section.get("key_file")):
         p.add("tls: cert_file and key_file go together (or neither, for a self-managed CA)")
     names = section.get("extra_names", [])
     if names is None:
