@@ -15,6 +15,7 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.reader import ReaderError
 
 from edgecache.configvalues import InvalidConfig, show
 
@@ -80,19 +81,23 @@ def read_document(path: str) -> tuple[object, list[str]]:
     except UnicodeDecodeError as exc:
         raise InvalidConfig([f"{path}: not UTF-8 text (byte {exc.start} is "
                              f"0x{data[exc.start]:02x})"]) from None
-    loader = _StrictLoader(text)
+    loader: _StrictLoader | None = None
     try:
+        loader = _StrictLoader(text)  # refuses control characters already
         document = loader.get_single_data()
     except yaml.YAMLError as exc:
         raise InvalidConfig([f"{path}: invalid YAML{_where(exc)}"]) from None
     except (ValueError, OverflowError) as exc:  # PyYAML's int(), float() and datetime()
         raise InvalidConfig([f"{path}: invalid YAML: {str(exc)[:100]}"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return document, sorted(loader.duplicates, key=lambda d: int(d.split(":")[0][5:]))
 
 
 def _where(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, ReaderError):
+        return f" at character {exc.position}: {exc.reason} (#x{exc.character:04x})"
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
     where = f" at line {mark.line + 1}" if mark is not None else ""
