@@ -68,7 +68,7 @@ def positive_duration(raw: Mapping[str, Any], name: str, key: str, default: floa
 
 
 def count(section: Mapping[str, Any], name: str, key: str, default: int,
-           most: int = MAX_COUNT) -> int:
+          most: int = MAX_COUNT) -> int:
     value = section.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         raise ConfigError(f"{key}.{name}: expected a whole number from 1 to {most}, "
@@ -84,7 +84,7 @@ def fraction(section: Mapping[str, Any], name: str, key: str, default: float) ->
 
 
 def choice(section: Mapping[str, Any], name: str, key: str, default: str,
-            choices: tuple[str, ...]) -> str:
+           choices: tuple[str, ...]) -> str:
     value = string(section, name, key, default).lower()
     if value not in choices:
         raise ConfigError(f"{key}.{name}: expected {', '.join(choices[:-1])} or {choices[-1]}, "
@@ -93,7 +93,7 @@ def choice(section: Mapping[str, Any], name: str, key: str, default: str,
 
 
 def address(section: Mapping[str, Any], name: str, key: str, default: str | None
-             ) -> str | None:
+            ) -> str | None:
     """A `host:port` to listen on, or None (absent: the default; null or "": disabled)."""
     value = section.get(name, default)
     if value in (None, ""):
@@ -102,7 +102,6 @@ def address(section: Mapping[str, Any], name: str, key: str, default: str | None
         raise ConfigError(f"{key}.{name}: expected host:port, got {show(value)}")
     parse_hostport(value, f"{key}.{name}")
     return value
-
 
 
 def distinct_listeners(p: Problems, addresses: Mapping[str, str | None]) -> None:

@@ -33,19 +33,20 @@ from edgecache.config import (
 )
 from edgecache.configvalues import (
     Problems,
-    Size,
     key_name,
+    parse_cap,
     parse_size,
     parse_upstream_url,
     show,
     upstream_name,
     valid_host,
 )
-from edgecache.errors import ConfigError, EdgecacheError
+from edgecache.errors import EdgecacheError
 from edgecache.oci import ImageReference
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",
             "health", "log", "metrics", "limits", "pins"}
+
 
 def build(raw: object, p: Problems) -> Config:
     """Every section parsed (each records its problems and carries on with defaults), then
@@ -64,11 +65,9 @@ def build(raw: object, p: Problems) -> Config:
     if locked and len(p.messages) == before and not (auth.htpasswd_file or auth.tokens_file):
         p.add(f"auth: upstreams {', '.join(sorted(locked))} are authenticated; set "
               "auth.htpasswd_file or auth.tokens_file for the clients' credentials")
-    metrics = MetricsConfig(listen=p.value(lambda: fields.address(
-        fields.section(top.get("metrics"), "metrics", {"listen"}, p), "listen", "metrics",
-        MetricsConfig.listen), MetricsConfig.listen))
+    metrics = _metrics(top.get("metrics"), p)
     fields.distinct_listeners(p, {"listen.http": listen.http, "listen.https": listen.https,
-                            "metrics.listen": metrics.listen})
+                                  "metrics.listen": metrics.listen})
     return Config(
         listen=listen, tls=_tls(top.get("tls"), p), auth=auth, storage=storage,
         upstreams=upstreams, default_upstream=_default_upstream(top, names, p),
@@ -76,7 +75,6 @@ def build(raw: object, p: Problems) -> Config:
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
         pins=_pins(top.get("pins"), names, p),
     )
-
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -92,29 +90,35 @@ def _listen(raw: object, p: Problems) -> ListenConfig:
         p.add("listen: at least one of http and https must be set")
     return ListenConfig(
         http=http, https=https,
-        shutdown_timeout=p.value(lambda: fields.duration(section, "shutdown_timeout", "listen",
-                                                   ListenConfig.shutdown_timeout), 0.0),
-        idle_timeout=p.value(lambda: fields.duration(section, "idle_timeout", "listen",
-                                               ListenConfig.idle_timeout), 0.0))
+        shutdown_timeout=p.value(lambda: fields.duration(
+            section, "shutdown_timeout", "listen", ListenConfig.shutdown_timeout), 0.0),
+        idle_timeout=p.value(lambda: fields.duration(
+            section, "idle_timeout", "listen", ListenConfig.idle_timeout), 0.0))
+
+
+def _metrics(raw: object, p: Problems) -> MetricsConfig:
+    section = fields.section(raw, "metrics", {"listen"}, p)
+    return MetricsConfig(listen=p.value(lambda: fields.address(
+        section, "listen", "metrics", MetricsConfig.listen), MetricsConfig.listen))
 
 
 def _storage(raw: object, p: Problems) -> StorageConfig:
     section = fields.section(raw, "storage", {"path", "max_size", "min_free", "high_watermark",
-                                        "low_watermark", "access_flush_interval"}, p)
+                                              "low_watermark", "access_flush_interval"}, p)
     defaults = StorageConfig()
     path = p.value(lambda: fields.path(section, "path", "storage", DEFAULT_STORAGE),
                    DEFAULT_STORAGE)
     if not path:
         p.add("storage.path: must not be empty")
     high = p.value(lambda: fields.fraction(section, "high_watermark", "storage",
-                                     defaults.high_watermark), 1.0)
+                                           defaults.high_watermark), 1.0)
     low = p.value(lambda: fields.fraction(section, "low_watermark", "storage",
-                                    defaults.low_watermark), 0.0)
+                                          defaults.low_watermark), 0.0)
     if low > high:
         p.add("storage.low_watermark: must not be above high_watermark")
     return StorageConfig(
         path=Path(path),
-        max_size=p.value(lambda: _max_size(section.get("max_size")), None),
+        max_size=p.value(lambda: parse_cap(section.get("max_size"), "storage.max_size"), None),
         min_free=p.value(lambda: parse_size(section.get("min_free", "5%"), "storage.min_free"),
                          defaults.min_free),
         high_watermark=high,
@@ -122,16 +126,6 @@ def _storage(raw: object, p: Problems) -> StorageConfig:
         access_flush_interval=p.value(lambda: fields.duration(
             section, "access_flush_interval", "storage", defaults.access_flush_interval), 0.0),
     )
-
-
-def _max_size(value: object) -> Size | None:
-    if value in (None, ""):
-        return None
-    size = parse_size(value, "storage.max_size")
-    if size.bytes == 0:
-        raise ConfigError("storage.max_size: 0 would cache nothing; null (the default) sets no "
-                          "fixed cap")
-    return size
 
 
 def _upstreams(raw: object, p: Problems) -> tuple[dict[str, UpstreamConfig], set[str]]:
@@ -177,8 +171,8 @@ def _upstream(name: str, raw: object, key: str, p: Problems) -> UpstreamConfig:
     if bool(section.get("username")) != bool(section.get("password_file")):
         p.add(f"{key}: username and password_file go together")
     access = p.value(lambda: fields.choice(section, "access", key,
-                                     "authenticated" if username else "public",
-                                     ("public", "authenticated")), "public")
+                                           "authenticated" if username else "public",
+                                           ("public", "authenticated")), "public")
 
     def timeout(field_name: str, default: float) -> float:
         return p.value(lambda: fields.positive_duration(section, field_name, key, default), default)
@@ -227,9 +221,9 @@ def _tls(raw: object, p: Problems) -> TlsConfig:
             isinstance(n, str) and valid_host(n.removeprefix("*.")) for n in names):
         p.add("tls.extra_names: expected a list of DNS names or IP addresses")
         names = []
+    client_ca = p.value(lambda: fields.existing_file(section, "client_ca_file", "tls"), "")
     return TlsConfig(cert_file=cert, key_file=key, extra_names=tuple(names),
-                     client_ca_file=p.value(lambda: fields.existing_file(section, "client_ca_file",
-                                                                   "tls"), ""))
+                     client_ca_file=client_ca)
 
 
 def _cache(raw: object, p: Problems) -> CacheConfig:
@@ -246,13 +240,13 @@ def _cache(raw: object, p: Problems) -> CacheConfig:
 
 def _health(raw: object, p: Problems) -> HealthConfig:
     section = fields.section(raw, "health",
-                       {"failure_threshold", "probe_min_interval", "probe_max_interval"}, p)
+                             {"failure_threshold", "probe_min_interval", "probe_max_interval"}, p)
     threshold = p.value(lambda: fields.count(section, "failure_threshold", "health",
-                                       HealthConfig.failure_threshold, most=1000), 1)
+                                             HealthConfig.failure_threshold, most=1000), 1)
     low = p.value(lambda: fields.duration(section, "probe_min_interval", "health",
-                                    HealthConfig.probe_min_interval), 1.0)
+                                          HealthConfig.probe_min_interval), 1.0)
     high = p.value(lambda: fields.duration(section, "probe_max_interval", "health",
-                                     HealthConfig.probe_max_interval), low)
+                                           HealthConfig.probe_max_interval), low)
     if low <= 0 or high < low:
         p.add("health.probe_min_interval: must be positive and at most probe_max_interval")
     return HealthConfig(failure_threshold=threshold, probe_min_interval=low,
@@ -275,7 +269,7 @@ def _log(raw: object, p: Problems) -> LogConfig:
     section = fields.section(raw, "log", {"level", "format"}, p)
     return LogConfig(
         level=p.value(lambda: fields.choice(section, "level", "log", "info",
-                                      ("debug", "info", "warning", "error")), "info"),
+                                            ("debug", "info", "warning", "error")), "info"),
         format=p.value(lambda: fields.choice(section, "format", "log", "plain", ("plain", "json")),
                        "plain"))
 

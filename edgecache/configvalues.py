@@ -176,6 +176,17 @@ def parse_size(value: object, key: str) -> Size:
     return Size(bytes=amount)
 
 
+def parse_cap(value: object, key: str) -> Size | None:
+    """A limit such as `max_size`: None (or "") for none, else a size above zero, since a cap
+    of 0 would make the cache keep nothing rather than be unlimited."""
+    if value in (None, ""):
+        return None
+    size = parse_size(value, key)
+    if size.bytes == 0:
+        raise ConfigError(f"{key}: 0 would cache nothing; null (the default) sets no fixed cap")
+    return size
+
+
 # ---- hosts, addresses and URLs ------------------------------------------------------------------
 
 def valid_host(host: str) -> bool:
