@@ -79,8 +79,11 @@ def _load(args: argparse.Namespace) -> Config:
     """The config, with `--storage-path` replacing only the path: the quota (max_size,
     min_free, watermarks) still applies to wherever the cache lives."""
     config = load(args.config)
-    if getattr(args, "storage_path", None):
-        config = replace(config, storage=replace(config.storage, path=Path(args.storage_path)))
+    override = getattr(args, "storage_path", None)
+    if override is not None:
+        if not override.strip():
+            raise ConfigError("--storage-path: must not be empty")
+        config = replace(config, storage=replace(config.storage, path=Path(override)))
     return config
 
 

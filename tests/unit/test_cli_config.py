@@ -38,6 +38,11 @@ def test_storage_path_replaces_only_the_path(tmp_path: Path, command: list[str])
     assert storage.access_flush_interval == 5.0
 
 
+def test_an_empty_storage_path_is_refused_not_ignored(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["du", "--storage-path", ""]) == 2
+    assert capsys.readouterr().err == "edgecache: config: --storage-path: must not be empty\n"
+
+
 def test_check_config_prints_one_line_per_problem(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "edgecache.yaml"
