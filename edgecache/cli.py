@@ -41,8 +41,11 @@ def _parser() -> argparse.ArgumentParser:
                             help="write or print containerd, podman, k3s and Docker config")
     client.add_argument("--config")
     client.add_argument("--storage-path", help="override storage.path")
-    client.add_argument("--out", help="write the files under this root ('/' installs them); "
-                                      "without it they are printed")
+    client.add_argument("--out", help="write the files under this root ('/' installs them), "
+                                      "merged into files already there (the old one kept as "
+                                      "*.edgecache-bak); without it they are printed")
+    client.add_argument("--diff", action="store_true",
+                        help="show what --out (default /) would change; write nothing")
     client.add_argument("--address", action="append", default=[],
                         help="host[:port] clients use to reach this mirror (repeatable)")
     du = sub.add_parser("du", help="show cache usage by upstream and by image")
@@ -176,23 +179,30 @@ def _ca(config: Config) -> int:
 
 
 def _client_config(config: Config, args: argparse.Namespace) -> int:
-    from pathlib import PurePosixPath
-
-    from edgecache.clientconfig import endpoints, render
+    from edgecache.clientconfig import apply, diff, endpoints, plan, render
 
     ca_pem = _ca_pem(config) if config.listen.https else None
-    root = PurePosixPath(Path(args.out).resolve()) if args.out else PurePosixPath("/")
-    files = render(config, endpoints(config, args.address), ca_pem, root)
-    for path, data in files.items():
-        if args.out:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            print(f"wrote {target}")
-        elif not data.startswith(b"-----BEGIN"):
-            print(f"# ---- {path}\n{data.decode()}")
-    if not args.out and ca_pem is not None:
-        print("# ---- the CA certificate goes next to these files: edgecache ca > <path>")
+    outputs, warnings = render(config, endpoints(config, args.address), ca_pem)
+    for line in warnings:
+        print(f"edgecache: {line}", file=sys.stderr)
+    if not args.out and not args.diff:
+        for output in outputs:
+            data = output.merge(None, str(output.path))
+            if not data.startswith(b"-----BEGIN"):
+                print(f"# ---- {output.path}\n{data.decode()}")
+        if ca_pem is not None:
+            print("# ---- the CA certificate goes next to these files: edgecache ca > <path>")
+        return 0
+    changes = plan(outputs, Path(args.out or "/").resolve())  # every merge before any write
+    for change in changes:
+        if args.diff:
+            sys.stdout.write(diff(change) if change.changed else "")
+        elif not change.changed:
+            print(f"unchanged {change.target}")
+        else:
+            apply(change)
+            kept = f" (the previous file is {change.backup})" if change.old is not None else ""
+            print(f"wrote {change.target}{kept}")
     return 0
 
 

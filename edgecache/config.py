@@ -85,6 +85,7 @@ class UpstreamConfig:
 class CacheConfig:
     tag_ttl: float = 300.0
     revalidate_timeout: float = 2.0
+    negative_ttl: float = 30.0  # how long an upstream's 404 is believed; 0: never remembered
 
 
 @dataclass(frozen=True)

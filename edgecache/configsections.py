@@ -227,7 +227,7 @@ def _tls(raw: object, p: Problems) -> TlsConfig:
 
 
 def _cache(raw: object, p: Problems) -> CacheConfig:
-    section = fields.section(raw, "cache", {"tag_ttl", "revalidate_timeout"}, p)
+    section = fields.section(raw, "cache", {"tag_ttl", "revalidate_timeout", "negative_ttl"}, p)
 
     def duration(name: str, default: float) -> float:
         return p.value(lambda: fields.duration(section, name, "cache", default), default)
@@ -235,6 +235,7 @@ def _cache(raw: object, p: Problems) -> CacheConfig:
     return CacheConfig(
         tag_ttl=duration("tag_ttl", CacheConfig.tag_ttl),
         revalidate_timeout=duration("revalidate_timeout", CacheConfig.revalidate_timeout),
+        negative_ttl=duration("negative_ttl", CacheConfig.negative_ttl),
     )
 
 

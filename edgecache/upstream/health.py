@@ -41,6 +41,7 @@ class UpstreamHealth:
         self._on_change = on_change
         self._failures = 0
         self._task: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()  # until ended, cancelled ones included
         self.last_error = ""
         self.suspect = False
 
@@ -85,6 +86,8 @@ class UpstreamHealth:
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(
                     self._probe_loop(), name=f"probe {self.name}")
+                self._probes.add(self._task)
+                self._task.add_done_callback(self._probes.discard)
         if self._on_change is not None:
             self._on_change(self.name, up)
 
@@ -104,7 +107,9 @@ class UpstreamHealth:
             delay = min(delay * 2, self._backoff_max)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        """Cancel the probe and wait until it (and any probe cancelled before) has ended."""
+        self._task = None
+        probes = list(self._probes)
+        for task in probes:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*probes, return_exceptions=True)

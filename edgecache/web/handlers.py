@@ -44,7 +44,7 @@ class RegistryHandlers:
     async def base(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
-        self._auth.check(request, None)
+        await self._auth.check(request, None)
         return web.json_response({})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -53,7 +53,7 @@ class RegistryHandlers:
         path = request.rel_url.raw_path.removeprefix("/v2/")
         ns = request.query.get("ns") if request.query_string else None  # no MultiDict if none
         target = self._router.resolve(path, ns)
-        self._auth.check(request, target.upstream)
+        await self._auth.check(request, target.upstream)
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
         started = time.monotonic()

@@ -13,6 +13,8 @@ configures the faults it needs:
   the rest of the body until the test opens a gate;
 - `hold(...)`: matching requests arrive (and are recorded) but get no answer until the test
   sets the returned gate: an upstream that hangs on some requests and answers others;
+  `arrival(...)`: an event set when a matching request arrives (held or not), so a test can
+  act while another request is held, or learn that a request reached this upstream;
 - `fail(status, ...)`: answer 500/503/429 for matching requests (`clear_failures()` ends it);
   `down = True`: 503 for all;
   `stop()`: close the port so connections are refused;
@@ -220,6 +222,7 @@ class FakeRegistry:
         self.extra_headers: dict[str, str] = {}  # added to every answer (hostile headers)
         self._failures: list[_Failure] = []
         self._holds: list[tuple[str, str | None, asyncio.Event]] = []
+        self._arrivals: list[tuple[str, str | None, asyncio.Event]] = []
         self._auth: str | None = None  # None, "bearer" or "basic"
         self._basic_expected: str | None = None
         self._token_basic: str | None = None
@@ -323,6 +326,12 @@ class FakeRegistry:
         self._holds.append((path_contains, method, gate))
         return gate
 
+    def arrival(self, path_contains: str, *, method: str | None = None) -> asyncio.Event:
+        """An event set when the next matching request arrives (before any hold applies)."""
+        event = asyncio.Event()
+        self._arrivals.append((path_contains, method, event))
+        return event
+
     def redirect(self, location: str | Callable[[web.Request], str | None], *,
                  path_contains: str = "", method: str | None = None, status: int = 307) -> None:
         """Answer matching requests (after auth) with `status` and this Location (a string, or
@@ -372,6 +381,9 @@ class FakeRegistry:
     async def _record(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         entry = _recorded(request)
         (self.token_requests if request.path == "/token" else self.requests).append(entry)
+        for contains, method, event in self._arrivals:
+            if contains in request.path and method in (None, request.method):
+                event.set()
         for contains, method, gate in self._holds:
             if contains in request.path and method in (None, request.method):
                 try:
