@@ -99,6 +99,7 @@ REFUSED = [
     ({"cache": {"tag_ttl": "1" + "0" * 300 + "s"}}, "cache.tag_ttl"),
     ({"cache": {"tag_ttl": 10 ** 300}}, "cache.tag_ttl"),
     ({"cache": {"tag_ttl": "400d"}}, "cache.tag_ttl"),
+    ({"cache": {"negative_ttl": float("nan")}}, "cache.negative_ttl"),
     ({"listen": {"shutdown_timeout": float("-inf")}}, "listen.shutdown_timeout"),
     ({"storage": {"max_size": "9" * 300}}, "storage.max_size"),
     ({"storage": {"max_size": 10 ** 300}}, "storage.max_size"),

@@ -50,7 +50,7 @@ FIELDS: dict[str, list[str]] = {
     "auth": ["htpasswd_file", "tokens_file", "realm"],
     "storage": ["path", "max_size", "min_free", "high_watermark", "low_watermark",
                 "access_flush_interval"],
-    "cache": ["tag_ttl", "revalidate_timeout"],
+    "cache": ["tag_ttl", "revalidate_timeout", "negative_ttl"],
     "health": ["failure_threshold", "probe_min_interval", "probe_max_interval"],
     "log": ["level", "format"],
     "metrics": ["listen"],
@@ -128,8 +128,9 @@ def check_problems(exc: InvalidConfig) -> None:
 def check_config(cfg: Config) -> None:
     """What the server relies on: every value usable as it stands."""
     durations = [cfg.listen.shutdown_timeout, cfg.listen.idle_timeout, cfg.cache.tag_ttl,
-                 cfg.cache.revalidate_timeout, cfg.health.probe_min_interval,
-                 cfg.health.probe_max_interval, cfg.storage.access_flush_interval]
+                 cfg.cache.revalidate_timeout, cfg.cache.negative_ttl,
+                 cfg.health.probe_min_interval, cfg.health.probe_max_interval,
+                 cfg.storage.access_flush_interval]
     for upstream in cfg.upstreams.values():
         durations += [upstream.connect_timeout, upstream.response_timeout, upstream.read_timeout]
         assert min(upstream.connect_timeout, upstream.response_timeout,
