@@ -19,6 +19,14 @@ ends every reader's stream one byte short, which the client sees as a broken dow
 temporary file is removed and nothing is published. A client that goes away costs only its
 reader; the download carries on for the others and for the cache.
 
+Every fill ends, and every reader hears how: whatever goes wrong in the download task (a domain
+error, a full disk, a bug, cancellation while it still queues for a slot) finishes the fill with
+an error its readers raise. And a reader waits for news at most `stall_timeout` (derived from
+the upstream's timeouts: `download.stall_bound`): a download that says nothing for longer than
+its own timeouts allow, or one still queued behind `max_downloads` others, fails that reader
+(503, or 429 while queued) instead of holding it. A reader is a context manager: its handler
+closes it on every path (headers that cannot be sent, a client gone before them).
+
 When the blob cannot be cached (no room can be made for its announced size, or the disk fills
 while writing), the fill steps aside and each reader continues from where it stands with its
 own upstream stream: the pull succeeds, nothing is cached. A reader that streams the whole blob
@@ -30,14 +38,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing
+from types import TracebackType
 from typing import Any
 
-from edgecache.errors import DigestMismatch, EdgecacheError, StorageError, TooManyRequests
+from edgecache.errors import (
+    DigestMismatch,
+    EdgecacheError,
+    StorageError,
+    TooManyRequests,
+    UpstreamBadResponse,
+    UpstreamUnavailable,
+)
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
-from edgecache.proxy.download import Download, Opener
+from edgecache.proxy.download import DEFAULT_STALL, Download, Opener
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.quota import Quota
 
@@ -61,13 +77,16 @@ class Fill:
     """The state of one download, shared by its task and its readers."""
 
     def __init__(self, digest: Digest, writer: BlobWriter, upstream: str, opener: Opener,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, stall_timeout: float = DEFAULT_STALL) -> None:
         self.digest = digest
         self.upstream = upstream
         self.size: int | None = None
         self.error: BaseException | None = None
         self.done = False
         self.bypass = False
+        self.ended = False  # done, failed or bypassed: nothing more will happen
+        self.started = False  # holds a download slot (else still queued)
+        self.stall_timeout = stall_timeout
         self.opener = opener
         self.metrics = metrics
         self._writer = writer
@@ -91,7 +110,7 @@ class Fill:
 
     async def wait_size(self) -> int | None:
         """Wait for the upstream's answer; the total size, None if it sent none."""
-        await self._sized.wait()
+        await self._news(self._sized)
         if self.error is not None and self.size is None:
             raise self.error
         return self.size
@@ -107,7 +126,22 @@ class Fill:
         return max(0, self.written - 1)
 
     async def changed(self) -> None:
-        await self._changed.wait()
+        await self._news(self._changed)
+
+    async def _news(self, event: asyncio.Event) -> None:
+        """Wait for `event`, at most `stall_timeout`: a reader is never held by a download that
+        has gone quiet for longer than its own timeouts allow, nor by the queue."""
+        try:
+            async with asyncio.timeout(self.stall_timeout):
+                await event.wait()
+        except TimeoutError:
+            if not self.started:
+                raise TooManyRequests(
+                    f"download of {self.digest} still queued after {self.stall_timeout:g}s "
+                    "behind other downloads") from None
+            raise UpstreamUnavailable(
+                self.upstream, f"download of {self.digest} stalled: no progress in "
+                f"{self.stall_timeout:g}s") from None
 
     def _grew(self) -> None:
         """Bytes were written: wake the readers now if enough piled up, else soon."""
@@ -130,6 +164,7 @@ class Fill:
             self._sized.set()
 
     def _finish(self, error: BaseException | None = None, bypass: bool = False) -> None:
+        self.ended = True
         self.error = error
         self.bypass = bypass
         self.done = error is None and not bypass
@@ -140,11 +175,20 @@ class Fill:
 
 
 class FillReader:
-    """One client's view of a fill; `chunks` closes the descriptor when it ends."""
+    """One client's view of a fill: a context manager that closes its descriptor (also closed
+    when `chunks` or `copy` ends). `sent` counts the bytes it handed out, whatever the outcome."""
 
     def __init__(self, fill: Fill, fd: int) -> None:
         self.fill = fill
         self._fd: int | None = fd
+        self.sent = 0
+
+    def __enter__(self) -> FillReader:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
     async def _limit(self, pos: int, end: int | None) -> int:
         """How far from `pos` the file may be read now (waiting for at least one byte), or `pos`
@@ -194,6 +238,7 @@ class FillReader:
             async with aclosing(self._spans(start, end)) as spans:
                 async for span in spans:
                     for data in [span] if isinstance(span, bytes) else self._pieces(*span):
+                        self.sent += len(data)
                         yield data
         finally:
             self.close()
@@ -203,22 +248,22 @@ class FillReader:
         """Bytes [start, end) as they become readable, each readable span at once: through
         `send_file(fd, offset, count)` when given (zero copy from the file), else read and
         passed to `write`. A reader that must continue from upstream goes through `write`.
-        Returns the count of bytes sent; closes the descriptor."""
-        sent = 0
+        Returns the count of bytes sent (also in `sent`, kept when it fails); closes the
+        descriptor."""
         try:
             async with aclosing(self._spans(start, end)) as spans:
                 async for span in spans:
                     if isinstance(span, bytes) or send_file is None:
                         for data in [span] if isinstance(span, bytes) else self._pieces(*span):
                             await write(data)
-                            sent += len(data)
+                            self.sent += len(data)
                     else:
                         assert self._fd is not None
                         await send_file(self._fd, span[0], span[1] - span[0])
-                        sent += span[1] - span[0]
+                        self.sent += span[1] - span[0]
         finally:
             self.close()
-        return sent
+        return self.sent
 
     async def _direct(self, start: int, pos: int, end: int | None) -> AsyncGenerator[bytes, None]:
         """Continue from upstream at `pos`. A reader of the whole blob re-hashes what it already
@@ -272,8 +317,10 @@ class Fills:
 
     def __init__(self, blobs: BlobStore, quota: Quota, metrics: Metrics,
                  published: Published, max_downloads: int = 32,
-                 max_readers: int = 256) -> None:
+                 max_readers: int = 256, stall_timeouts: Mapping[str, float] | None = None
+                 ) -> None:
         self._slots = asyncio.Semaphore(max_downloads)
+        self._stall_timeouts = dict(stall_timeouts or {})  # by upstream name
         self._max_readers = max_readers
         self._blobs = blobs
         self._quota = quota
@@ -291,7 +338,8 @@ class Fills:
         fill = self._active.get(key)
         if fill is not None:
             return fill
-        fill = Fill(digest, self._blobs.writer(digest), upstream, opener, self._metrics)
+        fill = Fill(digest, self._blobs.writer(digest), upstream, opener, self._metrics,
+                    self._stall_timeouts.get(upstream, DEFAULT_STALL))
         fill.max_readers = self._max_readers
         self._active[key] = fill
         task = asyncio.create_task(self._run(fill), name=f"fill {key}")
@@ -307,8 +355,15 @@ class Fills:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self, fill: Fill) -> None:
-        async with self._slots:  # bounded downloads at once; the rest queue, readers wait
-            await self._download(fill)
+        try:
+            async with self._slots:  # bounded downloads at once; the rest queue, readers wait
+                fill.started = True
+                await self._download(fill)
+        finally:  # whatever ended the task, even a cancel while queued: its readers hear it
+            if not fill.ended:
+                fill._finish(StorageError(f"download of {fill.digest} was cancelled"))
+            del self._active[str(fill.digest)]
+            self._metrics.downloads_in_flight.dec()
 
     async def _download(self, fill: Fill) -> None:
         writer = fill._writer
@@ -337,18 +392,17 @@ class Fills:
             self._metrics.digest_mismatches.labels(fill.upstream).inc()
             log.error("upstream %s sent wrong bytes: %s; nothing was stored", fill.upstream, exc)
             fill._finish(exc)
-        except (EdgecacheError, OSError, asyncio.CancelledError) as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                log.warning("download of %s failed: %s", fill.digest, exc)
+        except (EdgecacheError, OSError) as exc:
+            log.warning("download of %s failed: %s", fill.digest, exc)
             fill._finish(exc if isinstance(exc, EdgecacheError) else StorageError(str(exc)))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+        except Exception as exc:  # a task's guard: a defect must not leave readers waiting
+            log.exception("download of %s failed unexpectedly", fill.digest)
+            fill._finish(UpstreamBadResponse(fill.upstream, f"download of {fill.digest} "
+                                             f"failed: {type(exc).__name__}"))
         finally:
             download.close()
             writer.abort()  # a no-op once committed
             self._quota.release(reserved)
-            del self._active[str(fill.digest)]
-            self._metrics.downloads_in_flight.dec()
 
     async def _publish(self, fill: Fill, writer: BlobWriter) -> None:
         try:
