@@ -501,7 +501,7 @@ class FakeRegistry:
             tags = [tag for tag in tags if tag > last]
         headers = {}
         n = request.query.get("n", "")
-        if n.isascii() and n.isdigit() and len(tags) > int(n):
+        if n.isascii() and n.isdigit() and len(n) <= 18 and len(tags) > int(n) > 0:
             tags = tags[: int(n)]
             headers["Link"] = f'</v2/{repo}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
         return web.json_response({"name": repo, "tags": tags}, headers=headers)
