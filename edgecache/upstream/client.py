@@ -136,10 +136,13 @@ class UpstreamClient:
 
     @contextlib.contextmanager
     def exchange(self, stage: str) -> Iterator[None]:
-        """The one rule for upstream I/O: a network error anywhere (sending a request, reading
+        """The one rule for upstream I/O. A network error anywhere (sending a request, reading
         a manifest, tag list, token or blob body) leaves as `UpstreamUnavailable` and counts as
-        a failure towards marking the upstream down, a timeout also makes it suspect. `stage`
-        labels the error metric: "request" uses the error's own kind (dns, tls, timeout...)."""
+        a failure towards marking the upstream down; a timeout also makes it suspect. A body
+        read to its end is the exchange's success (the headers alone were not: an upstream that
+        answers and then breaks every body is failing). `stage` labels the error metric;
+        "request" (the headers) uses the error's own kind (dns, tls, timeout...), and its
+        success depends on the status (`_follow`)."""
         try:
             yield
         except NETWORK_ERRORS as exc:
@@ -148,13 +151,23 @@ class UpstreamClient:
             self.failure(kind if stage == "request" else stage, str(error),
                          unanswered=kind == "timeout")
             raise error from exc
+        if stage != "request":
+            self._succeeded()
 
-    def _success(self, resp: aiohttp.ClientResponse) -> None:
-        self.health.success()
-        self._metrics.upstream_last_success.labels(self.name).set(time.time())
+    def _answered(self, resp: aiohttp.ClientResponse) -> None:
+        """A status below 500 came back: the upstream answers (it is no longer suspect). The
+        exchange has succeeded if there is no body for us to read, else once it is read."""
         remaining = leading_count(resp.headers.get("ratelimit-remaining"))
         if remaining is not None:
             self._metrics.ratelimit_remaining.labels(self.name).set(remaining)
+        if resp.method == "HEAD" or resp.status not in (200, 206):
+            self._succeeded()
+        else:
+            self.health.answered()
+
+    def _succeeded(self) -> None:
+        self.health.success()
+        self._metrics.upstream_last_success.labels(self.name).set(time.time())
 
     def _guard(self) -> None:
         """Fail at once while the upstream is marked down: nobody waits on a dead link."""
@@ -294,7 +307,7 @@ class UpstreamClient:
                 self.failure("status_429" if resp.status == 429 else "status_5xx",
                              f"answered {resp.status}")
             elif resp.status != 401:  # a challenge proves nothing until the token service answers
-                self._success(resp)
+                self._answered(resp)
             location = resp.headers.get("Location")
             if resp.status not in REDIRECT_STATUSES or not location:
                 return resp

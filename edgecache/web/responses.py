@@ -137,8 +137,9 @@ class BlobFileResponse(CountedResponse):
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise BlobUnknown("blob was removed while being served") from exc
-        outlet = None if tls else _outlet(transport)
+        outlet = None
         try:
+            outlet = None if tls else _outlet(transport)
             writer = await super().prepare(request)
             count = self.content_length or 0
             if tls:
@@ -283,7 +284,9 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
                       span: tuple[int, int] | None, headers: dict[str, str],
                       sent: Sent | None = None) -> web.StreamResponse:
     """Stream a download in progress. If it fails, the connection is cut before the last byte,
-    so the client never mistakes a broken blob for a whole one. `sent` is told the body bytes
+    so the client never mistakes a broken blob for a whole one; that, or a client that left,
+    returns the unfinished response, which aiohttp ends as the hang-up it is (the access line
+    is written; no error is logged as unexpected). `sent` is told the body bytes
     sent, however it ends. The caller owns `reader` (and closes it, even if the headers
     cannot be sent).
 
@@ -316,9 +319,11 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
             log.warning("cut a client off %s: %s", reader.fill.digest, exc)
             if request.transport is not None:
                 request.transport.abort()
-            raise ConnectionResetError(str(exc)) from exc
+            return response  # unfinished, on a closed connection: aiohttp ends it quietly
         await response.write_eof()
         return response
+    except ConnectionError:  # the client left (before the headers, or during the body): its
+        return response  # response cannot be finished, which aiohttp handles as a hang-up
     finally:
         if outlet is not None:
             os.close(outlet)

@@ -74,3 +74,31 @@ def test_numbers_in_headers_are_ascii_digits_and_bounded() -> None:
     assert content_range(f"bytes {'1' * 5000}-9/10") == (None, 10)
     assert content_range("items 1-2/3") == (None, None) and content_range(None) == (None, None)
     assert leading_count("76;w=21600") == 76 and leading_count("9" * 5000) is None
+
+
+async def test_consecutive_cut_bodies_mark_the_upstream_down_at_the_threshold(
+        fake: FakeRegistry, make_edge: MakeEdge) -> None:
+    """Threshold 3 (the default): each request's headers arrive, each body breaks. The headers
+    alone are not a success (they used to reset the count, so this never marked it down)."""
+    for n in range(3):
+        fake.add_image(f"team/app{n}", make_image([make_layer(1000, seed=84 + n)]),
+                       tags=("latest",))
+    fake.cut_documents_at = 10
+    edge = await make_edge(top={"health": {"probe_min_interval": "60s"}})
+    for n in range(3):
+        assert edge.sample("edgecache_upstream_up", upstream=UPSTREAM) == 1, n
+        async with edge.client.get(f"/v2/team/app{n}/tags/list") as resp:
+            assert resp.status == 503
+    assert edge.sample("edgecache_upstream_up", upstream=UPSTREAM) == 0
+    fake.cut_documents_at = None
+
+
+async def test_a_whole_body_resets_the_count(fake: FakeRegistry, make_edge: MakeEdge) -> None:
+    """Two cut bodies, one whole, two cut: never three in a row, so still up."""
+    fake.add_image(REPO, make_image([make_layer(1000, seed=88)]), tags=("latest",))
+    edge = await make_edge(top={"health": {"probe_min_interval": "60s"}})
+    for cut in (10, 10, None, 10, 10):
+        fake.cut_documents_at = cut
+        async with edge.client.get(f"/v2/{REPO}/tags/list") as resp:
+            assert resp.status == (200 if cut is None else 503)
+    assert edge.sample("edgecache_upstream_up", upstream=UPSTREAM) == 1
