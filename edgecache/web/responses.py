@@ -36,7 +36,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from edgecache.errors import BlobUnknown, EdgecacheError, RangeNotSatisfiable
-from edgecache.proxy.fill import FillReader, SendFile
+from edgecache.proxy.reader import FillReader, SendFile
 
 log = logging.getLogger(__name__)
 
