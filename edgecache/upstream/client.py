@@ -312,7 +312,11 @@ class UpstreamClient:
             if resp.status not in REDIRECT_STATUSES or not location:
                 return resp
             resp.release()
-            target = resp.url.join(URL(location, encoded=True))
+            try:
+                target = _parsed(resp.url.join(URL(location, encoded=True)))
+            except ValueError as exc:
+                raise UpstreamBadResponse(
+                    self.name, f"redirect to an invalid URL {location[:100]!r}") from exc
             refusal = self._refusal(target)
             if refusal:
                 raise UpstreamBadResponse(self.name, f"redirect {refusal}")
@@ -379,7 +383,10 @@ class UpstreamClient:
 
     async def _fetch_token(self, challenge: Challenge, scope: str) -> tuple[str, float]:
         realm = challenge.params.get("realm", "")
-        realm_url = URL(realm)
+        try:
+            realm_url = _parsed(URL(realm))
+        except ValueError as exc:
+            raise UpstreamAuthError(self.name, f"token realm {realm[:100]!r} is not a URL") from exc
         refusal = self._refusal(realm_url)  # upstream-chosen, and our credentials go there
         if refusal:
             raise UpstreamAuthError(self.name, f"token realm {refusal}")
@@ -418,6 +425,14 @@ async def _read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         body += data
     return bytes(body)
+
+
+def _parsed(url: URL) -> URL:
+    """`url`, its authority checked now: yarl parses it lazily, and a bad IPv6 literal or a
+    port over 65535 (an upstream's Location or token realm) raises ValueError where it is
+    first read."""
+    _ = url.host, url.port
+    return url
 
 
 def _error_kind(exc: BaseException) -> str:

@@ -7,6 +7,8 @@ upstream, and a token's `expires_in`, are bounded before they are converted (ite
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from edgecache.upstream.headers import content_range, leading_count, number
@@ -102,3 +104,28 @@ async def test_a_whole_body_resets_the_count(fake: FakeRegistry, make_edge: Make
         async with edge.client.get(f"/v2/{REPO}/tags/list") as resp:
             assert resp.status == (200 if cut is None else 503)
     assert edge.sample("edgecache_upstream_up", upstream=UPSTREAM) == 1
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "http://registry:99999/v2/x"])
+async def test_a_redirect_to_an_unparsable_url_is_a_bad_response(
+        fake: FakeRegistry, make_edge: MakeEdge, caplog: pytest.LogCaptureFixture,
+        location: str) -> None:
+    image = make_image([make_layer(1000, seed=89)])
+    fake.add_image(REPO, image, tags=("latest",))
+    fake.redirect(location, path_contains="/manifests/", method="GET")
+    fake.redirect(location, path_contains="/blobs/", method="GET")
+    edge = await make_edge()
+    for path in (f"/v2/{REPO}/manifests/{image.digest}", f"/v2/{REPO}/blobs/{image.config.digest}"):
+        async with edge.client.get(path) as resp:
+            assert resp.status == 502, (path, await resp.text())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_token_realm_that_is_not_a_url_is_refused(
+        fake: FakeRegistry, make_edge: MakeEdge, caplog: pytest.LogCaptureFixture) -> None:
+    fake.add_image(REPO, make_image([make_layer(1000, seed=90)]), tags=("latest",))
+    fake.require_bearer(realm="https://[::1/token")
+    edge = await make_edge()
+    async with edge.client.get(f"/v2/{REPO}/manifests/latest") as resp:
+        assert resp.status == 403, await resp.text()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
