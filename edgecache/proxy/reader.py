@@ -33,12 +33,13 @@ class Bypass(Exception):
 
 class FillReader:
     """One client's view of a fill: a context manager that closes its descriptor (also closed
-    when `chunks` or `copy` ends). `sent` counts the bytes it handed out, whatever the outcome."""
+    when `chunks` or `copy` ends). `written` counts the bytes it handed to `write` or yielded
+    from `chunks`, whatever the outcome (what it passed to `send_file`, the sender counts)."""
 
     def __init__(self, fill: Fill, fd: int) -> None:
         self.fill = fill
         self._fd: int | None = fd
-        self.sent = 0
+        self.written = 0
 
     def __enter__(self) -> FillReader:
         return self
@@ -95,32 +96,29 @@ class FillReader:
             async with aclosing(self._spans(start, end)) as spans:
                 async for span in spans:
                     for data in [span] if isinstance(span, bytes) else self._pieces(*span):
-                        self.sent += len(data)
+                        self.written += len(data)
                         yield data
         finally:
             self.close()
 
     async def copy(self, start: int, end: int | None, write: Write,
-                   send_file: SendFile | None = None) -> int:
+                   send_file: SendFile | None = None) -> None:
         """Bytes [start, end) as they become readable, each readable span at once: through
         `send_file(fd, offset, count)` when given (zero copy from the file), else read and
-        passed to `write`. A reader that must continue from upstream goes through `write`.
-        Returns the count of bytes sent (also in `sent`, kept when it fails); closes the
-        descriptor."""
+        passed to `write` (counted in `written`). A reader that must continue from upstream goes
+        through `write`. Closes the descriptor."""
         try:
             async with aclosing(self._spans(start, end)) as spans:
                 async for span in spans:
                     if isinstance(span, bytes) or send_file is None:
                         for data in [span] if isinstance(span, bytes) else self._pieces(*span):
                             await write(data)
-                            self.sent += len(data)
+                            self.written += len(data)
                     else:
                         assert self._fd is not None
                         await send_file(self._fd, span[0], span[1] - span[0])
-                        self.sent += span[1] - span[0]
         finally:
             self.close()
-        return self.sent
 
     async def _direct(self, start: int, pos: int, end: int | None) -> AsyncGenerator[bytes, None]:
         """Continue from upstream at `pos`. A reader of the whole blob re-hashes what it already

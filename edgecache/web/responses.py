@@ -62,7 +62,8 @@ class CountedResponse(web.StreamResponse):
     """A blob body that counts the body bytes it really sent, in `body_sent`: aiohttp's own
     count (`body_length`) has the headers in it and none of what `os.sendfile` sends past its
     writer (a 25 MB cache hit was logged as 460 bytes). The access log and the byte metrics
-    use this count. One addition per write or sendfile window: nothing per byte."""
+    use this count. Whoever writes the body adds to it, once per piece or sendfile window
+    where the loop already is (no wrapper around `write`: nothing more per piece)."""
 
     body_sent = 0
 
@@ -70,10 +71,6 @@ class CountedResponse(web.StreamResponse):
     def body_length(self) -> int:
         """What any access logger reads (aiohttp's own `%b` too): the body bytes sent."""
         return self.body_sent
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        await super().write(data)
-        self.body_sent += len(data)
 
 
 class BlobFileResponse(CountedResponse):
@@ -132,6 +129,7 @@ class BlobFileResponse(CountedResponse):
                 raise ConnectionResetError("blob file ended early")
             await self.write(data)
             offset += len(data)
+            self.body_sent += len(data)
 
     async def write_eof(self, data: bytes = b"") -> None:
         """Already done in prepare (as aiohttp's FileResponse does)."""
@@ -287,5 +285,6 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
     finally:
         if outlet is not None:
             os.close(outlet)
+        response.body_sent += reader.written  # what went through `write`; sendfile counted its
         if sent is not None:
             sent(response.body_sent)

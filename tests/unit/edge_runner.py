@@ -56,11 +56,12 @@ async def poll(check: Callable[[], bool], rounds: int = POLL_ROUNDS) -> bool:
 
 @contextlib.asynccontextmanager
 async def serve(fake: FakeRegistry, tmp_path: Path, *, cancellation: bool = True,
+                storage_settings: dict[str, Any] | None = None,
                 **upstream: Any) -> AsyncIterator[Served]:
     storage = tmp_path / "served"
     config = config_mod.from_mapping({
         "listen": {"http": None},
-        "storage": {"path": str(storage)},
+        "storage": {"path": str(storage), **(storage_settings or {})},
         "upstreams": {UPSTREAM: {"url": fake.url, **upstream}},
         "default_upstream": UPSTREAM,
         "cache": {"tag_ttl": "0s"},

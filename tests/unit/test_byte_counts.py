@@ -120,6 +120,21 @@ async def test_a_client_that_leaves_half_way_is_counted_for_what_it_got(
         assert served.sample("edgecache_saved_bytes_total") == counts[1]
 
 
+async def test_a_blob_too_big_to_cache_is_counted_as_it_is_written(
+        fake: FakeRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No room for it: each reader streams it from upstream itself, through the writer (not
+    sendfile): counted there."""
+    layer = make_layer(2 * 1024 * 1024, seed=53)
+    fake.add_blob(layer)
+    blob = f"/v2/{REPO}/blobs/{layer.digest}"
+    async with serve(fake, tmp_path, storage_settings={"max_size": "1MiB"}) as served:
+        assert await request(served, "GET", blob) == (200, layer.data)
+        assert await logged(caplog, "GET", blob) == [len(layer.data)]
+        assert not served.blob_path(layer.digest).exists()
+        assert served.sample("edgecache_served_bytes_total", source="upstream") == len(
+            layer.data)
+
+
 async def test_tls_pieces_are_counted(tmp_path: Path) -> None:
     """Under TLS a cached blob goes out in pieces through the transport: body_length (what any
     access logger reads) is the body, not the headers plus it."""
