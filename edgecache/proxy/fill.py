@@ -213,8 +213,9 @@ class Fills:
                 fill.started = True
                 await self._download(fill)
         finally:  # whatever ended the task, even a cancel while queued: its readers hear it
-            if not fill.ended:
-                fill._finish(StorageError(f"download of {fill.digest} was cancelled"))
+            if not fill.ended:  # (cancelled: edgecache is stopping; a client may retry)
+                fill._finish(UpstreamUnavailable(
+                    fill.upstream, f"download of {fill.digest} was cancelled (shutting down)"))
             del self._active[str(fill.digest)]
             self._metrics.downloads_in_flight.dec()
 
