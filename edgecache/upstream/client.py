@@ -138,11 +138,12 @@ class UpstreamClient:
     def exchange(self, stage: str) -> Iterator[None]:
         """The one rule for upstream I/O. A network error anywhere (sending a request, reading
         a manifest, tag list, token or blob body) leaves as `UpstreamUnavailable` and counts as
-        a failure towards marking the upstream down; a timeout also makes it suspect. A body
-        read to its end is the exchange's success (the headers alone were not: an upstream that
-        answers and then breaks every body is failing). `stage` labels the error metric;
-        "request" (the headers) uses the error's own kind (dns, tls, timeout...), and its
-        success depends on the status (`_follow`)."""
+        a failure towards marking the upstream down; a timeout also makes it suspect. A
+        registry body read to its end is the exchange's success (the headers alone were not: an
+        upstream that answers and then breaks every body is failing). `stage` labels the error
+        metric; "request" (the headers) uses the error's own kind (dns, tls, timeout...), and
+        its success depends on the status (`_follow`); a token service that answers proves
+        nothing about the registry, so "token" counts only failures."""
         try:
             yield
         except NETWORK_ERRORS as exc:
@@ -151,7 +152,7 @@ class UpstreamClient:
             self.failure(kind if stage == "request" else stage, str(error),
                          unanswered=kind == "timeout")
             raise error from exc
-        if stage != "request":
+        if stage == "body":
             self._succeeded()
 
     def _answered(self, resp: aiohttp.ClientResponse) -> None:
