@@ -28,6 +28,7 @@ from edgecache.errors import ConfigError, EdgecacheError, StorageError
 from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
+from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
@@ -140,7 +141,8 @@ async def _components(app: web.Application, config: Config,
         index.link(upstream, str(digest))
 
     fills = Fills(blobs, quota, metrics, published,
-                  config.limits.max_downloads, config.limits.max_readers_per_blob)
+                  config.limits.max_downloads, config.limits.max_readers_per_blob,
+                  {name: stall_bound(cfg) for name, cfg in config.upstreams.items()})
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     service = app[SERVICE] = RegistryService(
