@@ -267,8 +267,8 @@ class RegistryService:
         if last:
             known = [tag for tag in known if tag > last]
         limit = query.get("n", "")
-        if limit.isascii() and limit.isdigit():  # '²'.isdigit() is True; int() refuses it
-            known = known[: int(limit)]
+        if limit.isascii() and limit.isdigit() and len(limit) <= 18:  # int() refuses '²' and
+            known = known[: int(limit)]  # over 4,300 digits; more than 18 is "all" anyway
         return {"name": target.repository, "tags": known}, None, "stale"
 
 

@@ -19,7 +19,9 @@ configures the faults it needs:
   `down = True`: 503 for all;
   `stop()`: close the port so connections are refused;
 - `redirect(location, ...)`: answer matching requests with a redirect to any URL (hostile
-  redirects: link-local, private, downgrade, loops).
+  redirects: link-local, private, downgrade, loops);
+- `cut_documents_at = k`: manifest and tag-list GETs announce their full Content-Length and
+  hang up after k body bytes (a network cut mid-document).
 
 Only aiohttp.web and the content builders in `tests.support.images` are used.
 """
@@ -220,6 +222,7 @@ class FakeRegistry:
         self.down = False
         self.chunked_manifests = False  # send manifests without Content-Length
         self.extra_headers: dict[str, str] = {}  # added to every answer (hostile headers)
+        self.cut_documents_at: int | None = None  # manifests, tag lists: hang up mid-body
         self._failures: list[_Failure] = []
         self._holds: list[tuple[str, str | None, asyncio.Event]] = []
         self._arrivals: list[tuple[str, str | None, asyncio.Event]] = []
@@ -456,10 +459,10 @@ class FakeRegistry:
                 None, request.method) else None
             if target is not None:
                 return web.Response(status=status, headers={"Location": target})
-        if kind == "manifests":
-            return await self._manifest(request, repo, ref)
-        if kind == "tags":
-            return self._tag_list(request, repo)
+        if kind in ("manifests", "tags"):
+            document = (await self._manifest(request, repo, ref) if kind == "manifests"
+                        else self._tag_list(request, repo))
+            return await self._cut(request, document)
         if request.method == "GET" and self._redirect_to is not None:
             if ref not in self._content.blobs:
                 return _error(404, "BLOB_UNKNOWN", f"blob {ref} unknown")
@@ -485,6 +488,22 @@ class FakeRegistry:
         await response.write_eof()
         return response
 
+    async def _cut(self, request: web.Request,
+                   document: web.StreamResponse) -> web.StreamResponse:
+        """With `cut_documents_at`, a whole GET answer becomes: its full Content-Length
+        announced, that many body bytes sent, then a hang-up. Anything else goes as it is."""
+        body = getattr(document, "body", None)
+        if (self.cut_documents_at is None or request.method != "GET" or document.status != 200
+                or not isinstance(body, bytes)):
+            return document
+        response = web.StreamResponse(headers=document.headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: self.cut_documents_at])
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
     def _tag_list(self, request: web.Request, repo: str) -> web.StreamResponse:
         if repo not in self.tags:
             return _error(404, "NAME_UNKNOWN", f"repository {repo} unknown")
@@ -494,7 +513,7 @@ class FakeRegistry:
             tags = [tag for tag in tags if tag > last]
         headers = {}
         n = request.query.get("n", "")
-        if n.isascii() and n.isdigit() and len(tags) > int(n):
+        if n.isascii() and n.isdigit() and len(n) <= 18 and len(tags) > int(n) > 0:
             tags = tags[: int(n)]
             headers["Link"] = f'</v2/{repo}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
         return web.json_response({"name": repo, "tags": tags}, headers=headers)
