@@ -159,7 +159,8 @@ def _upstream(name: str, raw: object, key: str, p: Problems) -> UpstreamConfig:
     if not isinstance(raw, dict):
         p.add(f"{key}: expected a mapping with at least url, got {show(raw)}")
         return UpstreamConfig(name=name, url="")
-    if "password" in raw:
+    inlined = "password" in raw
+    if inlined:
         p.add(f"{key}.password: passwords are never inlined; put it in a file readable only "
               "by edgecache and set password_file")
         raw = {k: v for k, v in raw.items() if k != "password"}
@@ -168,7 +169,8 @@ def _upstream(name: str, raw: object, key: str, p: Problems) -> UpstreamConfig:
                                              f"{key}.url"), "")
     username = p.value(lambda: fields.string(section, "username", key, ""), "")
     password_file = p.value(lambda: fields.existing_file(section, "password_file", key), "")
-    if bool(section.get("username")) != bool(section.get("password_file")):
+    # an inlined password already says what to do: not a second line about the same fix
+    if not inlined and bool(section.get("username")) != bool(section.get("password_file")):
         p.add(f"{key}: username and password_file go together")
     access = p.value(lambda: fields.choice(section, "access", key,
                                            "authenticated" if username else "public",
