@@ -89,8 +89,13 @@ def validate_name(name: str) -> str:
     return name
 
 
+def is_tag(text: str) -> bool:
+    """Whether `text` is a tag by the spec's grammar (at most 128 characters)."""
+    return TAG_RE.fullmatch(text) is not None
+
+
 def validate_tag(tag: str) -> str:
-    if not TAG_RE.fullmatch(tag):
+    if not is_tag(tag):
         raise TagInvalid(f"invalid tag {tag[:200]!r}")
     return tag
 
