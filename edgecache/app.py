@@ -24,10 +24,11 @@ from aiohttp import web
 
 from edgecache import systemd
 from edgecache.config import Config, parse_hostport, secret_files
-from edgecache.errors import EdgecacheError, StorageError
+from edgecache.errors import ConfigError, EdgecacheError, StorageError
 from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
+from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
@@ -140,7 +141,8 @@ async def _components(app: web.Application, config: Config,
         index.link(upstream, str(digest))
 
     fills = Fills(blobs, quota, metrics, published,
-                  config.limits.max_downloads, config.limits.max_readers_per_blob)
+                  config.limits.max_downloads, config.limits.max_readers_per_blob,
+                  {name: stall_bound(cfg) for name, cfg in config.upstreams.items()})
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     service = app[SERVICE] = RegistryService(
@@ -256,15 +258,16 @@ async def serve(config: Config) -> None:
                                            access_log=None, shutdown_timeout=1.0)
             await metrics_runner.setup()
             host, port = parse_hostport(config.metrics.listen, "metrics.listen")
-            await web.TCPSite(metrics_runner, host, port, reuse_address=True).start()
+            await _listen(web.TCPSite(metrics_runner, host, port, reuse_address=True),
+                          "metrics.listen", config.metrics.listen)
             log.info("metrics on http://%s/metrics", config.metrics.listen)
         for scheme, address in (("http", config.listen.http), ("https", config.listen.https)):
             if not address:
                 continue
             host, port = parse_hostport(address, f"listen.{scheme}")
             context = tls.context if scheme == "https" and tls is not None else None
-            await web.TCPSite(runner, host, port, reuse_address=True,
-                              ssl_context=context).start()
+            await _listen(web.TCPSite(runner, host, port, reuse_address=True,
+                                      ssl_context=context), f"listen.{scheme}", address)
             log.info("edgecache listening on %s://%s", scheme, address)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -290,6 +293,16 @@ async def serve(config: Config) -> None:
         await runner.cleanup()  # stops the metrics listener too (stop_metrics), then the index
         await stop_metrics(app)
         log.info("stopped")
+
+
+async def _listen(site: web.TCPSite, key: str, address: str) -> None:
+    """A listener that cannot bind (port in use, an address not on this host, a name that does
+    not resolve) is the operator's to fix: one line naming the key, not a traceback."""
+    try:
+        await site.start()
+    except OSError as exc:  # asyncio's message repeats the address: the errno's text suffices
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or exc
+        raise ConfigError(f"{key} {address}: cannot listen: {reason}") from exc
 
 
 async def _renew(reload: Reload) -> None:

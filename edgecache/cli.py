@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgecache import __version__
-from edgecache.config import Config, StorageConfig, load
+from edgecache.config import Config, InvalidConfig, load
 from edgecache.errors import ConfigError, EdgecacheError
 
 T = TypeVar("T")
@@ -79,9 +79,14 @@ def _airgap_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _load(args: argparse.Namespace) -> Config:
+    """The config, with `--storage-path` replacing only the path: the quota (max_size,
+    min_free, watermarks) still applies to wherever the cache lives."""
     config = load(args.config)
-    if getattr(args, "storage_path", None):
-        config = replace(config, storage=StorageConfig(path=Path(args.storage_path)))
+    override = getattr(args, "storage_path", None)
+    if override is not None:
+        if not override.strip():
+            raise ConfigError("--storage-path: must not be empty")
+        config = replace(config, storage=replace(config.storage, path=Path(override)))
     return config
 
 
@@ -90,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load(args)
     except ConfigError as exc:
-        print(f"edgecache: config: {exc}", file=sys.stderr)
+        for problem in exc.problems if isinstance(exc, InvalidConfig) else (str(exc),):
+            print(f"edgecache: config: {problem}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(f"{args.config}: ok ({len(config.upstreams)} upstreams)")

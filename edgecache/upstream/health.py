@@ -5,6 +5,9 @@ marked down: requests stop waiting on it and fail at once, so the proxy serves w
 without any timeout. A background probe (`GET /v2/`, any answer below 500 counts) with
 exponential backoff marks it up again. Each change of state is logged once, not per request.
 
+Failures are counted per exchange, whatever part of it failed (the request, or reading the
+body: `UpstreamClient.exchange` is the one rule); an exchange succeeds once it is whole.
+
 Before that, an upstream is `suspect` from the moment it leaves someone waiting (a caller gave
 up on it, or a request timed out) until it next answers anything successfully. Marking down
 takes `threshold` x `response_timeout` (30 s by default) against a black hole; a suspect
@@ -46,14 +49,20 @@ class UpstreamHealth:
         self.suspect = False
 
     def success(self) -> None:
+        """One exchange succeeded whole (for a GET: its body read to the end)."""
         self._failures = 0
         self.last_success = time.time()
+        self.answered()
+        if not self.up:
+            self._set(True, "answering again")
+
+    def answered(self) -> None:
+        """The upstream answered (its headers came back): it leaves nobody waiting, so it is no
+        longer suspect; but the exchange is not a success before its body has been read."""
         if self.suspect:
             self.suspect = False
             log.info("upstream %s answered again; cached tags wait for its answer again",
                      self.name)
-        if not self.up:
-            self._set(True, "answering again")
 
     def failure(self, reason: str, *, unanswered: bool = False) -> None:
         """One failed exchange; `unanswered` when it failed by timing out (nothing came back)."""

@@ -159,14 +159,14 @@ class ClientAuth:
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
-            token = value.strip().encode()
+            token = value.strip().encode("utf-8", "surrogateescape")  # a header's raw bytes
             return bool(token) and any(hmac.compare_digest(token, t) for t in self._tokens)
         if scheme != "basic" or not self._users:
             return False
         try:
             user, sep, password = base64.b64decode(value.strip(), validate=True).decode(
                 "utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # not base64, not ASCII, or not UTF-8 inside
             return False
         if not sep:
             return False

@@ -6,8 +6,10 @@ access log line; the time to answer is observed per route.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -109,6 +111,13 @@ class RegistryHandlers:
                 exc.size = self._service.known_size(target)
                 raise
         answer: BlobAnswer = await self._service.blob(target, head)
+        # the reader (a download in progress) is closed on every path from here: a bad Range,
+        # headers that cannot be sent, a client gone before them
+        with answer.reader if answer.reader is not None else contextlib.nullcontext():
+            return await self._blob_answer(request, answer, head)
+
+    async def _blob_answer(self, request: web.Request, answer: BlobAnswer,
+                           head: bool) -> web.StreamResponse:
         headers = {
             CACHE_HEADER: RESULTS[answer.source],
             "Content-Type": "application/octet-stream",
@@ -116,13 +125,8 @@ class RegistryHandlers:
             "ETag": f'"{answer.digest}"',
             "Accept-Ranges": "bytes",
         }
-        try:
-            span = (parse_range(request.headers.get("Range"), answer.size)
-                    if answer.size is not None else None)
-        except Exception:
-            if answer.reader is not None:
-                answer.reader.close()
-            raise
+        span = (parse_range(request.headers.get("Range"), answer.size)
+                if answer.size is not None else None)
         self._result(request, answer.source)
         if head:
             if answer.size is not None:
@@ -131,20 +135,27 @@ class RegistryHandlers:
         length = None if answer.size is None else (
             answer.size if span is None else span[1] - span[0])
         if answer.path is not None and answer.size is not None and length is not None:
-            self._child("served_bytes", "cache").inc(length)
-            self._metrics.saved_bytes.inc(length)
-            return BlobFileResponse(answer.path, answer.size, span, headers)
+            return BlobFileResponse(answer.path, answer.size, span, headers,
+                                    self._counter("cache", saved=True))
         assert answer.reader is not None
         self._metrics.fill_readers.inc()
         try:
-            response, sent = await stream_fill(request, answer.reader, answer.size, span,
-                                               headers)
+            return await stream_fill(request, answer.reader, answer.size, span, headers,
+                                     self._counter("upstream", saved=answer.joined))
         finally:
             self._metrics.fill_readers.dec()
-        self._child("served_bytes", "upstream").inc(sent)
-        if answer.joined:
-            self._metrics.saved_bytes.inc(sent)
-        return response
+
+    def _counter(self, source: str, saved: bool) -> Callable[[int], None]:
+        """Counts a blob body's bytes once it has gone out: what was sent, not what was
+        promised (a client that leaves half-way got half)."""
+        served = self._child("served_bytes", source)
+        saved_bytes = self._metrics.saved_bytes
+
+        def count(sent: int) -> None:
+            served.inc(sent)
+            if saved:
+                saved_bytes.inc(sent)
+        return count
 
     async def _tags(self, request: web.Request, target: Target) -> web.StreamResponse:
         """Sorted and paged by edgecache (`proxy/tags.py`); the Link is ours, never the

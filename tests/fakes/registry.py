@@ -19,7 +19,9 @@ configures the faults it needs:
   `down = True`: 503 for all;
   `stop()`: close the port so connections are refused;
 - `redirect(location, ...)`: answer matching requests with a redirect to any URL (hostile
-  redirects: link-local, private, downgrade, loops).
+  redirects: link-local, private, downgrade, loops);
+- `cut_documents_at = k`: manifest and tag-list GETs announce their full Content-Length and
+  hang up after k body bytes (a network cut mid-document).
 - tag lists: `tags_sorted = False` sends them in the order added; `tags_page_limit` pages at a
   limit of its own (with a Link), whatever `n` asks; `tags_body` replaces the answer's bytes.
 - referrers (an OCI 1.1 upstream, which the Debian docker-registry is not): `referrers_api =
@@ -237,6 +239,7 @@ class FakeRegistry:
         self.referrers_body: tuple[int, str, bytes] | None = None
         self.referrers: dict[tuple[str, str], list[dict[str, object]]] = {}
         self.extra_headers: dict[str, str] = {}  # added to every answer (hostile headers)
+        self.cut_documents_at: int | None = None  # manifests, tag lists: hang up mid-body
         self._failures: list[_Failure] = []
         self._holds: list[tuple[str, str | None, asyncio.Event]] = []
         self._arrivals: list[tuple[str, str | None, asyncio.Event]] = []
@@ -477,10 +480,10 @@ class FakeRegistry:
                 None, request.method) else None
             if target is not None:
                 return web.Response(status=status, headers={"Location": target})
-        if kind == "manifests":
-            return await self._manifest(request, repo, ref)
-        if kind == "tags":
-            return self._tag_list(request, repo)
+        if kind in ("manifests", "tags"):
+            document = (await self._manifest(request, repo, ref) if kind == "manifests"
+                        else self._tag_list(request, repo))
+            return await self._cut(request, document)
         if kind == "referrers":
             return self._referrers(request, repo, ref)
         if request.method == "GET" and self._redirect_to is not None:
@@ -508,6 +511,22 @@ class FakeRegistry:
         await response.write_eof()
         return response
 
+    async def _cut(self, request: web.Request,
+                   document: web.StreamResponse) -> web.StreamResponse:
+        """With `cut_documents_at`, a whole GET answer becomes: its full Content-Length
+        announced, that many body bytes sent, then a hang-up. Anything else goes as it is."""
+        body = getattr(document, "body", None)
+        if (self.cut_documents_at is None or request.method != "GET" or document.status != 200
+                or not isinstance(body, bytes)):
+            return document
+        response = web.StreamResponse(headers=document.headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: self.cut_documents_at])
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
     def _tag_list(self, request: web.Request, repo: str) -> web.StreamResponse:
         if repo not in self.tags:
             return _error(404, "NAME_UNKNOWN", f"repository {repo} unknown")
@@ -519,12 +538,13 @@ class FakeRegistry:
             tags = tags[tags.index(last) + 1:] if last in tags else [t for t in tags if t > last]
         headers = {}
         n = request.query.get("n", "")
-        limit = int(n) if n.isascii() and n.isdigit() else None
+        limit = int(n) if n.isascii() and n.isdigit() and len(n) <= 18 else None
         if self.tags_page_limit is not None:
             limit = min(limit, self.tags_page_limit) if limit is not None else self.tags_page_limit
         if limit is not None and len(tags) > limit:
             tags = tags[:limit]
-            headers["Link"] = f'</v2/{repo}/tags/list?n={limit}&last={tags[-1]}>; rel="next"'
+            if tags:  # n=0: an empty list and no Link
+                headers["Link"] = f'</v2/{repo}/tags/list?n={limit}&last={tags[-1]}>; rel="next"'
         return web.json_response({"name": repo, "tags": tags}, headers=headers)
 
     def _referrers(self, request: web.Request, repo: str, subject: str) -> web.StreamResponse:
