@@ -178,8 +178,11 @@ class RegistryHandlers:
         if answer.filters:
             response.headers["OCI-Filters-Applied"] = answer.filters
         if answer.link and (match := _LINK_RE.search(answer.link)):
-            # the upstream's paging parameters, on our URL
-            response.headers["Link"] = self._link(request, dict(URL(match.group(1)).query))
+            # the upstream's paging parameters, on our URL; only its query is read (the rest,
+            # the upstream's host and path, may be anything an upstream writes)
+            query = match.group(1).partition("?")[2].partition("#")[0]
+            following = dict(URL.build(path="/", query_string=query).query)
+            response.headers["Link"] = self._link(request, following)
         return response
 
     @staticmethod

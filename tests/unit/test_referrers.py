@@ -90,6 +90,20 @@ async def test_upstream_pages_come_back_through_edgecache(fake: FakeRegistry,
     assert first + rest == fake.referrers[(REPO, subject)]
 
 
+@pytest.mark.parametrize("link", [
+    "<http://[::1/v2/x?next=2>; rel=next", "<http://h:99999999/x?next=2>; rel=next",
+    "<?next=2#frag%zz>; rel=next"])
+async def test_a_hostile_upstream_link_keeps_only_its_query(fake: FakeRegistry, edge: Edge,
+                                                             link: str) -> None:
+    subject = with_referrers(fake)
+    fake.extra_headers = {"Link": link}
+
+    async with edge.client.get(f"/v2/{REPO}/referrers/{subject}") as resp:
+        assert resp.status == 200
+        ours = resp.headers["Link"]
+    assert ours.startswith(f"</v2/{REPO}/referrers/{subject}?next=2") and "\n" not in ours
+
+
 async def test_no_referrers_api_is_a_404_to_fall_back_on(fake: FakeRegistry, edge: Edge) -> None:
     """Distribution 2.8 answers 404 (plain text): the client must read the tag schema next."""
     image = make_image([make_layer(1000, 2)])
