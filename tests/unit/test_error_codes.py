@@ -51,3 +51,16 @@ async def test_a_manifest_name_that_is_no_tag_is_unknown_without_asking(
         assert resp.status == 400
         assert (await resp.json())["errors"][0]["code"] == "DIGEST_INVALID"
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"],
+                         ids=["unclosed", "closed"])
+async def test_a_manifest_nested_past_the_parser_is_invalid_not_a_crash(
+        fake: FakeRegistry, edge: Edge, body: bytes) -> None:
+    digest = fake.add_manifest("team/app", body, "application/vnd.oci.image.manifest.v1+json",
+                               tags=["deep"])
+    for reference in ("deep", digest):
+        async with edge.client.get(f"/v2/team/app/manifests/{reference}") as resp:
+            assert resp.status == 502, await resp.text()
+            assert (await resp.json())["errors"][0]["code"] == "MANIFEST_INVALID"
+    assert edge.blob_files() == []
