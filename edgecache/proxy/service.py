@@ -36,7 +36,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgecache.config import CacheConfig
-from edgecache.errors import EdgecacheError, NotFound, UpstreamAuthError, UpstreamError
+from edgecache.errors import (
+    EdgecacheError,
+    NotFound,
+    UpstreamAuthError,
+    UpstreamBadResponse,
+    UpstreamError,
+)
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.proxy.claims import Claims
@@ -256,7 +262,12 @@ class RegistryService:
         tags we know of when it cannot answer; and the source ("upstream" or "stale")."""
         client = self._upstreams[target.upstream]
         try:
-            tags, link = await client.list_tags(target.repository, query.upstream())
+            try:
+                tags, link = await client.list_tags(target.repository, query.upstream())
+            except UpstreamBadResponse:  # maybe n + 1 over the upstream's own limit
+                if query.n is None:
+                    raise
+                tags, link = await client.list_tags(target.repository, query.upstream(extra=0))
             return page(tags, query, link), "upstream"
         except UpstreamError:
             known = self._index.tags(target.upstream, target.repository)

@@ -4,7 +4,9 @@ The spec (v1.1.1, "Listing Tags") wants tags in lexical order, `n` results unles
 a `Link` header says where the rest are, and `last` excluded. Upstreams differ: Distribution 2.8
 ignores `n` and `last` and sends everything, Docker Hub pages, some do not sort. So edgecache
 sorts, filters and cuts what it got, and says itself whether more remain: it asks the upstream
-for one tag more than the page, so it knows without trusting (or parsing) the upstream's Link.
+for one tag more than the page, so it knows without trusting (or parsing) the upstream's Link
+(an upstream that refuses that `n`, as Distribution 3.0 does over its `maxtags`, is asked for
+exactly `n`; then its Link, or more tags than asked, says it).
 The order is byte order (Go's `sort.Strings`, Distribution's): the spec's "case-insensitive"
 gloss contradicts the reference implementation, and `last` must compare the way the upstream
 that honours it does, or a page boundary would skip tags.
@@ -38,9 +40,10 @@ class TagQuery:
             n = MAX_PAGE if len(digits) > len(str(MAX_PAGE)) else min(int(digits), MAX_PAGE)
         return cls(n, query.get("last") or None)
 
-    def upstream(self) -> dict[str, str]:
-        """What to ask the upstream: one tag more than the page, to learn whether more remain."""
-        query = {"n": str(self.n + 1)} if self.n is not None else {}
+    def upstream(self, extra: int = 1) -> dict[str, str]:
+        """What to ask the upstream: `extra` tags more than the page, to learn whether more
+        remain (0 for an upstream that refuses an `n` over its own limit)."""
+        query = {"n": str(self.n + extra)} if self.n is not None else {}
         if self.last:
             query["last"] = self.last
         return query

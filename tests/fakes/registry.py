@@ -23,7 +23,8 @@ configures the faults it needs:
 - `cut_documents_at = k`: manifest and tag-list GETs announce their full Content-Length and
   hang up after k body bytes (a network cut mid-document).
 - tag lists: `tags_sorted = False` sends them in the order added; `tags_page_limit` pages at a
-  limit of its own (with a Link), whatever `n` asks; `tags_body` replaces the answer's bytes.
+  limit of its own (with a Link), whatever `n` asks; `tags_max_n` refuses a larger `n` with a
+  400 (Distribution 3.0 over its `maxtags`); `tags_body` replaces the answer's bytes.
 - referrers (an OCI 1.1 upstream, which the Debian docker-registry is not): `referrers_api =
   True` serves `/v2/<name>/referrers/<digest>` from `add_referrer(...)`, with the artifactType
   filter (`filter_referrers`), pages of `referrers_page` descriptors behind a Link;
@@ -233,6 +234,7 @@ class FakeRegistry:
         self.tags_sorted = True
         self.tags_page_limit: int | None = None
         self.tags_body: bytes | None = None
+        self.tags_max_n: int | None = None
         self.referrers_api = False
         self.filter_referrers = True
         self.referrers_page: int | None = None
@@ -539,6 +541,8 @@ class FakeRegistry:
         headers = {}
         n = request.query.get("n", "")
         limit = int(n) if n.isascii() and n.isdigit() and len(n) <= 18 else None
+        if self.tags_max_n is not None and limit is not None and limit > self.tags_max_n:
+            return _error(400, "PAGINATION_NUMBER_INVALID", f"n over {self.tags_max_n}")
         if self.tags_page_limit is not None:
             limit = min(limit, self.tags_page_limit) if limit is not None else self.tags_page_limit
         if limit is not None and len(tags) > limit:

@@ -89,6 +89,18 @@ async def test_an_upstream_page_limit_is_paged_through(fake: FakeRegistry, edge:
     assert [tag for page in pages for tag in page] == tags
 
 
+async def test_an_upstream_refusing_n_plus_one_is_asked_for_n(fake: FakeRegistry,
+                                                                edge: Edge) -> None:
+    fake.tags_max_n = 2
+    fake.add_image(REPO, make_image([make_layer(1000, 12)]), tags=["a", "b", "c"])
+
+    pages, _ = await walk(edge, f"/v2/{REPO}/tags/list?n=2")
+
+    assert pages == [["a", "b"], ["c"]]  # the upstream's Link said there was more
+    assert [r.query.get("n") for r in fake.api_requests(path=f"/v2/{REPO}/tags/list")] == [
+        "3", "2", "3", "2"]
+
+
 async def test_n_zero_is_an_empty_list_without_link(fake: FakeRegistry, edge: Edge) -> None:
     fake.add_image(REPO, make_image([make_layer(1000, 9)]), tags=["a", "b"])
 
