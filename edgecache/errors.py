@@ -10,6 +10,9 @@ EdgecacheError
 ├── TooManyRequests         a concurrency bound was reached; retry shortly
 ├── NotFound                the content does not exist (here and, where asked, upstream)
 │   ├── BlobUnknown, ManifestUnknown, NameUnknown
+│   ├── BlobUploadUnknown   an upload session: a pull-through cache has none
+│   ├── NotOffered          an API edgecache does not serve (or its upstream does not offer):
+│   │                       a 404, so clients use their documented fallback
 │   └── NotCached           an export needs content the cache does not hold (warm it first)
 ├── UpstreamError           the upstream could not give us what we needed
 │   ├── UpstreamUnavailable refused, DNS, timeout, TLS, 5xx, 429
@@ -89,6 +92,15 @@ class ManifestUnknown(NotFound):
 
 class NameUnknown(NotFound):
     pass
+
+
+class BlobUploadUnknown(NotFound):
+    pass
+
+
+class NotOffered(NotFound):
+    """A path that is no endpoint edgecache serves, or an optional API (referrers) its upstream
+    does not answer: the spec's clients treat a 404 there as "not available" and fall back."""
 
 
 class NotCached(NotFound):

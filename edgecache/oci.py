@@ -89,8 +89,13 @@ def validate_name(name: str) -> str:
     return name
 
 
+def is_tag(text: str) -> bool:
+    """Whether `text` is a tag by the spec's grammar (at most 128 characters)."""
+    return TAG_RE.fullmatch(text) is not None
+
+
 def validate_tag(tag: str) -> str:
-    if not TAG_RE.fullmatch(tag):
+    if not is_tag(tag):
         raise TagInvalid(f"invalid tag {tag[:200]!r}")
     return tag
 
@@ -106,7 +111,7 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
     """
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # nesting deeper than the parser takes
         raise ManifestInvalid("manifest is not valid JSON") from exc
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest is not a JSON object")
@@ -135,7 +140,7 @@ def manifest_children(body: bytes) -> list[str]:
     manifests. A stored manifest has already been parsed once, so garbage yields nothing."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return []
     if not isinstance(doc, dict):
         return []

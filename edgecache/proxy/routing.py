@@ -6,7 +6,9 @@
 3. Docker's `registry-mirrors` name no registry: the request goes to `default_upstream`.
 
 A registry name that is not configured is refused here, before any connection: edgecache never
-contacts a host that is not in its configuration.
+contacts a host that is not in its configuration. So is everything that cannot name content:
+a manifest reference that is neither a digest nor a tag is a manifest that does not exist (the
+spec's 404 MANIFEST_UNKNOWN), answered without asking anyone; a malformed digest is a 400.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from edgecache.errors import NameInvalid, NameUnknown, Unsupported
-from edgecache.oci import DOCKER_HUB, Digest, official_repository, validate_name, validate_tag
+from edgecache.errors import (
+    BlobUploadUnknown,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    NotOffered,
+)
+from edgecache.oci import DOCKER_HUB, Digest, is_tag, official_repository, validate_name
 
-Kind = Literal["manifests", "blobs", "tags"]
+Kind = Literal["manifests", "blobs", "tags", "referrers"]
 
-_PATH_RE = re.compile(r"^(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)$")
+_PATH_RE = re.compile(r"^(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<ref>[^/]+)$")
 # Docker Hub answers to several host names; containerd sends `ns=docker.io`, others the API host.
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
@@ -33,7 +41,7 @@ class Target:
     upstream: str
     repository: str
     kind: Kind
-    reference: str  # a tag or digest for manifests, a digest for blobs, "list" for tags
+    reference: str  # a tag or digest for manifests, a digest for blobs and referrers, "list"
 
     @property
     def is_digest(self) -> bool:
@@ -59,24 +67,28 @@ class Router:
         return None
 
     def resolve(self, path: str, ns: str | None) -> Target:
-        """Parse the part of the URL path after `/v2/` (still percent-encoded) and `?ns=`."""
+        """Parse the part of the URL path after `/v2/` (still percent-encoded) and `?ns=`, for a
+        GET or HEAD (the caller refuses other methods first)."""
         if "%" in path or "\\" in path or "\x00" in path:
             raise NameInvalid("encoded or escaped characters are not allowed in registry paths")
+        if {".", ".."} & set(path.split("/")):
+            raise NameInvalid("path segments '.' and '..' are not allowed in registry paths")
         if "/blobs/uploads" in f"/{path}":
-            raise Unsupported("pushing is not supported by a pull-through cache")
+            raise BlobUploadUnknown("no uploads: pushing is not supported by a pull-through cache")
         match = _PATH_RE.match(path)
         if match is None:
-            raise NameInvalid(f"not a registry API path: /v2/{path[:200]}")
+            if path.rstrip("/") == "_catalog":
+                raise NotOffered("the catalog is not offered by this mirror")
+            raise NotOffered(f"not a registry API endpoint: /v2/{path[:200]}")
         name, kind, ref = match.group("name"), match.group("kind"), match.group("ref")
+        if kind == "tags" and ref != "list":
+            raise NotOffered(f"not a registry API endpoint: /v2/{path[:200]}")
         upstream, repository = self._split(name, ns)
         repository = official_repository(upstream, validate_name(repository))
-        if kind == "tags":
-            if ref != "list":
-                raise NameInvalid(f"unknown tags endpoint {ref[:50]!r}")
-        elif kind == "blobs" or ":" in ref:
-            ref = str(Digest.parse(ref))
-        else:
-            validate_tag(ref)
+        if kind in ("blobs", "referrers") or (kind == "manifests" and ":" in ref):
+            ref = str(Digest.parse(ref))  # a tag has no ':', so this one means a digest
+        elif kind == "manifests" and not is_tag(ref):
+            raise ManifestUnknown(f"manifest unknown: {ref[:200]!r} is neither a tag nor a digest")
         return Target(upstream, repository, kind, ref)  # type: ignore[arg-type]
 
     def _split(self, name: str, ns: str | None) -> tuple[str, str]:

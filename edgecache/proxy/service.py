@@ -34,10 +34,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from edgecache.config import CacheConfig
-from edgecache.errors import EdgecacheError, NotFound, UpstreamAuthError, UpstreamError
+from edgecache.errors import (
+    EdgecacheError,
+    NotFound,
+    UpstreamAuthError,
+    UpstreamBadResponse,
+    UpstreamError,
+)
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.proxy.claims import Claims
@@ -46,8 +51,10 @@ from edgecache.proxy.fill import Fill, FillReader, Fills
 from edgecache.proxy.lookups import Lookups, absent
 from edgecache.proxy.manifests import ManifestAnswer, Manifests, parse_upstream_digest
 from edgecache.proxy.negative import Absences, Key
+from edgecache.proxy.referrers import Referrers, list_referrers
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
+from edgecache.proxy.tags import TagPage, TagQuery, page
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
@@ -250,26 +257,28 @@ class RegistryService:
 
     # ---- tags ---------------------------------------------------------------------------------
 
-    async def tags(self, target: Target,
-                   query: Mapping[str, str]) -> tuple[Any, str | None, str]:
-        """The upstream's tag list, or the tags we know of when it cannot answer; and the
-        source ("upstream" or "stale")."""
+    async def tags(self, target: Target, query: TagQuery) -> tuple[TagPage, str]:
+        """The page of the upstream's tag list (`proxy/tags.py`: sorted, paged by us), or of the
+        tags we know of when it cannot answer; and the source ("upstream" or "stale")."""
         client = self._upstreams[target.upstream]
         try:
-            doc, link = await client.list_tags(target.repository, query)
-            return doc, link, "upstream"
+            try:
+                tags, link = await client.list_tags(target.repository, query.upstream())
+            except UpstreamBadResponse:  # maybe n + 1 over the upstream's own limit
+                if query.n is None:
+                    raise
+                tags, link = await client.list_tags(target.repository, query.upstream(extra=0))
+            return page(tags, query, link), "upstream"
         except UpstreamError:
             known = self._index.tags(target.upstream, target.repository)
             if not known:
                 raise
             self._metrics.stale_serves.labels(target.upstream).inc()
-        last = query.get("last")
-        if last:
-            known = [tag for tag in known if tag > last]
-        limit = query.get("n", "")
-        if limit.isascii() and limit.isdigit() and len(limit) <= 18:  # int() refuses '²' and
-            known = known[: int(limit)]  # over 4,300 digits; more than 18 is "all" anyway
-        return {"name": target.repository, "tags": known}, None, "stale"
+        return page(known, query), "stale"
+
+    async def referrers(self, target: Target, query: Mapping[str, str]) -> Referrers:
+        """Passed through from the route's own upstream (`proxy/referrers.py`)."""
+        return await list_referrers(self._upstreams[target.upstream], target, query)
 
 
 def _not_ours(exc: EdgecacheError, fill: Fill, client: UpstreamClient) -> bool:

@@ -33,7 +33,7 @@ from edgecache.errors import (
     UpstreamUnavailable,
 )
 from edgecache.metrics import Metrics
-from edgecache.oci import MANIFEST_ACCEPT
+from edgecache.oci import MANIFEST_ACCEPT, OCI_INDEX
 from edgecache.upstream.auth import (
     DEFAULT_TOKEN_TTL,
     Challenge,
@@ -245,19 +245,46 @@ class UpstreamClient:
             raise
         return BlobStream(self, resp, start, total)
 
-    async def list_tags(self, repository: str, query: Mapping[str, str]) -> tuple[Any, str | None]:
+    async def list_tags(self, repository: str,
+                        query: Mapping[str, str]) -> tuple[list[object], str | None]:
+        """The tags as the upstream sent them (`proxy/tags.py` sorts and pages) and its Link."""
         async with await self._request("GET", f"/v2/{repository}/tags/list", repository,
                                        params=query, accept="application/json") as resp:
             await self._check(resp, NameUnknown)
-            with self.exchange("body"):
-                body = await _read_upto(resp, self.manifest_limit + 1)
-            try:
-                doc = json.loads(body)
-            except ValueError as exc:
-                raise UpstreamBadResponse(self.name, "tag list is not JSON") from exc
-            if len(body) > self.manifest_limit or not isinstance(doc, dict):
-                raise UpstreamBadResponse(self.name, "tag list is not a JSON object")
-            return doc, resp.headers.get("Link")
+            _, doc = await self._json(resp, "tag list")
+            tags = doc.get("tags")
+            if not isinstance(tags, list | None):
+                raise UpstreamBadResponse(self.name, "tag list has no list of tags")
+            return tags or [], resp.headers.get("Link")
+
+    async def get_referrers(self, repository: str, digest: str,
+                            query: Mapping[str, str]) -> tuple[bytes, str | None, str | None]:
+        """An OCI 1.1 upstream's referrers index: its bytes (checked to be an image index), its
+        Link and OCI-Filters-Applied. A 404 is a NotFound: no referrers API there."""
+        async with await self._request("GET", f"/v2/{repository}/referrers/{digest}", repository,
+                                       params=query, accept=OCI_INDEX) as resp:
+            await self._check(resp, ManifestUnknown)
+            declared = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+            if declared != OCI_INDEX:
+                raise UpstreamBadResponse(self.name, f"referrers as {declared[:100]!r}: no index")
+            body, doc = await self._json(resp, "referrers answer")
+            if not isinstance(doc.get("manifests"), list):
+                raise UpstreamBadResponse(self.name, "referrers answer is not an image index")
+            return body, resp.headers.get("Link"), resp.headers.get("OCI-Filters-Applied")
+
+    async def _json(self, resp: aiohttp.ClientResponse, what: str) -> tuple[bytes, dict[str, Any]]:
+        """A JSON object body of at most `manifest_limit` bytes, and its bytes."""
+        with self.exchange("body"):
+            body = await _read_upto(resp, self.manifest_limit + 1)
+        if len(body) > self.manifest_limit:
+            raise UpstreamBadResponse(self.name, f"{what} over {self.manifest_limit} bytes")
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting a parser refuses
+            raise UpstreamBadResponse(self.name, f"{what} is not JSON") from exc
+        if not isinstance(doc, dict):
+            raise UpstreamBadResponse(self.name, f"{what} is not a JSON object")
+        return body, doc
 
     # ---- transport: auth, redirects, errors ---------------------------------------------------
 
@@ -379,7 +406,8 @@ class UpstreamClient:
             errors = json.loads(body).get("errors") or []
             first = errors[0]
             return str(first.get("code", "")) or None, str(first.get("message", ""))[:200]
-        except (*NETWORK_ERRORS, ValueError, AttributeError, IndexError, TypeError, KeyError):
+        except (*NETWORK_ERRORS, ValueError, RecursionError, AttributeError, IndexError, TypeError,
+                KeyError):
             return None, ""
 
     async def _fetch_token(self, challenge: Challenge, scope: str) -> tuple[str, float]:

@@ -18,19 +18,28 @@ log = logging.getLogger(__name__)
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
-# Most specific first: the first row whose class matches wins.
+# Most specific first: the first row whose class matches wins. Every 4XX code is one of the
+# distribution spec's (v1.1.1, code-1..14): a JSON error body there MUST use them. 5XX answers
+# keep Distribution's own UNAVAILABLE / UNKNOWN: the spec's table governs 4XX bodies, and none
+# of its codes means "the upstream failed".
 ERROR_TABLE: tuple[tuple[type[errors.EdgecacheError], int, str], ...] = (
     (errors.Unauthorized, 401, "UNAUTHORIZED"),
     (errors.NameInvalid, 400, "NAME_INVALID"),
-    (errors.TagInvalid, 400, "TAG_INVALID"),
+    # a reference that is neither a digest nor a tag names no manifest: the spec's 404
+    (errors.TagInvalid, 404, "MANIFEST_UNKNOWN"),
     (errors.DigestInvalid, 400, "DIGEST_INVALID"),
-    (errors.RangeNotSatisfiable, 416, "RANGE_INVALID"),
+    # no range code in the spec: the range does not fit the blob's length (Content-Range says it)
+    (errors.RangeNotSatisfiable, 416, "SIZE_INVALID"),
     (errors.Unsupported, 405, "UNSUPPORTED"),
     (errors.InvalidRequest, 400, "UNSUPPORTED"),
     (errors.TooManyRequests, 429, "TOOMANYREQUESTS"),
     (errors.BlobUnknown, 404, "BLOB_UNKNOWN"),
     (errors.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
     (errors.NameUnknown, 404, "NAME_UNKNOWN"),
+    (errors.BlobUploadUnknown, 404, "BLOB_UPLOAD_UNKNOWN"),
+    # never NAME_UNKNOWN: ORAS (and the clients built on it) read a referrers 404 with that code
+    # as "no such repository" and skip the tag-schema fallback
+    (errors.NotOffered, 404, "UNSUPPORTED"),
     (errors.NotFound, 404, "NAME_UNKNOWN"),
     (errors.UpstreamUnavailable, 503, "UNAVAILABLE"),
     (errors.UpstreamAuthError, 403, "DENIED"),
@@ -40,7 +49,8 @@ ERROR_TABLE: tuple[tuple[type[errors.EdgecacheError], int, str], ...] = (
     (errors.EdgecacheError, 500, "UNKNOWN"),
 )
 
-HTTP_CODES = {404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
+# aiohttp's own refusals (a path outside the API, a body over the limit), in the spec's codes.
+HTTP_CODES = {404: "UNSUPPORTED", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -83,7 +93,7 @@ async def error_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = HTTP_CODES.get(exc.status, "UNKNOWN")
+        code = HTTP_CODES.get(exc.status, "UNSUPPORTED" if exc.status < 500 else "UNKNOWN")
         return error_response(exc.status, code, exc.reason)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path[:200])

@@ -17,15 +17,17 @@ from yarl import URL
 
 from edgecache.errors import RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
+from edgecache.oci import OCI_INDEX
 from edgecache.proxy.routing import Router, Target
 from edgecache.proxy.service import BlobAnswer, ManifestAnswer, RegistryService
+from edgecache.proxy.tags import TagQuery
 from edgecache.web.auth import ClientAuth
 from edgecache.web.observability import ACCESS
 from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
 
 _LINK_RE = re.compile(r"<([^>]*)>")
 READ_METHODS = frozenset({"GET", "HEAD"})
-ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags"}
+ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers"}
 RESULTS = {"cache": "hit", "upstream": "miss", "stale": "stale"}
 CACHE_HEADER = "X-Edgecache-Cache"
 # A Range checked against an unbounded size before anything is fetched: a malformed one is
@@ -64,6 +66,8 @@ class RegistryHandlers:
                 return await self._manifest(request, target)
             if target.kind == "blobs":
                 return await self._blob(request, target)
+            if target.kind == "referrers":
+                return await self._referrers(request, target)
             return await self._tags(request, target)
         finally:
             result = request[ACCESS]["result"]
@@ -154,14 +158,35 @@ class RegistryHandlers:
         return count
 
     async def _tags(self, request: web.Request, target: Target) -> web.StreamResponse:
-        query = {k: v for k, v in request.query.items() if k in ("n", "last")}
-        doc, link, source = await self._service.tags(target, query)
+        """Sorted and paged by edgecache (`proxy/tags.py`); the Link is ours, never the
+        upstream's: it names the next page as this client asked for it, `ns` kept."""
+        query = TagQuery.parse(request.query)
+        page, source = await self._service.tags(target, query)
         self._result(request, source)
-        response = web.json_response(doc)
-        if link and (match := _LINK_RE.search(link)):
-            upstream_query = dict(URL(match.group(1)).query)
-            if "ns" in request.query:
-                upstream_query["ns"] = request.query["ns"]
-            next_url = request.rel_url.with_query(upstream_query)
-            response.headers["Link"] = f'<{next_url}>; rel="next"'
+        response = web.json_response({"name": target.repository, "tags": page.tags})
+        if page.more:
+            following = {"n": str(query.n)} if query.n is not None else {}
+            following["last"] = page.tags[-1]
+            response.headers["Link"] = self._link(request, following)
         return response
+
+    async def _referrers(self, request: web.Request, target: Target) -> web.StreamResponse:
+        answer = await self._service.referrers(target, request.query)
+        self._result(request, "upstream")
+        response = web.Response(body=answer.body, headers={
+            CACHE_HEADER: RESULTS["upstream"], "Content-Type": OCI_INDEX})
+        if answer.filters:
+            response.headers["OCI-Filters-Applied"] = answer.filters
+        if answer.link and (match := _LINK_RE.search(answer.link)):
+            # the upstream's paging parameters, on our URL; only its query is read (the rest,
+            # the upstream's host and path, may be anything an upstream writes)
+            query = match.group(1).partition("?")[2].partition("#")[0]
+            following = dict(URL.build(path="/", query_string=query).query)
+            response.headers["Link"] = self._link(request, following)
+        return response
+
+    @staticmethod
+    def _link(request: web.Request, query: dict[str, str]) -> str:
+        if "ns" in request.query:
+            query["ns"] = request.query["ns"]
+        return f'<{request.rel_url.with_query(query)}>; rel="next"'

@@ -22,6 +22,14 @@ configures the faults it needs:
   redirects: link-local, private, downgrade, loops);
 - `cut_documents_at = k`: manifest and tag-list GETs announce their full Content-Length and
   hang up after k body bytes (a network cut mid-document).
+- tag lists: `tags_sorted = False` sends them in the order added; `tags_page_limit` pages at a
+  limit of its own (with a Link), whatever `n` asks; `tags_max_n` refuses a larger `n` with a
+  400 (Distribution 3.0 over its `maxtags`); `tags_body` replaces the answer's bytes.
+- referrers (an OCI 1.1 upstream, which the Debian docker-registry is not): `referrers_api =
+  True` serves `/v2/<name>/referrers/<digest>` from `add_referrer(...)`, with the artifactType
+  filter (`filter_referrers`), pages of `referrers_page` descriptors behind a Link;
+  `referrers_body` replaces the answer (status, content type, bytes: a broken one). Without
+  the API it answers 404 with Go's plain text, as Distribution 2.8 does.
 
 Only aiohttp.web and the content builders in `tests.support.images` are used.
 """
@@ -44,7 +52,9 @@ from pytest_aiohttp import AiohttpServer
 from tests.support.images import Blob, Image, Index, sha256
 
 GATE_TIMEOUT = 30.0  # a gate a test forgot to open must not hang the suite
-_API_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)$")
+_API_PATH = re.compile(
+    r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<ref>[^/]+)$")
+OCI_INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -221,6 +231,15 @@ class FakeRegistry:
         self.url = ""
         self.down = False
         self.chunked_manifests = False  # send manifests without Content-Length
+        self.tags_sorted = True
+        self.tags_page_limit: int | None = None
+        self.tags_body: bytes | None = None
+        self.tags_max_n: int | None = None
+        self.referrers_api = False
+        self.filter_referrers = True
+        self.referrers_page: int | None = None
+        self.referrers_body: tuple[int, str, bytes] | None = None
+        self.referrers: dict[tuple[str, str], list[dict[str, object]]] = {}
         self.extra_headers: dict[str, str] = {}  # added to every answer (hostile headers)
         self.cut_documents_at: int | None = None  # manifests, tag lists: hang up mid-body
         self._failures: list[_Failure] = []
@@ -304,6 +323,10 @@ class FakeRegistry:
         for image in index.images:
             self.add_image(repo, image, tags=())
         self.add_manifest(repo, index.manifest, index.media_type, tags)
+
+    def add_referrer(self, repo: str, subject: str, descriptor: dict[str, object]) -> None:
+        """A descriptor the referrers API lists for `subject` (what a push with `subject` adds)."""
+        self.referrers.setdefault((repo, subject), []).append(descriptor)
 
     # ---- faults ---------------------------------------------------------------------------
 
@@ -463,6 +486,8 @@ class FakeRegistry:
             document = (await self._manifest(request, repo, ref) if kind == "manifests"
                         else self._tag_list(request, repo))
             return await self._cut(request, document)
+        if kind == "referrers":
+            return self._referrers(request, repo, ref)
         if request.method == "GET" and self._redirect_to is not None:
             if ref not in self._content.blobs:
                 return _error(404, "BLOB_UNKNOWN", f"blob {ref} unknown")
@@ -507,16 +532,45 @@ class FakeRegistry:
     def _tag_list(self, request: web.Request, repo: str) -> web.StreamResponse:
         if repo not in self.tags:
             return _error(404, "NAME_UNKNOWN", f"repository {repo} unknown")
-        tags = sorted(self.tags[repo])
+        if self.tags_body is not None:
+            return web.Response(body=self.tags_body, content_type="application/json")
+        tags = sorted(self.tags[repo]) if self.tags_sorted else list(self.tags[repo])
         last = request.query.get("last")
         if last:
-            tags = [tag for tag in tags if tag > last]
+            tags = tags[tags.index(last) + 1:] if last in tags else [t for t in tags if t > last]
         headers = {}
         n = request.query.get("n", "")
-        if n.isascii() and n.isdigit() and len(n) <= 18 and len(tags) > int(n) > 0:
-            tags = tags[: int(n)]
-            headers["Link"] = f'</v2/{repo}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
+        limit = int(n) if n.isascii() and n.isdigit() and len(n) <= 18 else None
+        if self.tags_max_n is not None and limit is not None and limit > self.tags_max_n:
+            return _error(400, "PAGINATION_NUMBER_INVALID", f"n over {self.tags_max_n}")
+        if self.tags_page_limit is not None:
+            limit = min(limit, self.tags_page_limit) if limit is not None else self.tags_page_limit
+        if limit is not None and len(tags) > limit:
+            tags = tags[:limit]
+            if tags:  # n=0: an empty list and no Link
+                headers["Link"] = f'</v2/{repo}/tags/list?n={limit}&last={tags[-1]}>; rel="next"'
         return web.json_response({"name": repo, "tags": tags}, headers=headers)
+
+    def _referrers(self, request: web.Request, repo: str, subject: str) -> web.StreamResponse:
+        if not self.referrers_api:
+            return web.Response(status=404, text="404 page not found\n")
+        if self.referrers_body is not None:
+            status, content_type, body = self.referrers_body
+            return web.Response(status=status, body=body, headers={"Content-Type": content_type})
+        found = list(self.referrers.get((repo, subject), []))
+        headers = {"Content-Type": OCI_INDEX_TYPE}
+        wanted = request.query.get("artifactType")
+        if wanted and self.filter_referrers:
+            found = [d for d in found if d.get("artifactType") == wanted]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        start = int(request.query.get("next", "0"))
+        if self.referrers_page is not None:
+            end = start + self.referrers_page
+            if end < len(found):
+                headers["Link"] = f'</v2/{repo}/referrers/{subject}?next={end}>; rel="next"'
+            found = found[start:end]
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX_TYPE, "manifests": found}
+        return web.Response(body=json.dumps(body).encode(), headers=headers)
 
 
 def _basic(username: str, password: str) -> str:

@@ -21,13 +21,21 @@ BAD_REQUESTS = [
     ("GET", "/v2/../../etc/passwd", 400, "NAME_INVALID"),
     ("GET", "/v2/team/./app/manifests/latest", 400, "NAME_INVALID"),
     ("GET", "/v2/a//b/manifests/latest", 400, "NAME_INVALID"),
-    ("GET", "/v2/a/b/manifests/latest/", 400, "NAME_INVALID"),
+    ("GET", "/v2/a/b/manifests/latest/", 404, "UNSUPPORTED"),  # no such endpoint
     ("GET", "/v2/team%2Fapp/manifests/latest", 400, "NAME_INVALID"),
     ("GET", "/v2/team%2fapp/blobs/" + SHA, 400, "NAME_INVALID"),
     ("GET", "/v2/team%00app/manifests/latest", 400, "NAME_INVALID"),
     ("GET", "/v2/app/manifests/lat%00est", 400, "NAME_INVALID"),
     ("GET", "/v2/" + "a" * 256 + "/manifests/latest", 400, "NAME_INVALID"),
-    ("GET", "/v2/app/tags/all", 400, "NAME_INVALID"),
+    ("GET", "/v2/app/tags/all", 404, "UNSUPPORTED"),
+    ("GET", "/v2/_catalog", 404, "UNSUPPORTED"),
+    ("GET", "/v2/_catalog?n=10", 404, "UNSUPPORTED"),
+    ("GET", "/v2/app/other/thing", 404, "UNSUPPORTED"),
+    ("GET", "/v2/app/blobs/uploads/some-uuid", 404, "BLOB_UPLOAD_UNKNOWN"),
+    ("HEAD", "/v2/app/blobs/uploads/", 404, None),
+    ("GET", "/v2/app/referrers/sha256:xyz", 400, "DIGEST_INVALID"),
+    ("GET", "/v2/app/referrers/latest", 400, "DIGEST_INVALID"),
+    ("GET", "/v2/App/referrers/" + SHA, 400, "NAME_INVALID"),
     ("GET", "/v2/app/blobs/sha256:xyz", 400, "DIGEST_INVALID"),
     ("GET", "/v2/app/blobs/sha256:" + "ab" * 31, 400, "DIGEST_INVALID"),
     ("GET", "/v2/app/blobs/sha256:" + "AB" * 32, 400, "DIGEST_INVALID"),
@@ -36,10 +44,14 @@ BAD_REQUESTS = [
     ("GET", "/v2/app/blobs/latest", 400, "DIGEST_INVALID"),
     ("GET", "/v2/app/manifests/sha256:xyz", 400, "DIGEST_INVALID"),
     ("GET", "/v2/app/manifests/" + MD5, 400, "DIGEST_INVALID"),
-    ("GET", "/v2/app/manifests/-latest", 400, "TAG_INVALID"),
-    ("GET", "/v2/app/manifests/.hidden", 400, "TAG_INVALID"),
-    ("GET", "/v2/app/manifests/" + "t" * 129, 400, "TAG_INVALID"),
-    ("GET", "/v2/app/manifests/a+b", 400, "TAG_INVALID"),
+    ("GET", "/v2/app/manifests/sha256:totallywrong", 400, "DIGEST_INVALID"),
+    # neither a tag nor a digest: a manifest that does not exist, without asking the upstream
+    ("GET", "/v2/app/manifests/-latest", 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/app/manifests/.hidden", 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/app/manifests/.INVALID_MANIFEST_NAME", 404, "MANIFEST_UNKNOWN"),
+    ("HEAD", "/v2/app/manifests/.INVALID_MANIFEST_NAME", 404, None),
+    ("GET", "/v2/app/manifests/" + "t" * 129, 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/app/manifests/a+b", 404, "MANIFEST_UNKNOWN"),
     ("POST", "/v2/app/blobs/uploads/", 405, "UNSUPPORTED"),
     ("PUT", "/v2/app/manifests/latest", 405, "UNSUPPORTED"),
     ("DELETE", "/v2/app/manifests/latest", 405, "UNSUPPORTED"),
@@ -113,7 +125,7 @@ async def test_malformed_or_multipart_range(fake: FakeRegistry, edge: Edge, spec
 
     async with edge.client.get(f"/v2/app/blobs/{digest}", headers={"Range": spec}) as resp:
         assert resp.status == 416
-        assert (await resp.json())["errors"][0]["code"] == "RANGE_INVALID"
+        assert (await resp.json())["errors"][0]["code"] == "SIZE_INVALID"
         assert resp.headers.get("Content-Range") == f"bytes */{len(data)}"
 
     assert len(fake.requests) == upstream_seen
@@ -128,7 +140,7 @@ async def test_malformed_range_on_a_cold_blob_starts_no_download(
 
     async with edge.client.get(f"/v2/app/blobs/{digest}", headers={"Range": spec}) as resp:
         assert resp.status == 416
-        assert (await resp.json())["errors"][0]["code"] == "RANGE_INVALID"
+        assert (await resp.json())["errors"][0]["code"] == "SIZE_INVALID"
         assert "Content-Range" not in resp.headers  # the size is not known yet
 
     assert fake.requests == []
@@ -143,7 +155,7 @@ async def test_range_past_the_end(fake: FakeRegistry, edge: Edge, spec: str) -> 
 
     async with edge.client.get(f"/v2/app/blobs/{digest}", headers={"Range": header}) as resp:
         assert resp.status == 416
-        assert (await resp.json())["errors"][0]["code"] == "RANGE_INVALID"
+        assert (await resp.json())["errors"][0]["code"] == "SIZE_INVALID"
         assert resp.headers.get("Content-Range") == f"bytes */{len(data)}"
     assert len(fake.requests) == upstream_seen
 

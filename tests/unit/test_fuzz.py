@@ -46,12 +46,13 @@ from hypothesis import strategies as st
 from edgecache import config as config_mod
 from edgecache.app import build_app
 from edgecache.errors import (
+    BlobUploadUnknown,
     DigestInvalid,
+    ManifestUnknown,
     NameInvalid,
     NameUnknown,
+    NotOffered,
     RangeNotSatisfiable,
-    TagInvalid,
-    Unsupported,
 )
 from edgecache.metrics import Metrics
 from edgecache.oci import DIGEST_RE, NAME_RE, TAG_RE
@@ -72,7 +73,8 @@ APP = settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, da
                                       HealthCheck.large_base_example])
 
 UPSTREAMS = ("fake.test", "docker.io", "registry-b.test:5000")
-REQUEST_ERRORS = (NameInvalid, NameUnknown, TagInvalid, DigestInvalid, Unsupported)
+REQUEST_ERRORS = (NameInvalid, NameUnknown, ManifestUnknown, DigestInvalid, NotOffered,
+                  BlobUploadUnknown)
 
 # ---- building blocks ---------------------------------------------------------------------------
 
@@ -86,7 +88,8 @@ DIGESTS = [IMAGE.digest, INDEX.digest, *(b.digest for b in IMAGE.blobs),
 valid_words = st.sampled_from(["team", "app", "library", "alpine", "a", "x-y", "v1.2", "a__b",
                                "latest", "1.0", "fake.test", "docker.io", "FAKE.TEST",
                                "registry-b.test:5000", "localhost", "index.docker.io"])
-api_words = st.sampled_from(["manifests", "blobs", "tags", "list", "uploads", "v2", "_catalog"])
+api_words = st.sampled_from(["manifests", "blobs", "tags", "list", "uploads", "v2", "_catalog",
+                             "referrers"])
 escapes = st.sampled_from(["%2f", "%2F", "%2e", "%2e%2e", "%00", "%5c", "%25", "%252F", "%c0%ae",
                            "%ff", "%", "%zz", "%0d%0a", "%20", "%u002e", "%3f", "%23"])
 dots = st.sampled_from(["..", ".", "...", "./", "../", "..;", ".%2e", "~", "*"])
@@ -111,6 +114,7 @@ kinds_refs = st.one_of(
     st.tuples(st.just("manifests"), st.one_of(st.sampled_from(["latest", "1.0", "2", "nope",
                                                                *DIGESTS]), segment)),
     st.tuples(st.just("blobs"), st.one_of(st.sampled_from(DIGESTS), segment)),
+    st.tuples(st.just("referrers"), st.one_of(st.sampled_from(DIGESTS), segment)),
     st.tuples(st.just("tags"), st.sampled_from(["list", "list/", "all", "list?n=1"])),
     st.tuples(api_words, segment))
 
@@ -156,7 +160,7 @@ def test_router_resolves_only_to_valid_targets(router: Router, path: str, ns: st
     assert ".." not in target.repository.split("/") and "%" not in target.repository
     if target.kind == "tags":
         assert target.reference == "list"
-    elif target.kind == "blobs" or ":" in target.reference:
+    elif target.kind in ("blobs", "referrers") or ":" in target.reference:
         assert DIGEST_RE.fullmatch(target.reference)
         assert re.fullmatch(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}", target.reference)
     else:

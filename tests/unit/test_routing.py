@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from edgecache.errors import DigestInvalid, NameInvalid, NameUnknown, TagInvalid, Unsupported
+from edgecache.errors import (
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    NotOffered,
+)
 from edgecache.proxy.routing import Router, Target
 
 DIGEST = "sha256:" + "ab" * 32
@@ -23,6 +30,10 @@ ROUTER = Router(["docker.io", "ghcr.io", "127.0.0.1:5001"], "docker.io")
     ("ghcr.io/owner/app/manifests/v1", None, Target("ghcr.io", "owner/app", "manifests", "v1")),
     ("docker.io/nginx/manifests/1", None, Target("docker.io", "library/nginx", "manifests", "1")),
     ("127.0.0.1:5001/team/x/tags/list", None, Target("127.0.0.1:5001", "team/x", "tags", "list")),
+    ("team/x/referrers/" + DIGEST, "ghcr.io", Target("ghcr.io", "team/x", "referrers", DIGEST)),
+    ("ghcr.io/team/x/referrers/" + DIGEST, None,
+     Target("ghcr.io", "team/x", "referrers", DIGEST)),
+    ("a/manifests/" + "t" * 128, None, Target("docker.io", "library/a", "manifests", "t" * 128)),
     # containerd override_path sends both the prefix and ns
     ("ghcr.io/owner/app/manifests/v1", "ghcr.io",
      Target("ghcr.io", "owner/app", "manifests", "v1")),
@@ -41,14 +52,25 @@ def test_routes(path: str, ns: str | None, expected: Target) -> None:
     ("a/../b/manifests/1", None, NameInvalid),
     ("a%2Fb/manifests/1", None, NameInvalid),
     ("a/manifests/1%00", None, NameInvalid),
-    ("a/manifests/.bad", None, TagInvalid),
+    # neither a tag nor a digest: no such manifest (the spec's 404), not a malformed request
+    ("a/manifests/.bad", None, ManifestUnknown),
+    ("a/manifests/.INVALID_MANIFEST_NAME", None, ManifestUnknown),
+    ("a/manifests/-dash", None, ManifestUnknown),
+    ("a/manifests/" + "t" * 129, None, ManifestUnknown),
+    # a reference with ':' can only be a digest: a malformed one is a 400
+    ("a/manifests/sha256:totallywrong", None, DigestInvalid),
     ("a/blobs/latest", None, DigestInvalid),
     ("a/blobs/sha256:1234", None, DigestInvalid),
     ("a/manifests/md5:" + "a" * 32, None, DigestInvalid),
-    ("a/blobs/uploads/", None, Unsupported),
-    ("a/blobs/uploads/some-uuid", None, Unsupported),
-    ("a/tags/other", None, NameInvalid),
-    ("just-a-name", None, NameInvalid),
+    ("a/referrers/latest", None, DigestInvalid),
+    ("a/referrers/sha256:1234", None, DigestInvalid),
+    ("Upper/referrers/" + DIGEST, None, NameInvalid),
+    ("a/blobs/uploads/", None, BlobUploadUnknown),
+    ("a/blobs/uploads/some-uuid", None, BlobUploadUnknown),
+    ("a/tags/other", None, NotOffered),
+    ("just-a-name", None, NotOffered),
+    ("_catalog", None, NotOffered),
+    ("a/b/c", None, NotOffered),
 ])
 def test_refusals(path: str, ns: str | None, error: type[Exception]) -> None:
     with pytest.raises(error):
