@@ -31,7 +31,7 @@ from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import Index
+from edgecache.storage.index import UNKNOWN_OWNER, Index
 from edgecache.storage.integrity import reconcile
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
@@ -132,16 +132,16 @@ async def _components(app: web.Application, config: Config) -> AsyncIterator[Non
         for name, cfg in config.upstreams.items()
     }
     def published(digest: Digest, size: int, upstream: str) -> None:
-        index.record_blob(str(digest), size)
-        index.link(upstream, str(digest))
+        index.record_blob(str(digest), size, upstreams=(upstream,))  # one transaction
 
     fills = Fills(blobs, quota, metrics, published,
                   config.limits.max_downloads, config.limits.max_readers_per_blob)
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
-    app[SERVICE] = RegistryService(
+    private = frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated")
+    app[SERVICE] = RegistryService(  # files adopted after a crash: owner unknown, so restricted
         blobs, index, quota, clients, fills, metrics, config.cache,
-        private=frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated"))
+        private=private | {UNKNOWN_OWNER} if private else private)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
         yield

@@ -9,7 +9,15 @@ Access times are kept in memory and written in one transaction per flush (an SD 
 take a write per request). Using a manifest refreshes everything it references, two levels down
 (index → platform manifests → configs and layers), so an image ages as a whole.
 
-Queries run on the event loop: each is microseconds against a local WAL database.
+Queries run on the event loop: each is microseconds against a local WAL database, and none
+walks the whole table. Totals (bytes, blobs, manifests) are kept by triggers in the `totals` row,
+in the same transaction as the change, so they stay exact whichever process writes (`import`
+publishes from its own); what must see every row (eviction, reconcile) runs off the loop.
+
+Ownership: a row and its links are written in one transaction (`record_blob(upstreams=...)`),
+so no crash leaves private content indexed without its link. A file adopted after a crash, whose
+owner no row recorded, is linked to `UNKNOWN_OWNER`: restricted like private content until the
+upstream of the route asking for it confirms the digest.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from pathlib import Path
 
 from edgecache.policy import Entry
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+UNKNOWN_OWNER = "(unknown)"  # not an upstream name: config names are host[:port]
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     digest      TEXT PRIMARY KEY,
@@ -51,7 +60,28 @@ CREATE TABLE IF NOT EXISTS tags (
     checked_at  REAL NOT NULL,
     PRIMARY KEY (upstream, repository, tag)
 );
+CREATE TABLE IF NOT EXISTS totals (  -- one row, kept by the triggers below
+    id        INTEGER PRIMARY KEY CHECK (id = 0),
+    bytes     INTEGER NOT NULL,
+    blobs     INTEGER NOT NULL,
+    manifests INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS totals_insert AFTER INSERT ON blobs BEGIN
+    UPDATE totals SET bytes=bytes+NEW.size, blobs=blobs+1,
+                      manifests=manifests+(NEW.media_type IS NOT NULL) WHERE id=0;
+END;
+CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON blobs BEGIN
+    UPDATE totals SET bytes=bytes-OLD.size, blobs=blobs-1,
+                      manifests=manifests-(OLD.media_type IS NOT NULL) WHERE id=0;
+END;
+CREATE TRIGGER IF NOT EXISTS totals_update AFTER UPDATE OF size, media_type ON blobs BEGIN
+    UPDATE totals SET bytes=bytes-OLD.size+NEW.size,
+                      manifests=manifests-(OLD.media_type IS NOT NULL)
+                                         +(NEW.media_type IS NOT NULL) WHERE id=0;
+END;
 """
+_SEED_TOTALS = ("INSERT INTO totals(id, bytes, blobs, manifests)"
+                " SELECT 0, COALESCE(SUM(size), 0), COUNT(*), COUNT(media_type) FROM blobs")
 _CHILDREN_SQL = "SELECT child FROM refs WHERE parent=?"
 _PARENTS_SQL = "SELECT parent FROM refs WHERE child=?"
 
@@ -76,9 +106,19 @@ class Index:
                                    timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._accessed: dict[str, float] = {}
+        if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema; written only when the version differs, so opening an
+        index to read it (an import that is then refused) leaves the file as it was."""
+        with self._transaction():
+            for statement in _statements(SCHEMA):
+                self._db.execute(statement)
+            if self._db.execute("SELECT 1 FROM totals").fetchone() is None:
+                self._db.execute(_SEED_TOTALS)  # once, from the rows a version 2 index has
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.flush_access()
@@ -93,7 +133,8 @@ class Index:
     # ---- blobs and manifests ------------------------------------------------------------------
 
     def record_blob(self, digest: str, size: int, media_type: str | None = None,
-                    children: Iterable[str] = ()) -> None:
+                    children: Iterable[str] = (), upstreams: Iterable[str] = ()) -> None:
+        """Index a published file, linked to `upstreams`, in one transaction."""
         now = time.time()
         with self._transaction():
             self._db.execute(
@@ -105,6 +146,8 @@ class Index:
             )
             self._db.executemany("INSERT OR IGNORE INTO refs(parent, child) VALUES (?, ?)",
                                  [(digest, child) for child in children])
+            self._db.executemany("INSERT OR IGNORE INTO links(upstream, digest) VALUES (?, ?)",
+                                 [(upstream, digest) for upstream in upstreams])
 
     def media_type(self, digest: str) -> str | None:
         row = self._db.execute("SELECT media_type FROM blobs WHERE digest=?", (digest,)).fetchone()
@@ -132,12 +175,11 @@ class Index:
             self._accessed.pop(digest, None)
 
     def total_size(self) -> int:
-        return int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0])
+        return int(self._db.execute("SELECT bytes FROM totals WHERE id=0").fetchone()[0])
 
     def counts(self) -> tuple[int, int]:
         """(blobs, manifests) in the index."""
-        row = self._db.execute(
-            "SELECT COUNT(*), COUNT(media_type) FROM blobs").fetchone()
+        row = self._db.execute("SELECT blobs, manifests FROM totals WHERE id=0").fetchone()
         return int(row[0]) - int(row[1]), int(row[1])
 
     def entries(self) -> list[Entry]:
@@ -212,6 +254,17 @@ class Index:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _statements(script: str) -> list[str]:
+    """The script's statements (a trigger body holds `;`s: split on complete statements)."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return out
 
 
 class _Transaction:
