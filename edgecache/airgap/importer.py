@@ -1,9 +1,13 @@
 """`edgecache import`: a bundle into the cache, in two phases, so a bad one changes nothing.
 
 1. Stage. Each blob member is written through a `BlobWriter` into `tmp/` and its digest checked
-   as it arrives; it stays there, unpublished. Blobs the cache already holds are skipped (their
-   bytes are not even read). `index.json` and `oci-layout` are kept in memory (both are small,
-   capped). Nothing else touches the storage in this phase: not the blob tree, not the index.
+   as it arrives; it stays there, unpublished. Blobs the cache already holds are skipped: not
+   read when the cache serves them to every route anyway; hashed (not written) when they are
+   restricted (linked to a private upstream, or adopted with an unknown owner), because this
+   import links them to the bundle's upstream: a member of the right size under a private digest
+   must prove it holds the bytes, or it would open them to that upstream's clients. `index.json`
+   and `oci-layout` are kept in memory (both are small, capped). Nothing else touches the
+   storage in this phase: not the blob tree; the index is only read.
 2. Check, once the whole archive has been read (a plain OCI tar may carry `index.json` first or
    last): the layout file, index.json, and for every root the closure, read strictly: each
    manifest parses as the kind its descriptor declares, every config and layer is present with
@@ -11,8 +15,9 @@
    never all of them.
 3. Publish: reserve the new bytes with the quota (evicting as a pull would; refused when they
    cannot fit), then blobs before the manifests that reference them, children before parents,
-   each renamed into place and recorded; tags last. A running service reads the index and the
-   files per request, so it serves the imported images at once.
+   each renamed into place and recorded with its links in one transaction; tags last. A
+   running service reads the index and the files per request, so it serves the imported
+   images at once.
 
 Any refusal before phase 3 removes every staged file: the blob tree, the index and `tmp/` are
 as they were. Pins are configuration, not state, so `--pin` prints the lines to add.
@@ -37,7 +42,7 @@ from edgecache.errors import BundleInvalid, DigestMismatch, ManifestInvalid, Sto
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest, manifest_children
 from edgecache.storage.blobs import BlobStore, BlobWriter
-from edgecache.storage.index import Index
+from edgecache.storage.index import UNKNOWN_OWNER, Index
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import DiskUsage, Quota, disk_usage
 from edgecache.usage import human
@@ -130,6 +135,10 @@ class Importer:
         self._blobs = BlobStore(self._layout)
         self._staged: dict[str, _Staged] = {}
         self._present: dict[str, int] = {}  # already cached: digest -> size
+        self._verified: set[str] = set()  # cached and restricted: the member's bytes hashed
+        private = {n for n, u in config.upstreams.items() if u.access == "authenticated"}
+        self._restricted = frozenset(private | {UNKNOWN_OWNER} if private else ())
+        self._reading: Index | None = None  # opened when a restricted blob may be skipped
         self._seen: set[str] = set()
         self._layout_json: bytes | None = None
         self._index_json: bytes | None = None
@@ -150,7 +159,20 @@ class Importer:
             await self._publish(plan)
         finally:
             self._discard()
+            if self._reading is not None:
+                self._reading.close()
         return self.report
+
+    def _open_to_all(self, digest: str, index: Index | None = None) -> bool:
+        """Whether every route may already read this cached blob (so a link widens nothing):
+        indexed, and linked to no private upstream and no unknown owner."""
+        if not self._restricted:
+            return True
+        if index is None:
+            if self._reading is None:
+                self._reading = Index(self._layout.index_file)
+            index = self._reading
+        return index.size(digest) is not None and not index.links(digest) & self._restricted
 
     # ---- 1. stage -----------------------------------------------------------------------------
 
@@ -174,7 +196,10 @@ class Importer:
             elif member.kind == "blob":
                 assert member.digest is not None
                 if self._blobs.size(member.digest) == info.size:
-                    self._present[str(member.digest)] = info.size  # skipped, not read
+                    if not self._open_to_all(str(member.digest)):
+                        self._check_bytes(member.digest, member.name, info.size, data)
+                        self._verified.add(str(member.digest))
+                    self._present[str(member.digest)] = info.size  # not staged
                     continue
                 if staged_bytes + info.size > room:
                     raise BundleInvalid(
@@ -199,6 +224,14 @@ class Importer:
         except DigestMismatch as exc:
             raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
                                 f"(they hash to {exc.actual})") from None
+
+    def _check_bytes(self, digest: Digest, name: str, size: int, data: IO[bytes]) -> None:
+        hasher = digest.hasher()
+        for chunk in read_exactly(data, size):
+            hasher.update(chunk)
+        if hasher.hexdigest() != digest.hex:
+            raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
+                                f"(they hash to {digest.algorithm}:{hasher.hexdigest()})")
 
     # ---- 2. check -----------------------------------------------------------------------------
 
@@ -331,6 +364,7 @@ class Importer:
             raise StorageError(f"no room: the bundle adds {human(new_bytes)} and the cache "
                                f"budget is {human(quota.budget())} with {human(quota.used)} "
                                "in use that cannot be evicted (pinned or being read)")
+        owners = self._owners(plan, index)
         try:
             missing = [d for d, _ in order
                        if d not in self._staged and self._blobs.size(Digest.parse(d)) is None]
@@ -345,7 +379,8 @@ class Importer:
                     published += size
                     self.report.blobs += 1
                 media_type, children = plan.manifests.get(digest, (None, []))
-                index.record_blob(digest, size, media_type, children)
+                index.record_blob(digest, size, media_type, children,
+                                  upstreams=owners.get(digest, ()))
             quota.added(published)
         finally:
             quota.release(new_bytes)
@@ -358,12 +393,26 @@ class Importer:
                     self._warn(f"{image.tag} is named twice in index.json; the last one wins")
                 tagged[image.tag] = descriptor.digest
             self.report.images.append(image)
-        for image in self.report.images:
-            if image.tag is not None:  # as a pull links what it fetched: private stays scoped
-                for digest in image.members:
-                    index.link(image.tag.upstream, digest)
         for target, digest in tagged.items():
             index.set_tag(target.upstream, target.repository, target.tag, digest)
+
+    def _owners(self, plan: _Plan, index: Index) -> dict[str, set[str]]:
+        """digest -> the upstreams a tagged image links it to, as a pull links what it fetched
+        (private content stays scoped). A cached blob whose bytes this bundle did not carry
+        gains a link only if every route could read it already (checked again here: the
+        service may have linked it since the stage)."""
+        owners: dict[str, set[str]] = {}
+        for _, image in plan.roots:
+            if image.tag is None:
+                continue
+            for digest in image.members:
+                if (digest in self._staged or digest in self._verified
+                        or self._open_to_all(digest, index)):
+                    owners.setdefault(digest, set()).add(image.tag.upstream)
+                else:
+                    self._warn(f"{short_digest(digest)} is cached for another upstream and the "
+                               f"bundle did not carry it: not linked to {image.tag.upstream}")
+        return owners
 
     def _discard(self) -> None:
         """Remove every staged file not published (all of them after a refusal)."""
