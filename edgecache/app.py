@@ -166,15 +166,19 @@ def _scrape_time_gauges(metrics: Metrics, storage: Storage) -> None:
 
 
 async def _janitor(storage: Storage, config: Config) -> None:
-    """Flush access times and keep within quota (other tenants of the disk fill it too)."""
+    """Flush access times and keep within quota (other tenants of the disk fill it too), every
+    interval, or at once when a publish crossed the high watermark (`quota.wanted`). Nothing
+    here walks the store on the loop: the totals are one row, eviction runs in the executor."""
     interval = max(1.0, min(config.storage.access_flush_interval, 60.0))
+    quota = storage.quota
     while True:
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(quota.wanted.wait(), interval)
         try:
             storage.index.flush_access()
             # `edgecache import` publishes (and may evict) from another process: converge
-            storage.quota.used = storage.index.total_size()
-            storage.quota.check()
+            quota.used = storage.index.total_size()
+            await quota.enforce()
         except Exception:  # a background-loop guard: log, keep the loop alive
             log.exception("janitor pass failed")
 

@@ -360,7 +360,7 @@ class Importer:
             if digest not in self._staged:
                 index.touch(digest)
         index.flush_access()
-        if new_bytes and not quota.reserve(new_bytes):
+        if new_bytes and not await quota.reserve(new_bytes):
             raise StorageError(f"no room: the bundle adds {human(new_bytes)} and the cache "
                                f"budget is {human(quota.budget())} with {human(quota.used)} "
                                "in use that cannot be evicted (pinned or being read)")

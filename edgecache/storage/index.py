@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +186,17 @@ class Index:
         self.flush_access()
         return [Entry(d, s, a) for d, s, a in
                 self._db.execute("SELECT digest, size, last_access FROM blobs")]
+
+    def lru(self) -> Generator[Entry, None, None]:
+        """Every entry, least recently used first, read lazily from the `last_access` index
+        (pending access times are not in it: flush first)."""
+        cursor = self._db.execute(
+            "SELECT digest, size, last_access FROM blobs ORDER BY last_access, digest")
+        try:
+            for digest, size, last_access in cursor:
+                yield Entry(digest, size, last_access)
+        finally:
+            cursor.close()
 
     def sizes(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT digest, size FROM blobs"))
