@@ -13,7 +13,8 @@ found in DIR instead, e.g. `git archive` of an older commit, for a before/after)
 3. the light client (one keep-alive connection, a GET of the warm blob every `--period` ms,
    latency counted from the scheduled send time, so a stall also counts against the requests
    queued behind it) runs `--idle` seconds: the idle figure;
-4. another process publishes one large blob into the index, as `edgecache import` does: the
+4. another process publishes one large blob into the index, as `edgecache import` does (the
+   file is written before step 3, the row now): the
    next janitor pass resyncs the quota from the index, finds it above the high watermark and
    evicts least recently used blobs down to the low one (about `--evict` of them). The client
    keeps going until edgecache logs the eviction, and `--idle` seconds more.
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,10 +92,16 @@ def make_store(root: Path, count: int) -> tuple[str, int]:
     return rows[-1][0], sum(size for _, size in rows)
 
 
-def publish_large(root: Path, size: int) -> None:
-    """One blob published by another process, as `edgecache import` does: file, then row."""
+def publish_large(root: Path, size: int) -> Callable[[], None]:
+    """One blob published by another process, as `edgecache import` does: file, then row. The
+    file is written before the client starts (making its bytes would hold the GIL the client
+    thread needs); `publish` records the row."""
     layout = Layout(root)
     digest = _write_blob(layout, os.urandom(size))
+    return lambda: _record(layout, digest, size)
+
+
+def _record(layout: Layout, digest: str, size: int) -> None:
     index = Index(layout.index_file)
     try:
         index.record_blob(digest, size)
@@ -199,17 +207,15 @@ def one_round(work: Path, code: Path, blobs: int, evict: int, period: float,
     log = _LogReader(proc)
     try:
         _wait_port(port, proc)
+        publish = publish_large(storage, large)
         client = Client(port, f"/v2/library/bench/blobs/{warm}", period)
         thread = client.start()
         time.sleep(idle)
         published = time.perf_counter()
-        publish_large(storage, large)
-        match = None
-        deadline = published + 300
-        while match is None and time.perf_counter() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-            match = EVICTED.search(log.text())
+        publish()
+        log.found.wait(timeout=300)
         logged = time.perf_counter()
+        match = log.match
         time.sleep(idle)
         client.stop()
         thread.join(timeout=60)
@@ -241,24 +247,32 @@ def one_round(work: Path, code: Path, blobs: int, evict: int, period: float,
 
 
 class _LogReader:
-    """edgecache's output, read from its pipe by a thread (until the process ends)."""
+    """edgecache's output, read from its pipe by a thread (until the process ends), looked at
+    line by line as it comes: the pipe must never fill (edgecache would block writing its
+    access log) and the bench must not spend the GIL its client thread needs."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         self._pipe = proc.stdout
-        self._chunks: list[bytes] = []
-        self._lock = threading.Lock()
+        self._tail = b""
+        self.match: re.Match[bytes] | None = None
+        self.found = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
+        pending = b""
         while chunk := os.read(self._pipe.fileno(), 1 << 16):
-            with self._lock:
-                self._chunks.append(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if b"evicted" in line and self.match is None:
+                    self.match = EVICTED.search(line + b"\n")
+                    if self.match is not None:
+                        self.found.set()
+            self._tail = (self._tail + chunk)[-4000:]
 
     def text(self) -> bytes:
-        with self._lock:
-            return b"".join(self._chunks)
+        return self._tail
 
     def join(self) -> None:
         self._thread.join(timeout=30)

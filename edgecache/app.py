@@ -31,7 +31,7 @@ from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import UNKNOWN_OWNER, Index
+from edgecache.storage.index import UNKNOWN_OWNER, Index, checkpoint
 from edgecache.storage.integrity import reconcile
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
@@ -170,7 +170,8 @@ async def _janitor(storage: Storage, config: Config) -> None:
     interval, or at once when a publish crossed the high watermark (`quota.wanted`). Nothing
     here walks the store on the loop: the totals are one row, eviction runs in the executor."""
     interval = max(1.0, min(config.storage.access_flush_interval, 60.0))
-    quota = storage.quota
+    quota, loop = storage.quota, asyncio.get_running_loop()
+    storage.index.defer_checkpoints()  # the WAL is checkpointed below, off the loop
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(quota.wanted.wait(), interval)
@@ -179,6 +180,7 @@ async def _janitor(storage: Storage, config: Config) -> None:
             # `edgecache import` publishes (and may evict) from another process: converge
             quota.used = storage.index.total_size()
             await quota.enforce()
+            await loop.run_in_executor(None, checkpoint, storage.layout.index_file)
         except Exception:  # a background-loop guard: log, keep the loop alive
             log.exception("janitor pass failed")
 

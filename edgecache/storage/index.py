@@ -124,6 +124,12 @@ class Index:
         self.flush_access()
         self._db.close()
 
+    def defer_checkpoints(self) -> None:
+        """Commits on this connection never checkpoint the WAL: a checkpoint copies pages into
+        the database and fsyncs it (measured on the loop: a 0.26 s fdatasync after an eviction's
+        deletes); `checkpoint()` does it instead, from another thread."""
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+
     def healthy(self) -> bool:
         try:
             return bool(self._db.execute("SELECT 1").fetchone() == (1,))
@@ -265,6 +271,16 @@ class Index:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def checkpoint(path: Path) -> None:
+    """Copy the WAL into the database on a connection of its own (PASSIVE: it never waits for
+    readers or writers), so the WAL of a deferred-checkpoint index stays small."""
+    db = sqlite3.connect(path, timeout=10.0)
+    try:
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        db.close()
 
 
 def _statements(script: str) -> list[str]:

@@ -13,9 +13,14 @@ janitor (app.py) runs it. Everything on the loop here is O(1): the index keeps i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
+import signal
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from edgecache.config import StorageConfig
@@ -23,7 +28,7 @@ from edgecache.errors import StorageError
 from edgecache.metrics import Metrics
 from edgecache.policy import Limits, Usage, budget, bytes_to_free
 from edgecache.storage.blobs import BlobStore
-from edgecache.storage.eviction import Evicted, evict
+from edgecache.storage.eviction import Evicted
 from edgecache.storage.index import Index
 
 log = logging.getLogger(__name__)
@@ -119,7 +124,7 @@ class Quota:
                     return 0
             self._index.flush_access()  # pending access times count before anything is chosen
             try:
-                result = await evict(self._blobs.layout.root, self._pins, need, allowance)
+                result = await _evict(self._blobs.layout.root, self._pins, need, allowance)
             except StorageError as exc:  # the blob may still fit, or is served uncached
                 log.error("%s", exc)
                 return 0
@@ -136,4 +141,36 @@ class Quota:
         elif need and not result.refused:
             log.warning("cache is over its budget by %d bytes but nothing can be evicted "
                         "(pinned: %d bytes)", need, result.pinned)
+
+
+async def _evict(root: Path, pins: tuple[str, ...], need: int, allowance: int | None) -> Evicted:
+    """Run one eviction in a child process and wait for it. Cancelled (shutdown), it stops the
+    child (SIGTERM: it finishes the batch in progress) and waits for it: nothing of the run
+    outlives its owner."""
+    import edgecache
+
+    package_root = str(Path(edgecache.__file__).resolve().parent.parent)  # the same edgecache
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
+    request = json.dumps({"root": str(root), "pins": list(pins), "need": need,
+                          "allowance": allowance}).encode()
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edgecache.storage.eviction", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    except OSError as exc:
+        raise StorageError(f"cannot start the eviction: {exc.strerror or exc}") from exc
+    try:
+        out, err = await child.communicate(request)
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
+        await asyncio.shield(child.wait())
+        raise
+    try:
+        return Evicted(**json.loads(out))
+    except (ValueError, TypeError) as exc:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise StorageError(f"eviction failed (exit {child.returncode}): "
+                           f"{lines[-1] if lines else 'no output'}") from exc
 
