@@ -110,7 +110,6 @@ def _evict(index: Index, layout: Layout, pins: tuple[str, ...], need: int,
         index.forget(batch)
         result.count += len(batch)
         result.freed += sum(size_of(d) for d in batch)
-        time.sleep(0)  # let the loop thread have the GIL
     return result
 
 
