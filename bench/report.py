@@ -337,6 +337,10 @@ def write(r: Any, out: Path, stem: str) -> Path:
     if r.outage:
         lines += ["", "## 6. Tag HEAD latency during an upstream outage (bench/outage.py)", "",
                   f"edgecache: {r.outage['config']}; hold 0 s.", "", *r.outage["lines"]]
+    if getattr(r, "passwords", None):
+        lines += ["", "## 7. Unrelated request latency while wrong passwords arrive "
+                  "(bench/passwords.py)", "", f"edgecache: {r.passwords['config']}.", "",
+                  *r.passwords["lines"]]
     if r.profiles:
         lines += ["", "## Profiles of edgecache under load (py-spy --native, event-loop "
                   "thread)", ""]

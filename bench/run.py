@@ -18,7 +18,8 @@ Then it measures, alternating the systems run by run (the order rotates every re
    fresh cache, with the bytes the upstream served counted from its JSON log;
 4. peak RSS and CPU seconds per GB served, sampled with psutil during 1;
 5. edgecache start-up over a store of 100,000 indexed blobs, clean and after a crash;
-6. tag HEAD latency during an upstream outage (bench/outage.py's phases).
+6. tag HEAD latency during an upstream outage (bench/outage.py's phases);
+7. unrelated request latency while 40 wrong passwords arrive (bench/passwords.py).
 Results: bench/results/<date>.md (bench/results/<date>-quick.md with --quick), a PNG chart and
 the raw runs as JSON beside it; README.md's "Benchmarks" section links the latest. Every process
 is stopped by PID; every wait is bounded.
@@ -67,7 +68,7 @@ MANIFEST_ACCEPT = ", ".join([
 ])
 SYSTEMS = ("edgecache", "distribution", "nginx")
 PROFILE_SECONDS, PROFILE_RATE = 5, 250
-PHASES = ("throughput", "manifests", "cold", "startup", "outage", "profile")
+PHASES = ("throughput", "manifests", "cold", "startup", "outage", "passwords", "profile")
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Results:
     idle_rss: dict[str, dict[str, float]] = field(default_factory=dict)
     startup: list[dict[str, Any]] = field(default_factory=list)
     outage: dict[str, Any] = field(default_factory=dict)
+    passwords: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, Any] = field(default_factory=dict)
     load: list[tuple[str, list[float]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -367,6 +369,9 @@ def machine() -> str:
                            text=True, capture_output=True, check=False).stdout.strip()
     versions = []
     for cmd in (["nginx", "-v"], ["docker-registry", "--version"], ["wrk", "--version"]):
+        if shutil.which(cmd[0]) is None:  # not needed by the phases run (checked in main)
+            versions.append(f"{cmd[0]} not installed")
+            continue
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         versions.append((done.stdout + done.stderr).strip().splitlines()[0][:60])
     return (f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
@@ -404,6 +409,15 @@ def run_outage(settings: Settings, results: Results) -> None:
     loadavg(results, "outage")
 
 
+def run_passwords(settings: Settings, results: Results) -> None:
+    from bench import passwords
+
+    figures, config = passwords.measure(1 if settings.quick else 3,
+                                        2.0 if settings.quick else 5.0)
+    results.passwords = {"config": config, **figures}
+    loadavg(results, "passwords")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -435,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases {sorted(unknown)}")
-    for tool in ("wrk", "nginx", "docker-registry", "openssl", "curl"):
+    warm_phases = {"throughput", "manifests", "cold", "profile"} & set(phases)
+    for tool in ("wrk", "nginx", "openssl", "curl") * bool(warm_phases) + ("docker-registry",):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed (make bench installs wrk; the others come "
                          "with make system-deps / apt-get)")
@@ -489,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     if "outage" in settings.phases:
         print("6. outage (bench/outage.py's phases)", flush=True)
         run_outage(settings, results)
+    if "passwords" in settings.phases:
+        print("7. unrelated request latency while wrong passwords arrive", flush=True)
+        run_passwords(settings, results)
     results.notes.append(f"whole run: {time.perf_counter() - began:.0f} s")
 
     from bench import report

@@ -4,8 +4,10 @@
 created inside the running loop and torn down in reverse order:
 1. storage (tree, sweep of leftovers, index, reconciliation unless the last stop was clean,
    quota), 2. upstream clients, 3. fills, the service and the janitor;
-shutdown stops the janitor, cancels downloads (their temporary files are removed), closes the
-clients, flushes access times, closes the index and only then marks the stop as clean.
+shutdown (once requests have ended) cancels and awaits, in order, the janitor and password
+checks, the service's flights (tag revalidations, manifest fetches) and downloads (their
+temporary files are removed); then it closes the clients, flushes access times, closes the index
+and only then marks the stop as clean. Every background task has one owner that does this.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from aiohttp import web
 
 from edgecache import systemd
 from edgecache.config import Config, parse_hostport, secret_files
-from edgecache.errors import EdgecacheError, StorageError
+from edgecache.errors import ConfigError, EdgecacheError, StorageError
 from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
+from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
@@ -37,6 +40,7 @@ from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth
+from edgecache.web.challenge import TOKEN_PATH
 from edgecache.web.errors import API_VERSION, error_middleware
 from edgecache.web.handlers import RegistryHandlers
 from edgecache.web.observability import (
@@ -47,6 +51,7 @@ from edgecache.web.observability import (
     readiness,
     response_headers,
 )
+from edgecache.web.token_service import TokenService
 
 if TYPE_CHECKING:  # imported only when HTTPS is configured
     from edgecache.tls import ServerTls
@@ -60,6 +65,7 @@ TLS_RECHECK = 3600.0
 Reload = Callable[[], Coroutine[Any, Any, None]]
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
+AUTH = web.AppKey("auth", ClientAuth)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
 
 
@@ -99,12 +105,13 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
-    app.cleanup_ctx.append(lambda a: _components(a, config))
+    auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
+                                    if upstream.access == "authenticated"])
+    app[AUTH] = auth
+    app.cleanup_ctx.append(lambda a: _components(a, config, auth))
     app.on_response_prepare.append(response_headers(API_VERSION))
     add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream)
-    auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
-                                    if upstream.access == "authenticated"])
 
     handlers: RegistryHandlers | None = None  # made on the first request: after start-up
 
@@ -116,13 +123,15 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
             return await handlers.base(request)
         return await handlers.dispatch(request)
 
+    app.router.add_route("*", TOKEN_PATH, TokenService(auth).handle)  # before the catch-all
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
     return app
 
 
-async def _components(app: web.Application, config: Config) -> AsyncIterator[None]:
+async def _components(app: web.Application, config: Config,
+                      auth: ClientAuth) -> AsyncIterator[None]:
     metrics = app[METRICS]
     storage = open_storage(config, metrics)
     blobs, index, quota = storage.blobs, storage.index, storage.quota
@@ -135,23 +144,36 @@ async def _components(app: web.Application, config: Config) -> AsyncIterator[Non
         index.record_blob(str(digest), size, upstreams=(upstream,))  # one transaction
 
     fills = Fills(blobs, quota, metrics, published,
-                  config.limits.max_downloads, config.limits.max_readers_per_blob)
+                  config.limits.max_downloads, config.limits.max_readers_per_blob,
+                  {name: stall_bound(cfg) for name, cfg in config.upstreams.items()})
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     private = frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated")
-    app[SERVICE] = RegistryService(  # files adopted after a crash: owner unknown, so restricted
+    service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         blobs, index, quota, clients, fills, metrics, config.cache,
         private=private | {UNKNOWN_OWNER} if private else private)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
         yield
     finally:
-        janitor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await janitor
+        # Requests have ended (the runner stopped accepting and drained or cut them). Each
+        # owner cancels and awaits its background work before what that work uses is closed:
+        # the janitor and password checks, then flights (tag revalidations, manifest fetches)
+        # and downloads, which use the upstream clients, which go before the index.
+        await _cancel(janitor)
+        await auth.close()
+        await service.close()
         await fills.close()
         await asyncio.gather(*(client.close() for client in clients.values()))
         storage.close(clean=True)
+
+
+async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
+    """Cancel tasks and wait until each has ended (a cancelled task is not over yet)."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
 
 
 def _scrape_time_gauges(metrics: Metrics, storage: Storage) -> None:
@@ -168,7 +190,7 @@ def _scrape_time_gauges(metrics: Metrics, storage: Storage) -> None:
 async def _janitor(storage: Storage, config: Config) -> None:
     """Flush access times and keep within quota (other tenants of the disk fill it too), every
     interval, or at once when a publish crossed the high watermark (`quota.wanted`). Nothing
-    here walks the store on the loop: the totals are one row, eviction runs in the executor."""
+    here walks the store on the loop: the totals are one row, eviction runs in a child process."""
     interval = max(1.0, min(config.storage.access_flush_interval, 60.0))
     quota, loop = storage.quota, asyncio.get_running_loop()
     storage.index.defer_checkpoints()  # the WAL is checkpointed below, off the loop
@@ -209,7 +231,8 @@ async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT. Shutdown, in order:
     1. tell systemd STOPPING and stop accepting connections;
     2. let in-flight requests finish for up to `listen.shutdown_timeout`, then cut them;
-    3. cancel downloads (temporary files removed: nothing partial is ever published);
+    3. stop the metrics listener; cancel and await background work (revalidations, manifest
+       fetches, downloads: temporary files removed, nothing partial is ever published);
     4. close upstream clients, flush and close the index, mark the stop clean.
     SIGHUP reloads the TLS certificate without dropping connections."""
     warn_open_secrets(config)
@@ -223,32 +246,43 @@ async def serve(config: Config) -> None:
                            keepalive_timeout=config.listen.idle_timeout,
                            max_line_size=MAX_LINE, max_field_size=MAX_LINE,
                            max_headers=MAX_HEADERS)
-    await runner.setup()
     metrics_runner: web.AppRunner | None = None
+
+    async def stop_metrics(_: web.Application) -> None:
+        """Probes and scrapes are answered while requests drain; the scrape-time gauges read
+        the index, so the metrics listener stops before the components (the index) close."""
+        nonlocal metrics_runner
+        stopping, metrics_runner = metrics_runner, None
+        if stopping is not None:
+            await stopping.cleanup()
+
+    app.on_cleanup.insert(0, stop_metrics)
+    await runner.setup()
     watchdog: asyncio.Task[None] | None = None
     renewal: asyncio.Task[None] | None = None
     trimming: asyncio.Task[None] | None = None
+    reloads: set[asyncio.Task[None]] = set()
     try:
         if config.metrics.listen:
             metrics_runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
                                            access_log=None, shutdown_timeout=1.0)
             await metrics_runner.setup()
             host, port = parse_hostport(config.metrics.listen, "metrics.listen")
-            await web.TCPSite(metrics_runner, host, port, reuse_address=True).start()
+            await _listen(web.TCPSite(metrics_runner, host, port, reuse_address=True),
+                          "metrics.listen", config.metrics.listen)
             log.info("metrics on http://%s/metrics", config.metrics.listen)
         for scheme, address in (("http", config.listen.http), ("https", config.listen.https)):
             if not address:
                 continue
             host, port = parse_hostport(address, f"listen.{scheme}")
             context = tls.context if scheme == "https" and tls is not None else None
-            await web.TCPSite(runner, host, port, reuse_address=True,
-                              ssl_context=context).start()
+            await _listen(web.TCPSite(runner, host, port, reuse_address=True,
+                                      ssl_context=context), f"listen.{scheme}", address)
             log.info("edgecache listening on %s://%s", scheme, address)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        reloads: set[asyncio.Task[None]] = set()
         reload = _reloader(tls) if tls is not None else None
         if reload is not None:
             loop.add_signal_handler(signal.SIGHUP, _on_signal(reload, reloads))
@@ -265,13 +299,20 @@ async def serve(config: Config) -> None:
         log.info("shutting down (in-flight requests get %gs)", config.listen.shutdown_timeout)
         systemd.notify("STOPPING=1")
     finally:
-        for task in (watchdog, renewal, trimming):
-            if task is not None:
-                task.cancel()
-        await runner.cleanup()
-        if metrics_runner is not None:
-            await metrics_runner.cleanup()
+        await _cancel(watchdog, renewal, trimming, *reloads)
+        await runner.cleanup()  # stops the metrics listener too (stop_metrics), then the index
+        await stop_metrics(app)
         log.info("stopped")
+
+
+async def _listen(site: web.TCPSite, key: str, address: str) -> None:
+    """A listener that cannot bind (port in use, an address not on this host, a name that does
+    not resolve) is the operator's to fix: one line naming the key, not a traceback."""
+    try:
+        await site.start()
+    except OSError as exc:  # asyncio's message repeats the address: the errno's text suffices
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or exc
+        raise ConfigError(f"{key} {address}: cannot listen: {reason}") from exc
 
 
 async def _renew(reload: Reload) -> None:

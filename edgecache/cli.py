@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgecache import __version__
-from edgecache.config import Config, StorageConfig, load
+from edgecache.config import Config, InvalidConfig, load
 from edgecache.errors import ConfigError, EdgecacheError
 
 T = TypeVar("T")
@@ -41,10 +41,16 @@ def _parser() -> argparse.ArgumentParser:
                             help="write or print containerd, podman, k3s and Docker config")
     client.add_argument("--config")
     client.add_argument("--storage-path", help="override storage.path")
-    client.add_argument("--out", help="write the files under this root ('/' installs them); "
-                                      "without it they are printed")
+    client.add_argument("--out", help="write the files under this root ('/' installs them), "
+                                      "merged into files already there (the old one kept as "
+                                      "*.edgecache-bak); without it they are printed")
+    client.add_argument("--diff", action="store_true",
+                        help="show what --out (default /) would change; write nothing")
     client.add_argument("--address", action="append", default=[],
                         help="host[:port] clients use to reach this mirror (repeatable)")
+    client.add_argument("--username", help="a user of auth.htpasswd_file: put its credentials "
+                                           "for the mirror into hosts.toml and registries.yaml")
+    client.add_argument("--password-file", help="the file holding --username's password")
     du = sub.add_parser("du", help="show cache usage by upstream and by image")
     du.add_argument("--config")
     du.add_argument("--storage-path", help="override storage.path")
@@ -76,9 +82,14 @@ def _airgap_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _load(args: argparse.Namespace) -> Config:
+    """The config, with `--storage-path` replacing only the path: the quota (max_size,
+    min_free, watermarks) still applies to wherever the cache lives."""
     config = load(args.config)
-    if getattr(args, "storage_path", None):
-        config = replace(config, storage=StorageConfig(path=Path(args.storage_path)))
+    override = getattr(args, "storage_path", None)
+    if override is not None:
+        if not override.strip():
+            raise ConfigError("--storage-path: must not be empty")
+        config = replace(config, storage=replace(config.storage, path=Path(override)))
     return config
 
 
@@ -87,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load(args)
     except ConfigError as exc:
-        print(f"edgecache: config: {exc}", file=sys.stderr)
+        for problem in exc.problems if isinstance(exc, InvalidConfig) else (str(exc),):
+            print(f"edgecache: config: {problem}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(f"{args.config}: ok ({len(config.upstreams)} upstreams)")
@@ -170,23 +182,32 @@ def _ca(config: Config) -> int:
 
 
 def _client_config(config: Config, args: argparse.Namespace) -> int:
-    from pathlib import PurePosixPath
+    from edgecache.clientconfig import apply, diff, endpoints, plan, render
+    from edgecache.clientconfig.credentials import load
 
-    from edgecache.clientconfig import endpoints, render
-
+    credentials = load(args.username, args.password_file)
     ca_pem = _ca_pem(config) if config.listen.https else None
-    root = PurePosixPath(Path(args.out).resolve()) if args.out else PurePosixPath("/")
-    files = render(config, endpoints(config, args.address), ca_pem, root)
-    for path, data in files.items():
-        if args.out:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            print(f"wrote {target}")
-        elif not data.startswith(b"-----BEGIN"):
-            print(f"# ---- {path}\n{data.decode()}")
-    if not args.out and ca_pem is not None:
-        print("# ---- the CA certificate goes next to these files: edgecache ca > <path>")
+    outputs, warnings = render(config, endpoints(config, args.address), ca_pem, credentials)
+    for line in warnings:
+        print(f"edgecache: {line}", file=sys.stderr)
+    if not args.out and not args.diff:
+        for output in outputs:
+            data = output.merge(None, str(output.path))
+            if not data.startswith(b"-----BEGIN"):
+                print(f"# ---- {output.path}\n{data.decode()}")
+        if ca_pem is not None:
+            print("# ---- the CA certificate goes next to these files: edgecache ca > <path>")
+        return 0
+    changes = plan(outputs, Path(args.out or "/").resolve())  # every merge before any write
+    for change in changes:
+        if args.diff:
+            sys.stdout.write(diff(change) if change.changed else "")
+        elif not change.changed:
+            print(f"unchanged {change.target}")
+        else:
+            apply(change)
+            kept = f" (the previous file is {change.backup})" if change.old is not None else ""
+            print(f"wrote {change.target}{kept}")
     return 0
 
 

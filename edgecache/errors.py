@@ -38,9 +38,9 @@ class ConfigError(EdgecacheError):
 
 
 class Unauthorized(EdgecacheError):
-    def __init__(self, message: str, realm: str) -> None:
+    def __init__(self, message: str, challenge: str) -> None:
         super().__init__(message)
-        self.realm = realm
+        self.challenge = challenge  # the WWW-Authenticate value
 
 
 class InvalidRequest(EdgecacheError):

@@ -66,6 +66,10 @@ class Metrics:
         self.resumed_downloads = Counter(
             "edgecache_resumed_downloads_total", "Upstream blob downloads resumed after a break.",
             ["upstream"], registry=r)
+        self.negative_hits = Counter(
+            "edgecache_negative_cache_hits_total",
+            "Requests answered 404 from a recent upstream 404 (cache.negative_ttl), unasked.",
+            ["upstream"], registry=r)
         self.stale_serves = Counter(
             "edgecache_stale_serves_total",
             "Tags answered from cache because the upstream could not be asked.",

@@ -98,8 +98,11 @@ def validate_tag(tag: str) -> str:
 def manifest_media_type(body: bytes, content_type: str | None) -> str:
     """The media type to store a manifest under, checking the body really is a manifest.
 
-    The upstream's Content-Type wins when it names a manifest type; otherwise (a registry that
-    says `application/json`) the body's own `mediaType`, or its shape, decides.
+    The body's own `mediaType`, when it has one, decides: it is covered by the digest, so every
+    upstream serving these bytes agrees on it, and the first one to serve a digest cannot give
+    it another type for everyone. A Content-Type naming another manifest type contradicts the
+    body (a broken or poisoned upstream): refused. Without one, the upstream's Content-Type
+    decides when it names a manifest type, else (`application/json`) the body's shape.
     """
     try:
         doc = json.loads(body)
@@ -108,11 +111,15 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest is not a JSON object")
     declared = (content_type or "").split(";", 1)[0].strip().lower()
+    embedded = doc.get("mediaType")
+    if embedded is not None:
+        if not isinstance(embedded, str) or embedded not in MANIFEST_TYPES:
+            raise ManifestInvalid(f"unsupported manifest media type {str(embedded)[:100]!r}")
+        if declared in MANIFEST_TYPES and declared != embedded:
+            raise ManifestInvalid(f"manifest declared as {declared} but says {embedded}")
+        return embedded
     if declared in MANIFEST_TYPES:
         return declared
-    embedded = doc.get("mediaType")
-    if isinstance(embedded, str) and embedded in MANIFEST_TYPES:
-        return embedded
     if doc.get("schemaVersion") == 2:
         if isinstance(doc.get("manifests"), list):
             return OCI_INDEX
@@ -120,7 +127,7 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
             return OCI_MANIFEST
     if doc.get("schemaVersion") == 1:
         return DOCKER_MANIFEST_V1_SIGNED if "signatures" in doc else DOCKER_MANIFEST_V1
-    raise ManifestInvalid(f"unsupported manifest media type {declared or embedded!r}")
+    raise ManifestInvalid(f"unsupported manifest media type {declared[:100]!r}")
 
 
 def manifest_children(body: bytes) -> list[str]:

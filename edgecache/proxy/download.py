@@ -4,6 +4,11 @@ Used by a `Fill` (from 0, into the cache) and by a reader that bypasses the cach
 stands). A resumed response that starts earlier than asked (an upstream that ignores Range) is
 skipped forward; one that starts later is refused. Breaks are retried a bounded number of times
 with a growing pause; readers only see the pause.
+
+`stall_bound` is how long a download may go without a byte while still being healthy: the
+longest silence its upstream's timeouts allow (a read that times out, the pauses, a new
+connection, a token and the new response's headers). A reader that hears nothing for longer
+gives up on it: the bound every reader's wait has.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
+from edgecache.config import UpstreamConfig
 from edgecache.errors import UpstreamBadResponse, UpstreamUnavailable
 from edgecache.metrics import Metrics
 from edgecache.upstream.client import BlobStream
@@ -21,7 +27,16 @@ log = logging.getLogger(__name__)
 RESUME_ATTEMPTS = 3
 RESUME_BACKOFF = 0.5
 
+DEFAULT_STALL = 120.0  # seconds; the bound for the default timeouts is 89.5
+
 Opener = Callable[[int], Awaitable[BlobStream]]
+
+
+def stall_bound(upstream: UpstreamConfig) -> float:
+    """The longest a healthy download from `upstream` can go without news (see above)."""
+    pauses = RESUME_BACKOFF * RESUME_ATTEMPTS * (RESUME_ATTEMPTS + 1) / 2
+    return (upstream.read_timeout + pauses + upstream.connect_timeout
+            + 2 * upstream.response_timeout + 1.0)
 
 
 class Download:

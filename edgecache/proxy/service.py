@@ -14,12 +14,16 @@
 - A blob is served from disk when cached; otherwise every request joins the one `Fill` for that
   digest. A HEAD of anything uncached asks the upstream without downloading, so a cache can be
   chained behind edgecache.
-- Manifests are stored byte-exact, after their digest is checked, under the media type the
-  upstream gave; they are never converted.
-- Content that came from an authenticated (private) upstream, cached or still downloading, is
-  handed out through another upstream's route only once that upstream confirms (HEAD) that it
-  has the digest too; the confirmation is remembered. A public route cannot read a private image
-  by knowing its digest.
+- Manifests are stored byte-exact, after their digest is checked, under the media type their
+  body declares (the upstream's Content-Type only when the body names none: the bytes are what
+  the digest covers, so every upstream agrees on them); they are never converted.
+- Everything shared between requests passes the claim check (`proxy/claims.py`) before it
+  answers a route: cached content, a download another request started, a size. Upstream work a
+  request waits for is keyed by upstream and repository (manifest fetches, HEADs), or, for a
+  blob download (one per digest), joined only after the claim check; a joiner whose download
+  fails for another route's reason (another upstream, another repository's 404) asks its own.
+- Absent content: concurrent identical questions share one upstream request and a confirmed 404
+  is remembered for `cache.negative_ttl` (`proxy/lookups.py`); never for a cached tag.
 """
 
 from __future__ import annotations
@@ -33,16 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from edgecache.config import CacheConfig
-from edgecache.errors import (
-    DigestInvalid,
-    DigestMismatch,
-    StorageError,
-    UpstreamBadResponse,
-    UpstreamError,
-)
+from edgecache.errors import EdgecacheError, NotFound, UpstreamAuthError, UpstreamError
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest, manifest_children, manifest_media_type
-from edgecache.proxy.fill import FillReader, Fills
+from edgecache.oci import Digest
+from edgecache.proxy.claims import Claims
+from edgecache.proxy.download import Opener
+from edgecache.proxy.fill import Fill, FillReader, Fills
+from edgecache.proxy.lookups import Lookups, absent
+from edgecache.proxy.manifests import ManifestAnswer, Manifests, parse_upstream_digest
+from edgecache.proxy.negative import Absences, Key
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
 from edgecache.storage.blobs import BlobStore
@@ -50,16 +53,11 @@ from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
 from edgecache.upstream.client import BlobStream, ManifestInfo, UpstreamClient
 
+__all__ = ["BlobAnswer", "ManifestAnswer", "RegistryService"]
+
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class ManifestAnswer:
-    digest: str
-    media_type: str
-    size: int
-    body: bytes | None  # None for a HEAD
-    source: str  # "cache", "upstream" or "stale"
+JOIN_ATTEMPTS = 3  # a joined download that failed for another route, then one of our own
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,41 +75,54 @@ class RegistryService:
                  upstreams: Mapping[str, UpstreamClient], fills: Fills, metrics: Metrics,
                  cache: CacheConfig | None = None, private: frozenset[str] = frozenset()) -> None:
         self._cache = cache or CacheConfig()
-        self._private = private
         self._blobs = blobs
         self._index = index
         self._quota = quota
         self._upstreams = upstreams
         self._fills = fills
         self._metrics = metrics
-        self._manifest_fetches: SingleFlight[tuple[str, ...], ManifestAnswer] = SingleFlight()
+        self._manifests = Manifests(blobs, index, quota, metrics)
+        self._lookups = Lookups(Absences(self._cache.negative_ttl), metrics)
+        self._claims = Claims(index, self._lookups, private)
+        self._manifest_fetches: SingleFlight[Key, ManifestAnswer] = SingleFlight()
         self._tag_heads: SingleFlight[tuple[str, ...], ManifestInfo] = SingleFlight()
+
+    async def close(self) -> None:
+        """At shutdown, before the clients and index they use close: end background flights."""
+        await asyncio.gather(self._manifest_fetches.close(), self._tag_heads.close(),
+                             self._lookups.close())
 
     # ---- manifests ----------------------------------------------------------------------------
 
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
         if target.is_digest:
-            local = self._local_manifest(target.reference, head)
+            local = self._manifests.local(target.reference, head)
             if local is not None:
-                await self._claim(target, client, set())
+                await self._claims.check(target, client)
                 return local
             if head:
-                info = await client.head_manifest(target.repository, target.reference)
+                info = await self._lookups.head_manifest(client, target.repository,
+                                                         target.reference)
                 if info.media_type and info.size is not None:
                     return ManifestAnswer(target.reference, info.media_type, info.size, None,
                                           "upstream")
             return await self._fetch_manifest(client, target.repository, target.reference)
         key = (target.upstream, target.repository, target.reference)
         record = self._index.tag(*key)
-        cached = self._local_manifest(record.digest, head) if record else None
+        cached = self._manifests.local(record.digest, head) if record else None
         if cached is not None and record and time.time() - record.checked_at < self._cache.tag_ttl:
             return cached
         if cached is not None and client.health.suspect:
             # It has left someone waiting since it last answered: ask, but do not wait.
             self._tag_heads.start(key, lambda: self._revalidate(client, key))
             return self._stale(key, cached, "upstream suspect, revalidating in the background")
-        revalidation = self._tag_heads.run(key, lambda: self._revalidate(client, key))
+        absence: Key = (target.upstream, target.repository, "manifests", target.reference)
+        if cached is None:  # a cached tag is always asked: never answered from the memory
+            self._lookups.check(absence)
+        revalidation = self._lookups.guard(
+            absence, self._tag_heads.run(key, lambda: self._revalidate(client, key)),
+            remember=cached is None)
         try:
             if cached is None:
                 info = await revalidation
@@ -129,14 +140,15 @@ class RegistryService:
             return self._stale(key, cached, str(exc))
         digest = _upstream_digest(target.upstream, info.digest)
         if digest is not None:
-            local = self._local_manifest(digest, head)
+            local = self._manifests.local(digest, head)
             if local is not None:
                 return local
             if head and info.media_type and info.size is not None:
                 if record is None:  # what the tag gives, so a pin on it holds from this pull on
                     self._index.set_tag(*key, digest)
                 return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
-        answer = await self._fetch_manifest(client, target.repository, digest or target.reference)
+        answer = await self._fetch_manifest(client, target.repository, digest or target.reference,
+                                            check=False, remember=cached is None or bool(digest))
         self._index.set_tag(*key, answer.digest)
         return answer if not head else replace(answer, body=None)
 
@@ -156,107 +168,85 @@ class RegistryService:
             self._index.set_tag(*key, digest)
         return info
 
-    async def _claim(self, target: Target, client: UpstreamClient, owners: set[str]) -> bool:
-        """Let content we hold answer a by-digest request on `target.upstream`'s route: free
-        unless it came from a private upstream (recorded links, or `owners`: the upstream of a
-        download in progress); then the route's upstream must have it too (NotFound if not).
-        True when it had to ask (and so awaited)."""
-        if not self._private:
-            return False
-        owners = owners | self._index.links(target.reference)
-        if target.upstream in owners or not (owners & self._private):
-            return False
-        if target.kind == "blobs":
-            await client.head_blob(target.repository, target.reference)
-        else:
-            await client.head_manifest(target.repository, target.reference)
-        self._index.link(target.upstream, target.reference)
-        return True
-
-    def _local_manifest(self, digest: str, head: bool) -> ManifestAnswer | None:
-        media_type = self._index.media_type(digest)
-        if media_type is None:
-            return None
-        parsed = Digest.parse(digest)
-        if head:
-            size = self._blobs.size(parsed)
-            return None if size is None else ManifestAnswer(digest, media_type, size, None, "cache")
-        body = self._blobs.read(parsed)
-        if body is None:
-            return None
-        self._index.touch(digest)  # pulling a manifest uses every blob it references
-        return ManifestAnswer(digest, media_type, len(body), body, "cache")
-
-    async def _fetch_manifest(self, client: UpstreamClient, repository: str,
-                              reference: str) -> ManifestAnswer:
-        key = (reference,) if ":" in reference else (client.name, repository, reference)
-        return await self._manifest_fetches.run(
-            key, lambda: self._download_manifest(client, repository, reference))
-
-    async def _download_manifest(self, client: UpstreamClient, repository: str,
-                                 reference: str) -> ManifestAnswer:
-        body, info = await client.get_manifest(repository, reference)
-        expected = (Digest.parse(reference) if ":" in reference
-                    else _parse_upstream_digest(client.name, info.digest))
-        actual = Digest.of(body, expected.algorithm if expected else "sha256")
-        if expected is not None and actual != expected:
-            self._metrics.digest_mismatches.labels(client.name).inc()
-            log.error("upstream %s sent a manifest that does not match %s", client.name, expected)
-            raise DigestMismatch(str(expected), str(actual))
-        media_type = manifest_media_type(body, info.media_type)
-        try:
-            await self._blobs.put(actual, body)
-        except StorageError as exc:  # verified and in memory: serve it even if it cannot stay
-            log.warning("could not store manifest %s: %s", actual, exc)
-            return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
-        self._index.record_blob(str(actual), len(body), media_type, manifest_children(body),
-                                upstreams=(client.name,))
-        self._index.touch(str(actual))  # its references, already cached or not, are used too
-        self._quota.added(len(body))
-        self._quota.check()
-        return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
+    async def _fetch_manifest(self, client: UpstreamClient, repository: str, reference: str,
+                              check: bool = True, remember: bool = True) -> ManifestAnswer:
+        """One GET per upstream, repository and reference at a time. Never shared wider: a
+        request on another route (or for another repository) must not get this one's answer,
+        neither its manifest (another route's claim) nor its failure."""
+        key: Key = (client.name, repository, "manifests", reference)
+        if check:
+            self._lookups.check(key)
+        return await self._lookups.guard(key, self._manifest_fetches.run(
+            key, lambda: self._manifests.download(client, repository, reference)), remember)
 
     # ---- blobs --------------------------------------------------------------------------------
 
     def known_size(self, target: Target) -> int | None:
-        """The blob's size if we know it without asking anyone (cached, or downloading)."""
+        """The blob's size if we know it without asking anyone (cached, or downloading) and the
+        route may know it without asking either: a size says the blob exists, and so would
+        asking its upstream (a 404 or a 503 where a blob we do not hold gets neither)."""
         digest = Digest.parse(target.reference)
         fill = self._fills.get(digest)
+        if not self._claims.free(target, {fill.upstream} if fill is not None else frozenset()):
+            return None
         return fill.size if fill is not None else self._blobs.size(digest)
+
+    async def _shared_blob(self, target: Target, digest: Digest) -> tuple[Fill | None, int | None]:
+        """The download in progress, or else the cached size, that may answer `target`: after
+        the claim check (NotFound when the route's upstream does not have the digest)."""
+        client = self._upstreams[target.upstream]
+        fill = self._fills.get(digest)
+        size = self._blobs.size(digest) if fill is None else None
+        if (fill is not None or size is not None) and await self._claims.check(
+                target, client, {fill.upstream} if fill is not None else frozenset()):
+            fill = self._fills.get(digest)  # it awaited: look again; the route has the digest
+            size = self._blobs.size(digest) if fill is None else None
+        return fill, size
 
     async def blob(self, target: Target, head: bool) -> BlobAnswer:
         digest = Digest.parse(target.reference)
         client = self._upstreams[target.upstream]
-        fill = self._fills.get(digest)
-        size = self._blobs.size(digest) if fill is None else None
-        if (fill is not None or size is not None) and await self._claim(
-                target, client, {fill.upstream} if fill is not None else set()):
-            fill = self._fills.get(digest)  # it awaited: look again
-            size = self._blobs.size(digest) if fill is None else None
-        if fill is None and size is not None:
-            if not head:
-                self._index.touch(target.reference)
-            return BlobAnswer(target.reference, size, path=self._blobs.path(digest))
-        if head:
-            if fill is not None and fill.size is not None:
-                return BlobAnswer(target.reference, fill.size, source="upstream")
-            size = await client.head_blob(target.repository, target.reference)
-            return BlobAnswer(target.reference, size, source="upstream")
-        joined = fill is not None
-        if fill is None:
-            repository = target.repository
+        key: Key = (target.upstream, target.repository, "blobs", target.reference)
+        attempts = 0
+        while True:  # bounded: a joiner tries again at most JOIN_ATTEMPTS - 1 times
+            attempts += 1
+            fill, size = await self._shared_blob(target, digest)
+            if fill is None and size is not None:
+                if not head:
+                    self._index.touch(target.reference)
+                return BlobAnswer(target.reference, size, path=self._blobs.path(digest))
+            if head:
+                if fill is not None and fill.size is not None:
+                    return BlobAnswer(target.reference, fill.size, source="upstream")
+                size = await self._lookups.head_blob(client, target.repository, target.reference)
+                return BlobAnswer(target.reference, size, source="upstream")
+            joined = fill is not None
+            if fill is None:
+                self._lookups.check(key)
+                fill = self._fills.start(digest, client.name, self._opener(client, key))
+            reader = fill.open_reader()
+            try:
+                size = await fill.wait_size()
+            except BaseException as exc:
+                reader.close()
+                if not isinstance(exc, EdgecacheError):
+                    raise
+                if joined and attempts < JOIN_ATTEMPTS and _not_ours(exc, fill, client):
+                    continue
+                if isinstance(exc, NotFound):
+                    raise absent(key) from None
+                raise
+            return BlobAnswer(target.reference, size, reader=reader, source="upstream",
+                              joined=joined)
 
-            async def opener(offset: int) -> BlobStream:
-                return await client.open_blob(repository, str(digest), offset)
+    def _opener(self, client: UpstreamClient, key: Key) -> Opener:
+        """The blob's GET on `key`'s route; a 404 is remembered the moment it arrives."""
+        repository, digest = key[1], key[3]
 
-            fill = self._fills.start(digest, client.name, opener)
-        reader = fill.open_reader()
-        try:
-            size = await fill.wait_size()
-        except BaseException:
-            reader.close()
-            raise
-        return BlobAnswer(target.reference, size, reader=reader, source="upstream", joined=joined)
+        async def opener(offset: int) -> BlobStream:
+            return await self._lookups.guard(key, client.open_blob(repository, digest, offset))
+
+        return opener
 
     # ---- tags ---------------------------------------------------------------------------------
 
@@ -277,21 +267,18 @@ class RegistryService:
         if last:
             known = [tag for tag in known if tag > last]
         limit = query.get("n", "")
-        if limit.isascii() and limit.isdigit():  # '²'.isdigit() is True; int() refuses it
-            known = known[: int(limit)]
+        if limit.isascii() and limit.isdigit() and len(limit) <= 18:  # int() refuses '²' and
+            known = known[: int(limit)]  # over 4,300 digits; more than 18 is "all" anyway
         return {"name": target.repository, "tags": known}, None, "stale"
 
 
-def _parse_upstream_digest(upstream: str, value: str | None) -> Digest | None:
-    if not value:
-        return None
-    try:
-        return Digest.parse(value)
-    except DigestInvalid as exc:
-        raise UpstreamBadResponse(upstream, f"invalid Docker-Content-Digest {value[:100]!r}") \
-            from exc
+def _not_ours(exc: EdgecacheError, fill: Fill, client: UpstreamClient) -> bool:
+    """Whether a joined download's failure may be another route's alone: it ran on another
+    upstream, or the content (or the right to it) is missing in the repository it was started
+    for. An upstream that fails outright fails everyone on it; asking again would double it."""
+    return fill.upstream != client.name or isinstance(exc, NotFound | UpstreamAuthError)
 
 
 def _upstream_digest(upstream: str, value: str | None) -> str | None:
-    digest = _parse_upstream_digest(upstream, value)
+    digest = parse_upstream_digest(upstream, value)
     return None if digest is None else str(digest)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,9 @@ _PARAM_RE = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|(
 DEFAULT_TOKEN_TTL = 60.0
 # Tokens are dropped this long before they expire, to absorb clock skew and request latency.
 EXPIRY_MARGIN = 5.0
+# Tokens kept (one per repository pulled): enough for every image a node runs, not for a client
+# that names a million repositories.
+TOKEN_LIMIT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +57,37 @@ class _Token:
 TokenFetcher = Callable[[Challenge, str], Awaitable[tuple[str, float]]]
 
 
-class TokenCache:
-    """Bearer tokens by scope, with one fetch in flight per scope."""
+class _Fetching:
+    """One scope's fetch lock and how many requests hold or wait on it."""
 
-    def __init__(self, fetch: TokenFetcher) -> None:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class TokenCache:
+    """Bearer tokens by scope, with one fetch in flight per scope.
+
+    A scope is a repository, and clients name any repository they like: both maps are bounded.
+    A scope's lock lives only while a request holds or waits on it; tokens are at most
+    `limit`, the expired ones dropped first, then the least recently used."""
+
+    def __init__(self, fetch: TokenFetcher, limit: int = TOKEN_LIMIT) -> None:
         self._fetch = fetch
-        self._tokens: dict[str, _Token] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._limit = max(1, limit)
+        self._tokens: OrderedDict[str, _Token] = OrderedDict()
+        self._locks: dict[str, _Fetching] = {}
+
+    def __len__(self) -> int:
+        """Tokens held."""
+        return len(self._tokens)
+
+    @property
+    def fetching(self) -> int:
+        """Scopes with a request holding or waiting on their fetch lock."""
+        return len(self._locks)
 
     def get(self, scope: str) -> str | None:
         token = self._tokens.get(scope)
@@ -68,6 +96,7 @@ class TokenCache:
         if token.expires_at <= time.monotonic():
             del self._tokens[scope]
             return None
+        self._tokens.move_to_end(scope)
         return token.value
 
     def invalidate(self, scope: str, value: str | None) -> None:
@@ -77,12 +106,31 @@ class TokenCache:
 
     async def obtain(self, challenge: Challenge, scope: str, stale: str | None) -> str:
         """A token for `scope`, fetched unless another request refreshed it meanwhile."""
-        lock = self._locks.setdefault(scope, asyncio.Lock())
-        async with lock:
-            current = self.get(scope)
-            if current is not None and current != stale:
-                return current
-            value, ttl = await self._fetch(challenge, scope)
-            lifetime = max(ttl - EXPIRY_MARGIN, ttl / 2)
-            self._tokens[scope] = _Token(value, time.monotonic() + lifetime)
-            return value
+        fetching = self._locks.get(scope)
+        if fetching is None:
+            fetching = self._locks[scope] = _Fetching()
+        fetching.users += 1
+        try:
+            async with fetching.lock:
+                current = self.get(scope)
+                if current is not None and current != stale:
+                    return current
+                value, ttl = await self._fetch(challenge, scope)
+                lifetime = max(ttl - EXPIRY_MARGIN, ttl / 2)
+                self._store(scope, _Token(value, time.monotonic() + lifetime))
+                return value
+        finally:
+            fetching.users -= 1
+            if fetching.users == 0 and self._locks.get(scope) is fetching:
+                del self._locks[scope]
+
+    def _store(self, scope: str, token: _Token) -> None:
+        self._tokens[scope] = token
+        self._tokens.move_to_end(scope)
+        if len(self._tokens) <= self._limit:
+            return
+        now = time.monotonic()
+        for expired in [s for s, t in self._tokens.items() if t.expires_at <= now]:
+            del self._tokens[expired]
+        while len(self._tokens) > self._limit:
+            self._tokens.popitem(last=False)

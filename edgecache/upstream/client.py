@@ -8,11 +8,12 @@ proxy decides on meaning, never on exception types of a library.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from edgecache.upstream.auth import (
     parse_challenge,
 )
 from edgecache.upstream.guard import AddressGuard, GuardedResolver, literal_class
+from edgecache.upstream.headers import content_range, leading_count, number
 from edgecache.upstream.health import UpstreamHealth
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ PROBE_TIMEOUT = 5.0
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ERROR_BODY_LIMIT = 64 * 1024
 TOKEN_BODY_LIMIT = 1 << 20
+MAX_TOKEN_TTL = 86400.0  # an upstream's `expires_in` beyond a day is not believed
 NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
@@ -73,13 +76,9 @@ class BlobStream:
         self.total = total
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        try:
+        with self._client.exchange("body"):
             async for data in self._response.content.iter_any():
                 yield data
-        except NETWORK_ERRORS as exc:
-            error = self._client.unavailable(exc)
-            self._client.failure("body", str(error))
-            raise error from exc
 
     def close(self) -> None:
         self._response.close()
@@ -129,19 +128,47 @@ class UpstreamClient:
         detail = str(exc) or kind
         return UpstreamUnavailable(self.name, f"{kind}: {detail}"[:300])
 
-    def failure(self, kind: str, reason: str) -> None:
-        """One failed exchange: counted by kind, and towards marking the upstream down."""
+    def failure(self, kind: str, reason: str, *, unanswered: bool = False) -> None:
+        """One failed exchange: counted by kind, and towards marking the upstream down;
+        `unanswered` when it failed by timing out (nothing came back)."""
         self._metrics.upstream_errors.labels(self.name, kind).inc()
-        self.health.failure(reason, unanswered=kind == "timeout")
+        self.health.failure(reason, unanswered=unanswered)
 
-    def _success(self, resp: aiohttp.ClientResponse) -> None:
+    @contextlib.contextmanager
+    def exchange(self, stage: str) -> Iterator[None]:
+        """The one rule for upstream I/O. A network error anywhere (sending a request, reading
+        a manifest, tag list, token or blob body) leaves as `UpstreamUnavailable` and counts as
+        a failure towards marking the upstream down; a timeout also makes it suspect. A
+        registry body read to its end is the exchange's success (the headers alone were not: an
+        upstream that answers and then breaks every body is failing). `stage` labels the error
+        metric; "request" (the headers) uses the error's own kind (dns, tls, timeout...), and
+        its success depends on the status (`_follow`); a token service that answers proves
+        nothing about the registry, so "token" counts only failures."""
+        try:
+            yield
+        except NETWORK_ERRORS as exc:
+            error = self.unavailable(exc)
+            kind = _error_kind(exc)
+            self.failure(kind if stage == "request" else stage, str(error),
+                         unanswered=kind == "timeout")
+            raise error from exc
+        if stage == "body":
+            self._succeeded()
+
+    def _answered(self, resp: aiohttp.ClientResponse) -> None:
+        """A status below 500 came back: the upstream answers (it is no longer suspect). The
+        exchange has succeeded if there is no body for us to read, else once it is read."""
+        remaining = leading_count(resp.headers.get("ratelimit-remaining"))
+        if remaining is not None:
+            self._metrics.ratelimit_remaining.labels(self.name).set(remaining)
+        if resp.method == "HEAD" or resp.status not in (200, 206):
+            self._succeeded()
+        else:
+            self.health.answered()
+
+    def _succeeded(self) -> None:
         self.health.success()
         self._metrics.upstream_last_success.labels(self.name).set(time.time())
-        remaining = resp.headers.get("ratelimit-remaining")
-        if remaining:
-            count = remaining.split(";", 1)[0].strip()
-            if count.isascii() and count.isdigit():  # '²'.isdigit() is True; int() refuses it
-                self._metrics.ratelimit_remaining.labels(self.name).set(int(count))
 
     def _guard(self) -> None:
         """Fail at once while the upstream is marked down: nobody waits on a dead link."""
@@ -170,20 +197,18 @@ class UpstreamClient:
             return ManifestInfo(
                 digest=resp.headers.get("Docker-Content-Digest"),
                 media_type=resp.headers.get("Content-Type"),
-                size=_int(resp.headers.get("Content-Length")),
+                size=number(resp.headers.get("Content-Length")),
             )
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, ManifestInfo]:
         path = f"/v2/{repository}/manifests/{reference}"
         async with await self._request("GET", path, repository, accept=MANIFEST_ACCEPT) as resp:
             await self._check(resp, ManifestUnknown)
-            declared = _int(resp.headers.get("Content-Length"))
+            declared = number(resp.headers.get("Content-Length"))
             if declared is not None and declared > self.manifest_limit:
                 raise ManifestInvalid(f"manifest of {declared} bytes exceeds the size limit")
-            try:
+            with self.exchange("body"):
                 body = await _read_upto(resp, self.manifest_limit + 1)
-            except NETWORK_ERRORS as exc:
-                raise self.unavailable(exc) from exc
             if len(body) > self.manifest_limit:
                 raise ManifestInvalid("manifest exceeds the size limit")
             if declared is not None and len(body) != declared:
@@ -199,7 +224,7 @@ class UpstreamClient:
         async with await self._request("HEAD", f"/v2/{repository}/blobs/{digest}",
                                        repository) as resp:
             await self._check(resp, BlobUnknown)
-            return _int(resp.headers.get("Content-Length"))
+            return number(resp.headers.get("Content-Length"))
 
     async def open_blob(self, repository: str, digest: str, offset: int = 0) -> BlobStream:
         """Open the blob from `offset`; `start` says where the body really starts (0 when the
@@ -209,9 +234,9 @@ class UpstreamClient:
                                    extra=headers)
         try:
             await self._check(resp, BlobUnknown)
-            start, total = 0, _int(resp.headers.get("Content-Length"))
+            start, total = 0, number(resp.headers.get("Content-Length"))
             if resp.status == 206:
-                first, total = _content_range(resp.headers.get("Content-Range"))
+                first, total = content_range(resp.headers.get("Content-Range"))
                 if first is None:
                     raise UpstreamBadResponse(self.name, "206 without a usable Content-Range")
                 start = first
@@ -224,11 +249,10 @@ class UpstreamClient:
         async with await self._request("GET", f"/v2/{repository}/tags/list", repository,
                                        params=query, accept="application/json") as resp:
             await self._check(resp, NameUnknown)
-            try:
+            with self.exchange("body"):
                 body = await _read_upto(resp, self.manifest_limit + 1)
+            try:
                 doc = json.loads(body)
-            except NETWORK_ERRORS as exc:
-                raise self.unavailable(exc) from exc
             except ValueError as exc:
                 raise UpstreamBadResponse(self.name, "tag list is not JSON") from exc
             if len(body) > self.manifest_limit or not isinstance(doc, dict):
@@ -278,22 +302,22 @@ class UpstreamClient:
             sent = dict(headers)
             if auth and _origin(url) == origin:
                 sent["Authorization"] = auth
-            try:
+            with self.exchange("request"):
                 resp = await self._send(method, url, sent)
-            except NETWORK_ERRORS as exc:
-                error = self.unavailable(exc)
-                self.failure(_error_kind(exc), str(error))
-                raise error from exc
             if resp.status >= 500 or resp.status == 429:
                 self.failure("status_429" if resp.status == 429 else "status_5xx",
                              f"answered {resp.status}")
             elif resp.status != 401:  # a challenge proves nothing until the token service answers
-                self._success(resp)
+                self._answered(resp)
             location = resp.headers.get("Location")
             if resp.status not in REDIRECT_STATUSES or not location:
                 return resp
             resp.release()
-            target = resp.url.join(URL(location, encoded=True))
+            try:
+                target = _parsed(resp.url.join(URL(location, encoded=True)))
+            except ValueError as exc:
+                raise UpstreamBadResponse(
+                    self.name, f"redirect to an invalid URL {location[:100]!r}") from exc
             refusal = self._refusal(target)
             if refusal:
                 raise UpstreamBadResponse(self.name, f"redirect {refusal}")
@@ -360,7 +384,10 @@ class UpstreamClient:
 
     async def _fetch_token(self, challenge: Challenge, scope: str) -> tuple[str, float]:
         realm = challenge.params.get("realm", "")
-        realm_url = URL(realm)
+        try:
+            realm_url = _parsed(URL(realm))
+        except ValueError as exc:
+            raise UpstreamAuthError(self.name, f"token realm {realm[:100]!r} is not a URL") from exc
         refusal = self._refusal(realm_url)  # upstream-chosen, and our credentials go there
         if refusal:
             raise UpstreamAuthError(self.name, f"token realm {refusal}")
@@ -369,25 +396,25 @@ class UpstreamClient:
             query["service"] = challenge.params["service"]
         headers = {"Authorization": self._basic} if self._basic else {}
         self._guard()
-        try:
+        with self.exchange("token"):
             async with await self._send("GET", realm_url.with_query(query), headers) as resp:
                 if resp.status in (401, 403):
                     raise UpstreamAuthError(self.name, f"token service refused ({resp.status})")
                 if resp.status != 200:
                     self.failure("token", f"token service answered {resp.status}")
                     raise UpstreamUnavailable(self.name, f"token service answered {resp.status}")
-                doc = json.loads(await _read_upto(resp, TOKEN_BODY_LIMIT))
-        except NETWORK_ERRORS as exc:
-            error = self.unavailable(exc)
-            self.failure("token", str(error))
-            raise error from exc
-        except ValueError as exc:
+                body = await _read_upto(resp, TOKEN_BODY_LIMIT)
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:  # also a number over Python's 4,300-digit limit
             raise UpstreamAuthError(self.name, "token service answered no JSON") from exc
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise UpstreamAuthError(self.name, "token service answered no token")
         ttl = doc.get("expires_in", DEFAULT_TOKEN_TTL)
-        return token, float(ttl) if isinstance(ttl, int | float) and ttl > 0 else DEFAULT_TOKEN_TTL
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl > 0:
+            return token, DEFAULT_TOKEN_TTL
+        return token, min(ttl, MAX_TOKEN_TTL)  # a huge int or Infinity: float() would overflow
 
 
 async def _read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -399,6 +426,14 @@ async def _read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         body += data
     return bytes(body)
+
+
+def _parsed(url: URL) -> URL:
+    """`url`, its authority checked now: yarl parses it lazily, and a bad IPv6 literal or a
+    port over 65535 (an upstream's Location or token realm) raises ValueError where it is
+    first read."""
+    _ = url.host, url.port
+    return url
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -413,15 +448,3 @@ def _error_kind(exc: BaseException) -> str:
         return "connect"
     return "network"
 
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value is not None and value.isdigit() else None
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """`bytes 100-199/1000` → (100, 1000); the total may be `*`."""
-    if not value or not value.startswith("bytes "):
-        return None, None
-    span, _, total = value[6:].partition("/")
-    first, _, _ = span.partition("-")
-    return _int(first.strip()), _int(total.strip())

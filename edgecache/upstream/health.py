@@ -5,6 +5,9 @@ marked down: requests stop waiting on it and fail at once, so the proxy serves w
 without any timeout. A background probe (`GET /v2/`, any answer below 500 counts) with
 exponential backoff marks it up again. Each change of state is logged once, not per request.
 
+Failures are counted per exchange, whatever part of it failed (the request, or reading the
+body: `UpstreamClient.exchange` is the one rule); an exchange succeeds once it is whole.
+
 Before that, an upstream is `suspect` from the moment it leaves someone waiting (a caller gave
 up on it, or a request timed out) until it next answers anything successfully. Marking down
 takes `threshold` x `response_timeout` (30 s by default) against a black hole; a suspect
@@ -41,18 +44,25 @@ class UpstreamHealth:
         self._on_change = on_change
         self._failures = 0
         self._task: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()  # until ended, cancelled ones included
         self.last_error = ""
         self.suspect = False
 
     def success(self) -> None:
+        """One exchange succeeded whole (for a GET: its body read to the end)."""
         self._failures = 0
         self.last_success = time.time()
+        self.answered()
+        if not self.up:
+            self._set(True, "answering again")
+
+    def answered(self) -> None:
+        """The upstream answered (its headers came back): it leaves nobody waiting, so it is no
+        longer suspect; but the exchange is not a success before its body has been read."""
         if self.suspect:
             self.suspect = False
             log.info("upstream %s answered again; cached tags wait for its answer again",
                      self.name)
-        if not self.up:
-            self._set(True, "answering again")
 
     def failure(self, reason: str, *, unanswered: bool = False) -> None:
         """One failed exchange; `unanswered` when it failed by timing out (nothing came back)."""
@@ -85,6 +95,8 @@ class UpstreamHealth:
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(
                     self._probe_loop(), name=f"probe {self.name}")
+                self._probes.add(self._task)
+                self._task.add_done_callback(self._probes.discard)
         if self._on_change is not None:
             self._on_change(self.name, up)
 
@@ -104,7 +116,9 @@ class UpstreamHealth:
             delay = min(delay * 2, self._backoff_max)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        """Cancel the probe and wait until it (and any probe cancelled before) has ended."""
+        self._task = None
+        probes = list(self._probes)
+        for task in probes:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*probes, return_exceptions=True)

@@ -65,7 +65,7 @@ def from_domain(exc: errors.EdgecacheError) -> web.Response:
     if isinstance(exc, errors.TooManyRequests):
         response.headers["Retry-After"] = "1"
     if isinstance(exc, errors.Unauthorized):
-        response.headers["WWW-Authenticate"] = f'Basic realm="{exc.realm}", charset="UTF-8"'
+        response.headers["WWW-Authenticate"] = exc.challenge
     return response
 
 

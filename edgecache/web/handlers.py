@@ -6,8 +6,10 @@ access log line; the time to answer is observed per route.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,7 +46,7 @@ class RegistryHandlers:
     async def base(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
-        self._auth.check(request, None)
+        await self._auth.check(request, None)
         return web.json_response({})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -53,7 +55,7 @@ class RegistryHandlers:
         path = request.rel_url.raw_path.removeprefix("/v2/")
         ns = request.query.get("ns") if request.query_string else None  # no MultiDict if none
         target = self._router.resolve(path, ns)
-        self._auth.check(request, target.upstream)
+        await self._auth.check(request, target.upstream)
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
         started = time.monotonic()
@@ -105,6 +107,13 @@ class RegistryHandlers:
                 exc.size = self._service.known_size(target)
                 raise
         answer: BlobAnswer = await self._service.blob(target, head)
+        # the reader (a download in progress) is closed on every path from here: a bad Range,
+        # headers that cannot be sent, a client gone before them
+        with answer.reader if answer.reader is not None else contextlib.nullcontext():
+            return await self._blob_answer(request, answer, head)
+
+    async def _blob_answer(self, request: web.Request, answer: BlobAnswer,
+                           head: bool) -> web.StreamResponse:
         headers = {
             CACHE_HEADER: RESULTS[answer.source],
             "Content-Type": "application/octet-stream",
@@ -112,13 +121,8 @@ class RegistryHandlers:
             "ETag": f'"{answer.digest}"',
             "Accept-Ranges": "bytes",
         }
-        try:
-            span = (parse_range(request.headers.get("Range"), answer.size)
-                    if answer.size is not None else None)
-        except Exception:
-            if answer.reader is not None:
-                answer.reader.close()
-            raise
+        span = (parse_range(request.headers.get("Range"), answer.size)
+                if answer.size is not None else None)
         self._result(request, answer.source)
         if head:
             if answer.size is not None:
@@ -127,20 +131,27 @@ class RegistryHandlers:
         length = None if answer.size is None else (
             answer.size if span is None else span[1] - span[0])
         if answer.path is not None and answer.size is not None and length is not None:
-            self._child("served_bytes", "cache").inc(length)
-            self._metrics.saved_bytes.inc(length)
-            return BlobFileResponse(answer.path, answer.size, span, headers)
+            return BlobFileResponse(answer.path, answer.size, span, headers,
+                                    self._counter("cache", saved=True))
         assert answer.reader is not None
         self._metrics.fill_readers.inc()
         try:
-            response, sent = await stream_fill(request, answer.reader, answer.size, span,
-                                               headers)
+            return await stream_fill(request, answer.reader, answer.size, span, headers,
+                                     self._counter("upstream", saved=answer.joined))
         finally:
             self._metrics.fill_readers.dec()
-        self._child("served_bytes", "upstream").inc(sent)
-        if answer.joined:
-            self._metrics.saved_bytes.inc(sent)
-        return response
+
+    def _counter(self, source: str, saved: bool) -> Callable[[int], None]:
+        """Counts a blob body's bytes once it has gone out: what was sent, not what was
+        promised (a client that leaves half-way got half)."""
+        served = self._child("served_bytes", source)
+        saved_bytes = self._metrics.saved_bytes
+
+        def count(sent: int) -> None:
+            served.inc(sent)
+            if saved:
+                saved_bytes.inc(sent)
+        return count
 
     async def _tags(self, request: web.Request, target: Target) -> web.StreamResponse:
         query = {k: v for k, v in request.query.items() if k in ("n", "last")}

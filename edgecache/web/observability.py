@@ -103,13 +103,29 @@ def response_headers(
     return hook
 
 
+def body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
+    """The body bytes a response really sent: what the log line's `bytes` reports. aiohttp's
+    `body_length` counts the headers with the body, and misses what `os.sendfile` sends past
+    its writer: streamed blob bodies (`web.responses.CountedResponse`) report their own count
+    there instead. An in-memory body went out whole once aiohttp finished the response (it
+    sets `body_length` then); a HEAD's never did."""
+    if not isinstance(response, web.Response):
+        return response.body_length
+    if request.method == "HEAD" or not response.body_length:
+        return 0
+    body = response.body
+    return len(body) if isinstance(body, bytes | bytearray) else response.body_length
+
+
 class AccessLogger(AbstractAccessLogger):
-    """One line per request; `log_format` json or plain (chosen by the composition root)."""
+    """One line per request; `log_format` json or plain (chosen by the composition root).
+    `bytes` is the body bytes sent (`body_bytes`), never the headers."""
 
     json_format = False
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         access: Mapping[str, str] = request.get(ACCESS) or _NO_ACCESS
+        sent = body_bytes(request, response)
         if self.json_format:
             self.logger.info(json.dumps({
                 "id": request.get(REQUEST_ID, "-"),
@@ -117,7 +133,7 @@ class AccessLogger(AbstractAccessLogger):
                 "method": request.method,
                 "path": request.path_qs[:512],
                 "status": response.status,
-                "bytes": response.body_length,
+                "bytes": sent,
                 "duration_s": round(time, 6),
                 "route": access.get("route", "-"),
                 "upstream": access.get("upstream", "-"),
@@ -126,7 +142,7 @@ class AccessLogger(AbstractAccessLogger):
         else:  # formatted here: one string argument is the cheapest LogRecord to make
             self.logger.info(
                 f'{request.get(REQUEST_ID, "-")} {request.remote} "{request.method} '
-                f'{request.path_qs[:512]}" {response.status} {response.body_length} {time:.3f}s '
+                f'{request.path_qs[:512]}" {response.status} {sent} {time:.3f}s '
                 f'route={access.get("route", "-")} upstream={access.get("upstream", "-")} '
                 f'result={access.get("result", "-")}')
 

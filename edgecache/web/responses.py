@@ -1,4 +1,4 @@
-"""Blob bodies: Range parsing, cached files, and downloads in progress.
+"""Blob bodies: cached files, and downloads in progress (the Range header: `web/ranges.py`).
 
 Cached files on plain TCP go out zero-copy: `os.sendfile` on a duplicate of the connection's
 socket (uvloop has no `loop.sendfile`; the stdlib loop's costs more per request), 1 MiB at a
@@ -29,48 +29,21 @@ import asyncio
 import errno
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from edgecache.errors import BlobUnknown, EdgecacheError, RangeNotSatisfiable
-from edgecache.proxy.fill import FillReader, SendFile
+from edgecache.errors import BlobUnknown, EdgecacheError
+from edgecache.proxy.reader import FillReader, SendFile
+from edgecache.web.ranges import parse_range as parse_range  # re-exported for callers
 
 log = logging.getLogger(__name__)
 
 TLS_CHUNK = 48 * 1024  # peak RSS vs CPU per GB at 64 TLS downloads: see the docstring
 SENDFILE_WINDOW = 1 << 20
 _nowait_reads = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")  # cleared if refused
-
-
-def _ascii_digits(text: str) -> bool:
-    """RFC 9110 DIGIT: str.isdigit alone accepts '²' (which int() refuses) and other scripts."""
-    return text.isascii() and text.isdigit()
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """A single `bytes=` range as [start, end) within `size`, or None for the whole blob."""
-    if header is None:
-        return None
-    unit, eq, spec = header.partition("=")
-    first, dash, last = spec.strip().partition("-")
-    first, last = first.strip(), last.strip()
-    if (unit.strip().lower() != "bytes" or not eq or not dash or "," in spec
-            or not (first or last) or not (_ascii_digits(first) or not first)
-            or not (_ascii_digits(last) or not last)):
-        raise RangeNotSatisfiable(f"unsupported Range {header[:100]!r} (one bytes range only)",
-                                  size)
-    if not first:
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable("empty suffix range", size)
-        return max(0, size - suffix), size
-    start = int(first)
-    end = min(int(last) + 1, size) if last else size
-    if start >= size or start >= end:
-        raise RangeNotSatisfiable(f"range {header[:100]!r} outside a blob of {size} bytes", size)
-    return start, end
 
 
 def _range_headers(headers: dict[str, str], span: tuple[int, int] | None,
@@ -82,15 +55,35 @@ def _range_headers(headers: dict[str, str], span: tuple[int, int] | None,
     return 206
 
 
-class BlobFileResponse(web.StreamResponse):
-    """A cached blob file, whole or one range."""
+Sent = Callable[[int], None]  # told once, at the end, how many body bytes went out
+
+
+class CountedResponse(web.StreamResponse):
+    """A blob body that counts the body bytes it really sent, in `body_sent`: aiohttp's own
+    count (`body_length`) has the headers in it and none of what `os.sendfile` sends past its
+    writer (a 25 MB cache hit was logged as 460 bytes). The access log and the byte metrics
+    use this count. Whoever writes the body adds to it, once per piece or sendfile window
+    where the loop already is (no wrapper around `write`: nothing more per piece)."""
+
+    body_sent = 0
+
+    @property
+    def body_length(self) -> int:
+        """What any access logger reads (aiohttp's own `%b` too): the body bytes sent."""
+        return self.body_sent
+
+
+class BlobFileResponse(CountedResponse):
+    """A cached blob file, whole or one range; `sent` is told the body bytes sent at the end,
+    however it ends (prepare runs after the handler has returned)."""
 
     def __init__(self, path: Path, size: int, span: tuple[int, int] | None,
-                 headers: dict[str, str]) -> None:
+                 headers: dict[str, str], sent: Sent | None = None) -> None:
         super().__init__(status=_range_headers(headers, span, size), headers=headers)
         self._path = path
         self._offset, end = span if span is not None else (0, size)
         self.content_length = end - self._offset
+        self._sent = sent
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         transport = request.transport
@@ -101,8 +94,9 @@ class BlobFileResponse(web.StreamResponse):
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise BlobUnknown("blob was removed while being served") from exc
-        outlet = None if tls else _outlet(transport)
+        outlet = None
         try:
+            outlet = None if tls else _outlet(transport)
             writer = await super().prepare(request)
             count = self.content_length or 0
             if tls:
@@ -111,7 +105,7 @@ class BlobFileResponse(web.StreamResponse):
                 transport.set_write_buffer_limits(high=TLS_CHUNK)
                 await self._write_chunks(fd, count)
             elif outlet is not None:
-                await _sendfile(transport, outlet, fd, self._offset, count)
+                await _sendfile(transport, outlet, fd, self._offset, count, self)
             else:
                 await self._write_chunks(fd, count)
             await super().write_eof()
@@ -120,6 +114,8 @@ class BlobFileResponse(web.StreamResponse):
             if outlet is not None:
                 os.close(outlet)
             os.close(fd)
+            if self._sent is not None:
+                self._sent(self.body_sent)
 
     async def _write_chunks(self, fd: int, count: int) -> None:
         loop = asyncio.get_running_loop()
@@ -133,6 +129,7 @@ class BlobFileResponse(web.StreamResponse):
                 raise ConnectionResetError("blob file ended early")
             await self.write(data)
             offset += len(data)
+            self.body_sent += len(data)
 
     async def write_eof(self, data: bytes = b"") -> None:
         """Already done in prepare (as aiohttp's FileResponse does)."""
@@ -183,10 +180,10 @@ def _cached(fd: int, offset: int, count: int) -> bool:
 
 
 async def _sendfile(transport: asyncio.BaseTransport, out: int, fd: int, offset: int,
-                    count: int) -> None:
+                    count: int, response: CountedResponse) -> None:
     """Send `count` bytes of `fd` from `offset` with os.sendfile on `out`, an outlet's
-    descriptor (`_outlet`). The bytes must follow what the transport already holds (the
-    headers), so its buffer is emptied first."""
+    descriptor (`_outlet`), counted in `response.body_sent` as they go. The bytes must follow
+    what the transport already holds (the headers), so its buffer is emptied first."""
     loop = asyncio.get_running_loop()
     write_transport: asyncio.WriteTransport = transport  # type: ignore[assignment]
     while write_transport.get_write_buffer_size():
@@ -212,6 +209,7 @@ async def _sendfile(transport: asyncio.BaseTransport, out: int, fd: int, offset:
         if not sent:
             raise ConnectionResetError("blob file ended early")
         offset += sent
+        response.body_sent += sent
 
 
 def _sendfile_owned(out: int, fd: int, offset: int, count: int) -> int:
@@ -241,11 +239,14 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
 
 
 async def stream_fill(request: web.Request, reader: FillReader, size: int | None,
-                      span: tuple[int, int] | None,
-                      headers: dict[str, str]) -> tuple[web.StreamResponse, int]:
-    """Stream a download in progress; the response and the body bytes sent. If it fails, the
-    connection is cut before the last byte, so the client never mistakes a broken blob for a
-    whole one.
+                      span: tuple[int, int] | None, headers: dict[str, str],
+                      sent: Sent | None = None) -> web.StreamResponse:
+    """Stream a download in progress. If it fails, the connection is cut before the last byte,
+    so the client never mistakes a broken blob for a whole one; that, or a client that left,
+    returns the unfinished response, which aiohttp ends as the hang-up it is (the access line
+    is written; no error is logged as unexpected). `sent` is told the body bytes
+    sent, however it ends. The caller owns `reader` (and closes it, even if the headers
+    cannot be sent).
 
     On plain TCP with a known length, what the download has written (and the fill lets readers
     see) goes out with `os.sendfile` from the download's file, as a cached file does: no copy
@@ -253,32 +254,37 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
     most of the loop copying it (pread + write); see NOTES.md for the figures. Under TLS, or
     without a Content-Length (chunked framing must wrap the bytes), it is read in pieces and
     written through the transport."""
-    response = web.StreamResponse(status=_range_headers(headers, span, size), headers=headers)
+    response = CountedResponse(status=_range_headers(headers, span, size), headers=headers)
     start, end = span if span is not None else (0, size)
     if end is not None:
         response.content_length = end - start
-    writer = await response.prepare(request)
-    transport = request.transport
     outlet = None
-    send_file: SendFile | None = None
-    if (end is not None and transport is not None and writer is not None
-            and transport.get_extra_info("sslcontext") is None):
-        outlet = _outlet(transport)
-    if outlet is not None:
-        async def send_file(fd: int, offset: int, count: int) -> None:
-            assert transport is not None and writer is not None and outlet is not None
-            await _sendfile(transport, outlet, fd, offset, count)
-            writer.output_size += count  # bytes the writer did not see: for the access log
-
     try:
-        sent = await reader.copy(start, end, response.write, send_file)
-    except EdgecacheError as exc:
-        log.warning("cut a client off %s: %s", reader.fill.digest, exc)
-        if request.transport is not None:
-            request.transport.abort()
-        raise ConnectionResetError(str(exc)) from exc
+        writer = await response.prepare(request)
+        transport = request.transport
+        send_file: SendFile | None = None
+        if (end is not None and transport is not None and writer is not None
+                and transport.get_extra_info("sslcontext") is None):
+            outlet = _outlet(transport)
+        if outlet is not None:
+            async def send_file(fd: int, offset: int, count: int) -> None:
+                assert transport is not None and outlet is not None
+                await _sendfile(transport, outlet, fd, offset, count, response)
+
+        try:
+            await reader.copy(start, end, response.write, send_file)
+        except EdgecacheError as exc:
+            log.warning("cut a client off %s: %s", reader.fill.digest, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response  # unfinished, on a closed connection: aiohttp ends it quietly
+        await response.write_eof()
+        return response
+    except ConnectionError:  # the client left (before the headers, or during the body): its
+        return response  # response cannot be finished, which aiohttp handles as a hang-up
     finally:
         if outlet is not None:
             os.close(outlet)
-    await response.write_eof()
-    return response, sent
+        response.body_sent += reader.written  # what went through `write`; sendfile counted its
+        if sent is not None:
+            sent(response.body_sent)

@@ -13,11 +13,15 @@ configures the faults it needs:
   the rest of the body until the test opens a gate;
 - `hold(...)`: matching requests arrive (and are recorded) but get no answer until the test
   sets the returned gate: an upstream that hangs on some requests and answers others;
+  `arrival(...)`: an event set when a matching request arrives (held or not), so a test can
+  act while another request is held, or learn that a request reached this upstream;
 - `fail(status, ...)`: answer 500/503/429 for matching requests (`clear_failures()` ends it);
   `down = True`: 503 for all;
   `stop()`: close the port so connections are refused;
 - `redirect(location, ...)`: answer matching requests with a redirect to any URL (hostile
-  redirects: link-local, private, downgrade, loops).
+  redirects: link-local, private, downgrade, loops);
+- `cut_documents_at = k`: manifest and tag-list GETs announce their full Content-Length and
+  hang up after k body bytes (a network cut mid-document).
 
 Only aiohttp.web and the content builders in `tests.support.images` are used.
 """
@@ -218,8 +222,10 @@ class FakeRegistry:
         self.down = False
         self.chunked_manifests = False  # send manifests without Content-Length
         self.extra_headers: dict[str, str] = {}  # added to every answer (hostile headers)
+        self.cut_documents_at: int | None = None  # manifests, tag lists: hang up mid-body
         self._failures: list[_Failure] = []
         self._holds: list[tuple[str, str | None, asyncio.Event]] = []
+        self._arrivals: list[tuple[str, str | None, asyncio.Event]] = []
         self._auth: str | None = None  # None, "bearer" or "basic"
         self._basic_expected: str | None = None
         self._token_basic: str | None = None
@@ -323,6 +329,12 @@ class FakeRegistry:
         self._holds.append((path_contains, method, gate))
         return gate
 
+    def arrival(self, path_contains: str, *, method: str | None = None) -> asyncio.Event:
+        """An event set when the next matching request arrives (before any hold applies)."""
+        event = asyncio.Event()
+        self._arrivals.append((path_contains, method, event))
+        return event
+
     def redirect(self, location: str | Callable[[web.Request], str | None], *,
                  path_contains: str = "", method: str | None = None, status: int = 307) -> None:
         """Answer matching requests (after auth) with `status` and this Location (a string, or
@@ -372,6 +384,9 @@ class FakeRegistry:
     async def _record(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         entry = _recorded(request)
         (self.token_requests if request.path == "/token" else self.requests).append(entry)
+        for contains, method, event in self._arrivals:
+            if contains in request.path and method in (None, request.method):
+                event.set()
         for contains, method, gate in self._holds:
             if contains in request.path and method in (None, request.method):
                 try:
@@ -444,10 +459,10 @@ class FakeRegistry:
                 None, request.method) else None
             if target is not None:
                 return web.Response(status=status, headers={"Location": target})
-        if kind == "manifests":
-            return await self._manifest(request, repo, ref)
-        if kind == "tags":
-            return self._tag_list(request, repo)
+        if kind in ("manifests", "tags"):
+            document = (await self._manifest(request, repo, ref) if kind == "manifests"
+                        else self._tag_list(request, repo))
+            return await self._cut(request, document)
         if request.method == "GET" and self._redirect_to is not None:
             if ref not in self._content.blobs:
                 return _error(404, "BLOB_UNKNOWN", f"blob {ref} unknown")
@@ -473,6 +488,22 @@ class FakeRegistry:
         await response.write_eof()
         return response
 
+    async def _cut(self, request: web.Request,
+                   document: web.StreamResponse) -> web.StreamResponse:
+        """With `cut_documents_at`, a whole GET answer becomes: its full Content-Length
+        announced, that many body bytes sent, then a hang-up. Anything else goes as it is."""
+        body = getattr(document, "body", None)
+        if (self.cut_documents_at is None or request.method != "GET" or document.status != 200
+                or not isinstance(body, bytes)):
+            return document
+        response = web.StreamResponse(headers=document.headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: self.cut_documents_at])
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
     def _tag_list(self, request: web.Request, repo: str) -> web.StreamResponse:
         if repo not in self.tags:
             return _error(404, "NAME_UNKNOWN", f"repository {repo} unknown")
@@ -482,7 +513,7 @@ class FakeRegistry:
             tags = [tag for tag in tags if tag > last]
         headers = {}
         n = request.query.get("n", "")
-        if n.isascii() and n.isdigit() and len(tags) > int(n):
+        if n.isascii() and n.isdigit() and len(n) <= 18 and len(tags) > int(n) > 0:
             tags = tags[: int(n)]
             headers["Link"] = f'</v2/{repo}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
         return web.json_response({"name": repo, "tags": tags}, headers=headers)

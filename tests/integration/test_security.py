@@ -46,7 +46,11 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "puller", "Pw-integration-5Tg8Yh2Uj"
 TOKEN = "tok-integration-Qa1Ws3Ed5Rf7"
-CHALLENGE = 'Basic realm="edgecache", charset="UTF-8"'
+TOKENS = "/v2/token"  # edgecache's own token endpoint, the realm of its Bearer challenge
+
+
+def challenge(ec: EdgecacheProcess) -> str:
+    return f'Bearer realm="{ec.url}{TOKENS}",service="edgecache"'
 
 
 def b64(user: str, password: str) -> str:
@@ -101,8 +105,12 @@ def test_skopeo_needs_credentials_only_for_the_authenticated_upstream(
                               src_creds=creds, check=False)
         assert refused.returncode != 0, creds
         assert "unauthorized" in refused.stderr.lower(), refused.stderr[-2000:]
-    answered = [r for r in ec.requests_since(ec_mark) if r.path.startswith("/v2/")]
+    seen = ec.requests_since(ec_mark)
+    answered = [r for r in seen if r.path.startswith("/v2/") and not r.path.startswith(TOKENS)]
     assert answered and {r.status for r in answered} == {401}, answered
+    # the token endpoint gave the anonymous attempt a token (which opens nothing private) and
+    # refused every wrong password
+    assert {r.status for r in seen if r.path.startswith(TOKENS)} == {200, 401}
     assert hub.pulls_since(hub_mark) == []  # nothing reached the upstream
 
     out = tmp_path / "oci"
@@ -119,6 +127,12 @@ def test_skopeo_needs_credentials_only_for_the_authenticated_upstream(
     refused = skopeo.copy(reference("docker.io", beta), f"oci:{tmp_path / 'refused-mirror'}",
                           registries_conf=conf, check=False)
     assert refused.returncode != 0 and "unauthorized" in refused.stderr.lower()
+    assert f"log in to {ec.address}" in refused.stderr  # what to send, and to whom
+    # the public upstream, anonymously: /v2/'s Bearer challenge gets skopeo an anonymous token
+    anonymous = tmp_path / "oci-anonymous"
+    skopeo.copy(reference("registry-b.test", corpus.app), f"oci:{anonymous}",
+                registries_conf=conf)
+    verify_oci_layout(anonymous, corpus.app)
     skopeo.login(ec.address, USER, PASSWORD)
     mirrored = tmp_path / "oci-mirror"
     skopeo.copy(reference("docker.io", beta), f"oci:{mirrored}", registries_conf=conf)
@@ -153,7 +167,7 @@ async def pull_with_aiohttp(url: str, seeded: Seeded,
 def test_api_root_and_a_static_bearer_token(locked: EdgecacheProcess, corpus: Corpus) -> None:
     ec = locked
     root = fetch(f"{ec.url}/v2/")
-    assert root.status == 401 and root.headers["WWW-Authenticate"] == CHALLENGE
+    assert root.status == 401 and root.headers["WWW-Authenticate"] == challenge(ec)
     assert json.loads(root.body)["errors"][0]["code"] == "UNAUTHORIZED"
     assert fetch(f"{ec.url}/v2/", headers={"Authorization": f"Basic {b64(USER, 'x')}"}
                  ).status == 401
@@ -165,6 +179,9 @@ def test_api_root_and_a_static_bearer_token(locked: EdgecacheProcess, corpus: Co
     url = f"{ec.url}"
     refused = fetch(f"{url}/v2/{seeded.repository}/manifests/{seeded.tag}?ns=docker.io")
     assert refused.status == 401
+    assert refused.headers["WWW-Authenticate"] == (
+        challenge(ec) + f',scope="repository:{seeded.repository}:pull"')
+    assert f"docker login {ec.address}" in json.loads(refused.body)["errors"][0]["message"]
     got = asyncio.run(pull_with_aiohttp(url, seeded, {"Authorization": f"Bearer {TOKEN}"}))
     assert got[seeded.top.digest] == seeded.top.manifest
     assert {d: got[d] for d in seeded.blobs} == seeded.blobs
@@ -182,7 +199,8 @@ def test_containerd_pulls_with_a_bearer_token_header(
     seeded = corpus.classic  # one image, Docker schema 2
     ref = f"docker.io/{seeded.repository}:{seeded.tag}"
     without = write_hosts(tmp_path / "hosts-none", "docker.io", locked.url).parent.parent
-    with pytest.raises(AssertionError, match=r"(?i)401|unauthorized"):
+    # containerd fetches an anonymous token, then reports the challenge's RFC 6750 error
+    with pytest.raises(AssertionError, match=r"(?i)insufficient_scope: authorization failed"):
         containerd.pull(ref, without, "--platform", "linux/amd64")
     hosts = write_hosts(tmp_path / "hosts", "docker.io", locked.url,
                         headers={"Authorization": f"Bearer {TOKEN}"}).parent.parent

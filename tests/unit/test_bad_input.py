@@ -9,7 +9,7 @@ import pytest
 
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import make_image, make_layer
-from tests.unit.conftest import Edge, RawResponse
+from tests.unit.conftest import Edge, MakeEdge, RawResponse
 
 SHA = "sha256:" + "ab" * 32
 MD5 = "md5:d41d8cd98f00b204e9800998ecf8427e"
@@ -160,3 +160,23 @@ async def test_valid_ranges_on_a_cached_blob(fake: FakeRegistry, edge: Edge) -> 
             assert resp.headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}", spec
             assert await resp.read() == data[start:end], spec
     assert len(fake.requests) == upstream_seen
+
+
+# ---- configuration the router must agree with ---------------------------------------------------
+
+@pytest.mark.parametrize("target", [
+    "/v2/fake.test/app/manifests/latest",
+    "/v2/FAKE.TEST/app/manifests/latest",
+    "/v2/app/manifests/latest?ns=fake.test",
+])
+async def test_an_upstream_configured_in_upper_case_is_reachable(
+        fake: FakeRegistry, make_edge: MakeEdge, target: str) -> None:
+    """Registry names are case-insensitive and the router lower-cases what clients send: an
+    upstream written `FAKE.TEST` in the config must answer, not be a name no request matches."""
+    fake.add_image("app", make_image([make_layer(1000, 1)]))
+    edge = await make_edge(upstream="FAKE.TEST")
+
+    resp = await edge.raw("GET", target)
+
+    assert resp.status == 200, resp.body[:200]
+    assert fake.requests and all(r.path.startswith("/v2/app/manifests/") for r in fake.requests)

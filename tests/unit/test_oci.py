@@ -79,3 +79,28 @@ def test_manifest_media_type_prefers_known_content_type() -> None:
 def test_manifest_media_type_rejects_non_manifests(body: bytes) -> None:
     with pytest.raises(ManifestInvalid):
         oci.manifest_media_type(body, "text/html")
+
+
+def test_a_manifests_own_media_type_decides() -> None:
+    docker = json.dumps({"schemaVersion": 2, "mediaType": oci.DOCKER_MANIFEST, "config": {},
+                         "layers": []}).encode()
+    for content_type in (None, "application/json", "text/plain",
+                         f"{oci.DOCKER_MANIFEST}; charset=utf-8", oci.DOCKER_MANIFEST.upper()):
+        assert oci.manifest_media_type(docker, content_type) == oci.DOCKER_MANIFEST
+    bare = json.dumps({"schemaVersion": 2, "config": {}, "layers": []}).encode()
+    assert oci.manifest_media_type(bare, oci.DOCKER_MANIFEST) == oci.DOCKER_MANIFEST
+
+
+@pytest.mark.parametrize(("embedded", "content_type"), [
+    (oci.DOCKER_MANIFEST, oci.OCI_MANIFEST),
+    (oci.OCI_INDEX, oci.DOCKER_MANIFEST_LIST),
+    (oci.DOCKER_MANIFEST_LIST, oci.OCI_MANIFEST),
+    ("application/vnd.example.not-a-manifest", oci.OCI_MANIFEST),
+    (42, oci.OCI_MANIFEST),
+])
+def test_a_content_type_that_contradicts_the_body_is_refused(embedded: object,
+                                                             content_type: str) -> None:
+    body = json.dumps({"schemaVersion": 2, "mediaType": embedded, "config": {},
+                       "manifests": [], "layers": []}).encode()
+    with pytest.raises(ManifestInvalid):
+        oci.manifest_media_type(body, content_type)

@@ -227,3 +227,43 @@ async def test_basic_auth_upstream_without_credentials_is_denied(
         assert resp.status == 403
         assert (await resp.json())["errors"][0]["code"] == "DENIED"
     assert all(r.authorization is None for r in fake.requests)
+
+
+async def test_token_locks_and_tokens_stay_bounded_over_many_repositories() -> None:
+    """A scope is a repository, named by clients: the lock map keeps only scopes a request
+    holds or waits on, and tokens are bounded (least recently used dropped)."""
+    from edgecache.upstream.auth import Challenge, TokenCache
+
+    fetched: list[str] = []
+    release = asyncio.Event()
+
+    async def fetch(challenge: Challenge, scope: str) -> tuple[str, float]:
+        fetched.append(scope)
+        if scope == "repository:slow:pull":
+            await release.wait()
+        return f"token-{scope}", 300.0
+
+    cache = TokenCache(fetch, limit=64)
+    challenge = Challenge("bearer", {"realm": "http://127.0.0.1/token"})
+    for i in range(500):
+        await cache.obtain(challenge, f"repository:r{i}:pull", None)
+        assert cache.fetching == 0
+    assert len(cache) == 64
+    assert cache.get("repository:r499:pull") == "token-repository:r499:pull"
+    assert cache.get("repository:r0:pull") is None
+
+    fetched.clear()
+    waiters = [asyncio.create_task(cache.obtain(challenge, "repository:slow:pull", None))
+               for _ in range(20)]
+    for _ in range(100):  # bounded: until every waiter has reached the lock
+        if fetched:
+            break
+        await asyncio.sleep(0)
+    assert cache.fetching == 1
+    waiters[-1].cancel()  # a waiter that leaves does not keep the lock alive
+    release.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert fetched == ["repository:slow:pull"]  # still one fetch per scope at a time
+    assert results[:-1] == ["token-repository:slow:pull"] * 19
+    assert isinstance(results[-1], asyncio.CancelledError)
+    assert cache.fetching == 0

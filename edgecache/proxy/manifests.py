@@ -1,0 +1,93 @@
+"""Manifests in the store: read back, or taken in from an upstream once they are proven.
+
+A fetched manifest is kept only after its digest matches (the one asked for, or the upstream's
+Docker-Content-Digest) and it parses as a manifest of a known type, stored byte-exact under the
+media type its body declares (`oci.manifest_media_type`); a contradiction stores nothing.
+Manifests live in the same content-addressed tree as blobs; the index keeps their media type
+and references, and links them to the upstream they came from (the claim check reads those).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from edgecache.errors import DigestInvalid, DigestMismatch, StorageError, UpstreamBadResponse
+from edgecache.metrics import Metrics
+from edgecache.oci import Digest, manifest_children, manifest_media_type
+from edgecache.storage.blobs import BlobStore
+from edgecache.storage.index import Index
+from edgecache.storage.quota import Quota
+from edgecache.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    digest: str
+    media_type: str
+    size: int
+    body: bytes | None  # None for a HEAD
+    source: str  # "cache", "upstream" or "stale"
+
+
+class Manifests:
+    def __init__(self, blobs: BlobStore, index: Index, quota: Quota, metrics: Metrics) -> None:
+        self._blobs = blobs
+        self._index = index
+        self._quota = quota
+        self._metrics = metrics
+
+    def local(self, digest: str, head: bool) -> ManifestAnswer | None:
+        media_type = self._index.media_type(digest)
+        if media_type is None:
+            return None
+        parsed = Digest.parse(digest)
+        if head:
+            size = self._blobs.size(parsed)
+            return None if size is None else ManifestAnswer(digest, media_type, size, None, "cache")
+        body = self._blobs.read(parsed)
+        if body is None:
+            return None
+        self._index.touch(digest)  # pulling a manifest uses every blob it references
+        return ManifestAnswer(digest, media_type, len(body), body, "cache")
+
+    async def download(self, client: UpstreamClient, repository: str,
+                       reference: str) -> ManifestAnswer:
+        body, info = await client.get_manifest(repository, reference)
+        expected = (Digest.parse(reference) if ":" in reference
+                    else parse_upstream_digest(client.name, info.digest))
+        actual = Digest.of(body, expected.algorithm if expected else "sha256")
+        if expected is not None and actual != expected:
+            self._metrics.digest_mismatches.labels(client.name).inc()
+            log.error("upstream %s sent a manifest that does not match %s", client.name, expected)
+            raise DigestMismatch(str(expected), str(actual))
+        media_type = manifest_media_type(body, info.media_type)
+        stored = self._index.media_type(str(actual))
+        if stored is not None and self._blobs.size(actual) == len(body):
+            # The same bytes came through another route or repository meanwhile: kept once.
+            self._index.link(client.name, str(actual))
+            self._index.touch(str(actual))
+            return ManifestAnswer(str(actual), stored, len(body), body, "upstream")
+        try:
+            await self._blobs.put(actual, body)
+        except StorageError as exc:  # verified and in memory: serve it even if it cannot stay
+            log.warning("could not store manifest %s: %s", actual, exc)
+            return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
+        self._index.record_blob(str(actual), len(body), media_type, manifest_children(body),
+                                upstreams=(client.name,))  # one transaction: no crash between
+        self._index.touch(str(actual))  # its references, already cached or not, are used too
+        self._quota.added(len(body))
+        self._quota.check()
+        return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
+
+
+def parse_upstream_digest(upstream: str, value: str | None) -> Digest | None:
+    if not value:
+        return None
+    try:
+        return Digest.parse(value)
+    except DigestInvalid as exc:
+        raise UpstreamBadResponse(upstream, f"invalid Docker-Content-Digest {value[:100]!r}") \
+            from exc
