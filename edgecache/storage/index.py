@@ -9,15 +9,12 @@ Access times are kept in memory and written in one transaction per flush (an SD 
 take a write per request). Using a manifest refreshes everything it references, two levels down
 (index → platform manifests → configs and layers), so an image ages as a whole.
 
-Queries run on the event loop: each is microseconds against a local WAL database, and none
-walks the whole table. Totals (bytes, blobs, manifests) are kept by triggers in the `totals` row,
-in the same transaction as the change, so they stay exact whichever process writes (`import`
-publishes from its own); what must see every row (eviction, reconcile) runs off the loop.
-
-Ownership: a row and its links are written in one transaction (`record_blob(upstreams=...)`),
-so no crash leaves private content indexed without its link. A file adopted after a crash, whose
-owner no row recorded, is linked to `UNKNOWN_OWNER`: restricted like private content until the
-upstream of the route asking for it confirms the digest.
+Queries run on the event loop: microseconds each (WAL), none walks the table. Totals are kept
+by triggers in the `totals` row, in the change's transaction: exact whichever process writes
+(`import` has its own). What reads every row runs elsewhere: eviction in a child, reconcile
+before the listeners start. A row and its links are one transaction (`record_blob(upstreams=)`):
+no crash leaves private content indexed without its link; a file adopted after a crash is
+linked to `UNKNOWN_OWNER`, restricted until the asking route's upstream confirms the digest.
 """
 
 from __future__ import annotations
@@ -187,11 +184,6 @@ class Index:
         """(blobs, manifests) in the index."""
         row = self._db.execute("SELECT blobs, manifests FROM totals WHERE id=0").fetchone()
         return int(row[0]) - int(row[1]), int(row[1])
-
-    def entries(self) -> list[Entry]:
-        self.flush_access()
-        return [Entry(d, s, a) for d, s, a in
-                self._db.execute("SELECT digest, size, last_access FROM blobs")]
 
     def lru(self) -> Generator[Entry, None, None]:
         """Every entry, least recently used first, read lazily from the `last_access` index
