@@ -13,6 +13,7 @@ and only then marks the stop as clean. Every background task has one owner that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import Index
+from edgecache.storage.index import UNKNOWN_OWNER, Index, checkpoint
 from edgecache.storage.integrity import reconcile
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
@@ -140,17 +141,17 @@ async def _components(app: web.Application, config: Config,
         for name, cfg in config.upstreams.items()
     }
     def published(digest: Digest, size: int, upstream: str) -> None:
-        index.record_blob(str(digest), size)
-        index.link(upstream, str(digest))
+        index.record_blob(str(digest), size, upstreams=(upstream,))  # one transaction
 
     fills = Fills(blobs, quota, metrics, published,
                   config.limits.max_downloads, config.limits.max_readers_per_blob,
                   {name: stall_bound(cfg) for name, cfg in config.upstreams.items()})
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
-    service = app[SERVICE] = RegistryService(
+    private = frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated")
+    service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         blobs, index, quota, clients, fills, metrics, config.cache,
-        private=frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated"))
+        private=private | {UNKNOWN_OWNER} if private else private)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
         yield
@@ -187,15 +188,21 @@ def _scrape_time_gauges(metrics: Metrics, storage: Storage) -> None:
 
 
 async def _janitor(storage: Storage, config: Config) -> None:
-    """Flush access times and keep within quota (other tenants of the disk fill it too)."""
+    """Flush access times and keep within quota (other tenants of the disk fill it too), every
+    interval, or at once when a publish crossed the high watermark (`quota.wanted`). Nothing
+    here walks the store on the loop: the totals are one row, eviction runs in a child process."""
     interval = max(1.0, min(config.storage.access_flush_interval, 60.0))
+    quota, loop = storage.quota, asyncio.get_running_loop()
+    storage.index.defer_checkpoints()  # the WAL is checkpointed below, off the loop
     while True:
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(quota.wanted.wait(), interval)
         try:
             storage.index.flush_access()
             # `edgecache import` publishes (and may evict) from another process: converge
-            storage.quota.used = storage.index.total_size()
-            storage.quota.check()
+            quota.used = storage.index.total_size()
+            await quota.enforce()
+            await loop.run_in_executor(None, checkpoint, storage.layout.index_file)
         except Exception:  # a background-loop guard: log, keep the loop alive
             log.exception("janitor pass failed")
 

@@ -62,15 +62,23 @@ class Entry:
 def select_victims(entries: Iterable[Entry], need: int, protected: set[str],
                    parents: Callable[[str], Iterable[str]],
                    sizes: Mapping[str, int]) -> list[str]:
-    """Least recently used first until `need` bytes are chosen; a chosen blob takes the
-    manifests that reference it along (transitively), unless one of them is protected, in which
-    case the blob stays too."""
+    """`choose_victims` over entries in any order."""
+    ordered = sorted(entries, key=lambda e: (e.last_access, e.digest))
+    return choose_victims(ordered, need, protected, parents, lambda d: sizes.get(d, 0))
+
+
+def choose_victims(lru: Iterable[Entry], need: int, protected: set[str],
+                   parents: Callable[[str], Iterable[str]],
+                   size_of: Callable[[str], int]) -> list[str]:
+    """Least recently used first (`lru` is in that order, and is read only as far as needed)
+    until `need` bytes are chosen; a chosen blob takes the manifests that reference it along
+    (transitively), unless one of them is protected, in which case the blob stays too."""
     chosen: list[str] = []
     seen: set[str] = set()
     freed = 0
-    for entry in sorted(entries, key=lambda e: (e.last_access, e.digest)):
-        if freed >= need:
-            break
+    if need <= 0:
+        return chosen
+    for entry in lru:
         if entry.digest in seen or entry.digest in protected:
             continue
         group = with_parents(entry.digest, parents)
@@ -79,7 +87,9 @@ def select_victims(entries: Iterable[Entry], need: int, protected: set[str],
         for digest in sorted(group - seen):
             seen.add(digest)
             chosen.append(digest)
-            freed += sizes.get(digest, 0)
+            freed += size_of(digest)
+        if freed >= need:
+            break
     return chosen
 
 

@@ -6,8 +6,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from edgecache.policy import closure
+from edgecache.storage.eviction import pinned_digests
 from edgecache.storage.index import Index
-from edgecache.storage.quota import Quota, pinned_digests
+from edgecache.storage.quota import Quota
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 

@@ -1,9 +1,13 @@
 """`edgecache import`: a bundle into the cache, in two phases, so a bad one changes nothing.
 
 1. Stage. Each blob member is written through a `BlobWriter` into `tmp/` and its digest checked
-   as it arrives; it stays there, unpublished. Blobs the cache already holds are skipped (their
-   bytes are not even read). `index.json` and `oci-layout` are kept in memory (both are small,
-   capped). Nothing else touches the storage in this phase: not the blob tree, not the index.
+   as it arrives; it stays there, unpublished. Blobs the cache already holds are skipped: not
+   read when the cache serves them to every route anyway; hashed (not written) when they are
+   restricted (linked to a private upstream, or adopted with an unknown owner), because this
+   import links them to the bundle's upstream: a member of the right size under a private digest
+   must prove it holds the bytes, or it would open them to that upstream's clients. `index.json`
+   and `oci-layout` are kept in memory (both are small, capped). Nothing else touches the
+   storage in this phase: not the blob tree; the index is only read.
 2. Check, once the whole archive has been read (a plain OCI tar may carry `index.json` first or
    last): the layout file, index.json, and for every root the closure, read strictly: each
    manifest parses as the kind its descriptor declares, every config and layer is present with
@@ -11,8 +15,9 @@
    never all of them.
 3. Publish: reserve the new bytes with the quota (evicting as a pull would; refused when they
    cannot fit), then blobs before the manifests that reference them, children before parents,
-   each renamed into place and recorded; tags last. A running service reads the index and the
-   files per request, so it serves the imported images at once.
+   each renamed into place and recorded with its links in one transaction; tags last. A
+   running service reads the index and the files per request, so it serves the imported
+   images at once.
 
 Any refusal before phase 3 removes every staged file: the blob tree, the index and `tmp/` are
 as they were. Pins are configuration, not state, so `--pin` prints the lines to add.
@@ -24,12 +29,13 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, BinaryIO
 
 from edgecache.airgap.bundle import REF_NAME, check_layout, parse_index
+from edgecache.airgap.imported import ImportedImage, ImportReport
 from edgecache.airgap.manifest import MANIFEST_LIMIT, Descriptor, Manifest
-from edgecache.airgap.progress import Progress, plural, short_digest, table
+from edgecache.airgap.progress import Progress, short_digest
 from edgecache.airgap.reader import BundleReader, read_exactly
 from edgecache.airgap.reference import TagTarget, parse_repository, tag_for
 from edgecache.config import Config
@@ -37,7 +43,7 @@ from edgecache.errors import BundleInvalid, DigestMismatch, ManifestInvalid, Sto
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest, manifest_children
 from edgecache.storage.blobs import BlobStore, BlobWriter
-from edgecache.storage.index import Index
+from edgecache.storage.index import UNKNOWN_OWNER, Index
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import DiskUsage, Quota, disk_usage
 from edgecache.usage import human
@@ -50,53 +56,6 @@ MAX_DEPTH = 4  # index → index → manifest is already unusual
 class _Staged:
     writer: BlobWriter
     size: int
-
-
-@dataclass
-class ImportedImage:
-    name: str  # what index.json called it, or the digest
-    digest: str
-    size: int = 0  # the closure's bytes
-    new: int = 0  # bytes this import added (the rest was cached already)
-    tag: TagTarget | None = None
-    partial: str = ""  # "1 of 3 platforms" when an index came without some of its manifests
-    members: tuple[str, ...] = ()  # the closure's digests
-
-
-@dataclass
-class ImportReport:
-    images: list[ImportedImage] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    new_bytes: int = 0
-    cached_bytes: int = 0
-    blobs: int = 0
-    compressed: bool = False
-    seconds: float = 0.0
-
-    def lines(self) -> list[str]:
-        rows = []
-        for image in self.images:
-            status = "imported"
-            if image.partial:
-                status += f" ({image.partial})"
-            status += f", tagged {image.tag}" if image.tag else ", not tagged"
-            rows.append([image.name, short_digest(image.digest), human(image.size),
-                         human(image.new), status])
-        out = table(["IMAGE", "DIGEST", "SIZE", "NEW", "STATUS"], rows, right=[2, 3])
-        total = self.new_bytes + self.cached_bytes
-        rate = total / self.seconds if self.seconds > 0 else 0.0
-        out.append(f"imported {plural(len(self.images), 'image')}: {human(self.new_bytes)} new "
-                   f"in {plural(self.blobs, 'blob')}, {human(self.cached_bytes)} already "
-                   f"cached, in {self.seconds:.1f}s ({human(rate)}/s)")
-        return out
-
-    def pins(self) -> list[str]:
-        """Pin lines by tag and digest: exact content, and readable."""
-        out = []
-        for image in self.images:
-            if image.tag is not None:
-                out.append(f"{image.tag}@{image.digest}")
-        return out
 
 
 @dataclass
@@ -130,6 +89,10 @@ class Importer:
         self._blobs = BlobStore(self._layout)
         self._staged: dict[str, _Staged] = {}
         self._present: dict[str, int] = {}  # already cached: digest -> size
+        self._verified: set[str] = set()  # cached and restricted: the member's bytes hashed
+        private = {n for n, u in config.upstreams.items() if u.access == "authenticated"}
+        self._restricted = frozenset(private | {UNKNOWN_OWNER} if private else ())
+        self._reading: Index | None = None  # opened when a restricted blob may be skipped
         self._seen: set[str] = set()
         self._layout_json: bytes | None = None
         self._index_json: bytes | None = None
@@ -150,7 +113,20 @@ class Importer:
             await self._publish(plan)
         finally:
             self._discard()
+            if self._reading is not None:
+                self._reading.close()
         return self.report
+
+    def _open_to_all(self, digest: str, index: Index | None = None) -> bool:
+        """Whether every route may already read this cached blob (so a link widens nothing):
+        indexed, and linked to no private upstream and no unknown owner."""
+        if not self._restricted:
+            return True
+        if index is None:
+            if self._reading is None:
+                self._reading = Index(self._layout.index_file)
+            index = self._reading
+        return index.size(digest) is not None and not index.links(digest) & self._restricted
 
     # ---- 1. stage -----------------------------------------------------------------------------
 
@@ -174,7 +150,10 @@ class Importer:
             elif member.kind == "blob":
                 assert member.digest is not None
                 if self._blobs.size(member.digest) == info.size:
-                    self._present[str(member.digest)] = info.size  # skipped, not read
+                    if not self._open_to_all(str(member.digest)):
+                        self._check_bytes(member.digest, member.name, info.size, data)
+                        self._verified.add(str(member.digest))
+                    self._present[str(member.digest)] = info.size  # not staged
                     continue
                 if staged_bytes + info.size > room:
                     raise BundleInvalid(
@@ -199,6 +178,14 @@ class Importer:
         except DigestMismatch as exc:
             raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
                                 f"(they hash to {exc.actual})") from None
+
+    def _check_bytes(self, digest: Digest, name: str, size: int, data: IO[bytes]) -> None:
+        hasher = digest.hasher()
+        for chunk in read_exactly(data, size):
+            hasher.update(chunk)
+        if hasher.hexdigest() != digest.hex:
+            raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
+                                f"(they hash to {digest.algorithm}:{hasher.hexdigest()})")
 
     # ---- 2. check -----------------------------------------------------------------------------
 
@@ -327,10 +314,11 @@ class Importer:
             if digest not in self._staged:
                 index.touch(digest)
         index.flush_access()
-        if new_bytes and not quota.reserve(new_bytes):
+        if new_bytes and not await quota.reserve(new_bytes):
             raise StorageError(f"no room: the bundle adds {human(new_bytes)} and the cache "
                                f"budget is {human(quota.budget())} with {human(quota.used)} "
                                "in use that cannot be evicted (pinned or being read)")
+        owners = self._owners(plan, index)
         try:
             missing = [d for d, _ in order
                        if d not in self._staged and self._blobs.size(Digest.parse(d)) is None]
@@ -345,7 +333,8 @@ class Importer:
                     published += size
                     self.report.blobs += 1
                 media_type, children = plan.manifests.get(digest, (None, []))
-                index.record_blob(digest, size, media_type, children)
+                index.record_blob(digest, size, media_type, children,
+                                  upstreams=owners.get(digest, ()))
             quota.added(published)
         finally:
             quota.release(new_bytes)
@@ -358,12 +347,26 @@ class Importer:
                     self._warn(f"{image.tag} is named twice in index.json; the last one wins")
                 tagged[image.tag] = descriptor.digest
             self.report.images.append(image)
-        for image in self.report.images:
-            if image.tag is not None:  # as a pull links what it fetched: private stays scoped
-                for digest in image.members:
-                    index.link(image.tag.upstream, digest)
         for target, digest in tagged.items():
             index.set_tag(target.upstream, target.repository, target.tag, digest)
+
+    def _owners(self, plan: _Plan, index: Index) -> dict[str, set[str]]:
+        """digest -> the upstreams a tagged image links it to, as a pull links what it fetched
+        (private content stays scoped). A cached blob whose bytes this bundle did not carry
+        gains a link only if every route could read it already (checked again here: the
+        service may have linked it since the stage)."""
+        owners: dict[str, set[str]] = {}
+        for _, image in plan.roots:
+            if image.tag is None:
+                continue
+            for digest in image.members:
+                if (digest in self._staged or digest in self._verified
+                        or self._open_to_all(digest, index)):
+                    owners.setdefault(digest, set()).add(image.tag.upstream)
+                else:
+                    self._warn(f"{short_digest(digest)} is cached for another upstream and the "
+                               f"bundle did not carry it: not linked to {image.tag.upstream}")
+        return owners
 
     def _discard(self) -> None:
         """Remove every staged file not published (all of them after a refusal)."""

@@ -9,13 +9,20 @@ What `tarfile` alone would let through, and what stops it here:
   refused above `EXTENDED_HEADER_LIMIT`, from the header, before it is read;
 - endless headers: counted, refused past the member limit;
 - a stream cut short or a corrupt header mid-way (tarfile takes either for a normal end): the
-  archive must end with tar's zero block, checked against the last bytes read.
+  archive must end with tar's zero block, checked against the last bytes read;
+- numeric fields tarfile takes as they come: a negative size (pax `size=-4096`, or a base-256
+  header field) moves tarfile's offset backwards and reaches `read()` as a negative length; a
+  size past `MAX_MEMBER_SIZE`, a non-finite or absurd pax `mtime`, GNU sparse maps (which
+  tarfile parses with bare `int()` and tuple unpacking). Each is checked where tarfile sets it:
+  in the raw header (`frombuf`) and again once a pax header has replaced it
+  (`_apply_pax_info`), before tarfile computes where the next header starts.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
 import tarfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO, cast
@@ -29,6 +36,8 @@ BUFSIZE = 1 << 20
 # tarfile's stream buffer: it copies what is left of it on every header read, so small
 TAR_BUFSIZE = 1 << 16
 EXTENDED_HEADER_LIMIT = 1 << 20
+MAX_MEMBER_SIZE = 1 << 44  # 16 TiB: no blob is larger; past it a size is an attack
+MAX_MTIME = 1 << 40  # seconds; datetime and os.utime refuse far less than tarfile accepts
 BLOCK = tarfile.BLOCKSIZE
 _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
              tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
@@ -111,9 +120,33 @@ def _guarded_tarinfo(max_headers: int) -> type[tarfile.TarInfo]:
                 raise BundleInvalid(f"an extended tar header of {info.size} bytes: refused")
             if info.type == tarfile.GNUTYPE_SPARSE:
                 raise BundleInvalid(f"member {info.name[:120]!r} is a sparse file: refused")
+            _check_numbers(info)
             return info
 
+        def _apply_pax_info(self, pax_headers: dict[str, str], encoding: str,
+                            errors: str) -> None:
+            if any(key.startswith("GNU.sparse.") for key in pax_headers):
+                raise BundleInvalid(f"member {self.name[:120]!r} is a sparse file: refused")
+            super()._apply_pax_info(pax_headers, encoding, errors)  # type: ignore[misc]
+            _check_numbers(self)
+
+        # pax sparse maps are parsed before the fields are applied: refuse them first
+        def _proc_gnusparse_00(self, *args: object) -> None:
+            raise BundleInvalid(f"member {self.name[:120]!r} is a sparse file: refused")
+
+        _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
+
     return Guarded
+
+
+def _check_numbers(info: tarfile.TarInfo) -> None:
+    name = info.name[:120]
+    if not 0 <= info.size <= MAX_MEMBER_SIZE:
+        raise BundleInvalid(f"member {name!r} claims a size of {info.size} bytes: refused")
+    mtime = info.mtime
+    if not isinstance(mtime, int | float) or not (math.isfinite(mtime)
+                                                   and abs(mtime) <= MAX_MTIME):
+        raise BundleInvalid(f"member {name!r} has an invalid mtime: refused")
 
 
 class BundleReader:

@@ -304,7 +304,7 @@ class Warmer:
                 raise WarmError(f"{self._endpoint.url} is not edgecache (no {CACHE_HEADER})")
             if (response.content_length or 0) > MANIFEST_LIMIT:
                 raise WarmError(f"manifest {reference} is over {MANIFEST_LIMIT} bytes")
-            body = await response.content.read(MANIFEST_LIMIT + 1)
+            body = await _read_body(response, MANIFEST_LIMIT, f"manifest {reference}")
             named = response.headers.get("Docker-Content-Digest")
             actual = str(Digest.of(body, Digest.parse(named).algorithm if named else "sha256"))
             if named and named != actual:
@@ -347,6 +347,17 @@ class Warmer:
     async def _cached(self, url: str, params: dict[str, str]) -> bool:
         async with self._session.head(url, params=params) as response:
             return response.status == 200 and response.headers.get(CACHE_HEADER) == "hit"
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The whole body, refused past `limit`: one `content.read(n)` returns only what has
+    arrived so far, so a manifest delivered in pieces would be cut and fail its digest."""
+    body = bytearray()
+    while chunk := await response.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise WarmError(f"{what} is over {limit} bytes")
+    return bytes(body)
 
 
 async def _error_text(response: aiohttp.ClientResponse) -> str:

@@ -227,7 +227,7 @@ class Fills:
             size = await download.open()
             fill._set_size(size)
             if size is not None:
-                if not self._quota.reserve(size):
+                if not await self._quota.reserve(size):
                     fill._finish(bypass=True)
                     return
                 reserved = size

@@ -75,8 +75,8 @@ class Manifests:
         except StorageError as exc:  # verified and in memory: serve it even if it cannot stay
             log.warning("could not store manifest %s: %s", actual, exc)
             return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
-        self._index.record_blob(str(actual), len(body), media_type, manifest_children(body))
-        self._index.link(client.name, str(actual))
+        self._index.record_blob(str(actual), len(body), media_type, manifest_children(body),
+                                upstreams=(client.name,))  # one transaction: no crash between
         self._index.touch(str(actual))  # its references, already cached or not, are used too
         self._quota.added(len(body))
         self._quota.check()

@@ -4,7 +4,16 @@
 index rows whose file is gone are forgotten, published files the index does not know (a crash
 between rename and index write) are adopted with their size and, for manifests, their media type
 and references; anything in the blob tree that is not named by a digest is removed. Published
-files were verified before their rename, so adopting them is safe.
+files were verified before their rename, so adopting their bytes is safe; adopting their
+audience is not: the writer (a fill, a manifest fetch, an import) records which upstream the
+content came from in the same transaction as the row, and a crash before it leaves a private
+upstream's file with no owner, which would read as public. So an adopted file is linked to
+`UNKNOWN_OWNER`, which the claim check treats as private: each route's upstream must confirm the
+digest (a HEAD, then linked) before the file answers there; an import that carries the bytes
+confirms it too. Why not record the owner before the rename instead (a pending row): that
+takes a durable index write per publish (synchronous=NORMAL loses the last commits on power
+loss while the renamed file survives), and a file whose pending row was lost is the same
+unknown. The cost here falls only on the few files a crash caught: one HEAD per route.
 
 `verify` re-hashes every blob (the `edgecache verify` command): what does not match its name is
 reported and, with repair, removed together with its index row.
@@ -23,7 +32,7 @@ from edgecache.errors import EdgecacheError
 from edgecache.oci import ALGORITHMS, Digest, manifest_children, manifest_media_type
 from edgecache.policy import with_parents
 from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import Index
+from edgecache.storage.index import UNKNOWN_OWNER, Index
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +99,7 @@ def _adopt(blobs: BlobStore, index: Index, path: Path, digest: Digest) -> None:
                 children = manifest_children(body)
             except EdgecacheError:
                 media_type = None
-    index.record_blob(str(digest), size, media_type, children)
+    index.record_blob(str(digest), size, media_type, children, upstreams=(UNKNOWN_OWNER,))
 
 
 def reconcile(blobs: BlobStore, index: Index) -> Report:

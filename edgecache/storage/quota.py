@@ -4,22 +4,31 @@
 publish and eviction. A blob of known size reserves its bytes before the first one is written;
 when no room can be made (everything left is pinned, or the blob is larger than the whole
 budget) the reservation is refused and the blob is streamed to clients without being cached.
-Eviction runs only when usage crosses the high watermark, never because time passed.
+Eviction runs only when usage crosses the high watermark, never because time passed, and never
+on the event loop: `storage/eviction.py` runs it in a child process, one run at a time. A
+reservation that needs room awaits it; `check()` after a publish only asks for it, and the
+janitor (app.py) runs it. Everything on the loop here is O(1): the index keeps its totals.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import os
+import signal
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from edgecache.config import StorageConfig
-from edgecache.errors import EdgecacheError
+from edgecache.errors import StorageError
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest, ImageReference, official_repository
-from edgecache.policy import Limits, Usage, budget, bytes_to_free, closure, select_victims
+from edgecache.policy import Limits, Usage, budget, bytes_to_free
 from edgecache.storage.blobs import BlobStore
+from edgecache.storage.eviction import Evicted
 from edgecache.storage.index import Index
 
 log = logging.getLogger(__name__)
@@ -39,24 +48,6 @@ def disk_usage(path: str) -> DiskUsage:
     return DiskUsage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
 
-def pinned_digests(index: Index, pins: tuple[str, ...]) -> set[str]:
-    """The closure (index → manifests → configs and layers) of every pinned image we hold."""
-    roots = []
-    for text in pins:
-        try:
-            ref = ImageReference.parse(text)
-        except EdgecacheError:
-            continue  # validated at config load; a bad one protects nothing rather than crash
-        if ref.digest:
-            roots.append(ref.digest)
-        elif ref.tag:
-            record = index.tag(ref.registry, official_repository(ref.registry, ref.repository),
-                               ref.tag)
-            if record is not None:
-                roots.append(record.digest)
-    return closure(roots, index.children)
-
-
 class Quota:
     def __init__(self, config: StorageConfig, blobs: BlobStore, index: Index,
                  pins: tuple[str, ...], metrics: Metrics,
@@ -69,6 +60,8 @@ class Quota:
         self._probe = probe
         self.used = index.total_size()
         self.reserved = 0
+        self.wanted = asyncio.Event()  # set when a publish crossed the high watermark
+        self._evicting = asyncio.Lock()
 
     def disk(self) -> DiskUsage:
         return self._probe(str(self._blobs.layout.root))
@@ -84,13 +77,10 @@ class Quota:
     def budget(self) -> int:
         return budget(*self.limits())
 
-    def reserve(self, size: int) -> bool:
+    async def reserve(self, size: int) -> bool:
         """Reserve room for `size` more bytes, evicting if needed; False if it cannot fit."""
+        await self._make_room(size)
         limits, usage = self.limits()
-        need = bytes_to_free(limits, usage, size)
-        if need and self._eviction_can_make_room(size, budget(limits, usage)):
-            self.evict(need)
-            limits, usage = self.limits()
         if usage.cache_bytes + size > budget(limits, usage):
             self._metrics.uncacheable.inc()
             log.info("no room for a blob of %d bytes (budget %d, used %d); serving it uncached",
@@ -98,15 +88,6 @@ class Quota:
             return False
         self.reserved += size
         return True
-
-    def _eviction_can_make_room(self, size: int, room: int) -> bool:
-        """Whether evicting everything that is not pinned would let `size` fit: otherwise
-        evicting would destroy cached images and still leave the blob uncached."""
-        if size + self.reserved > room:
-            return False
-        sizes = self._index.sizes()
-        pinned = sum(sizes.get(d, 0) for d in pinned_digests(self._index, self._pins))
-        return pinned + self.reserved + size <= room
 
     def release(self, size: int) -> None:
         self.reserved = max(0, self.reserved - size)
@@ -116,27 +97,80 @@ class Quota:
         self.used += size
 
     def check(self) -> int:
-        """Evict down to the low watermark if usage is above the high one; bytes freed."""
+        """Bytes to evict now (0 below the high watermark); when above, ask for an eviction,
+        which the janitor runs (`enforce`): a publish does not wait for it."""
         need = bytes_to_free(*self.limits())
-        return self.evict(need) if need else 0
+        if need:
+            self.wanted.set()
+        return need
 
-    def evict(self, need: int) -> int:
-        protected = pinned_digests(self._index, self._pins)
-        sizes = self._index.sizes()
-        victims = select_victims(self._index.entries(), need, protected, self._index.parents,
-                                 sizes)
-        freed = 0
-        for digest in victims:
-            self._blobs.remove(Digest.parse(digest))
-            freed += sizes.get(digest, 0)
-        self._index.forget(victims)
-        self.used = max(0, self.used - freed)
-        if victims:
-            self._metrics.evictions.inc(len(victims))
-            self._metrics.evicted_bytes.inc(freed)
-            log.info("evicted %d blobs (%d bytes) to free %d bytes; %d bytes pinned",
-                     len(victims), freed, need, sum(sizes.get(d, 0) for d in protected))
-        elif need:
+    async def enforce(self) -> int:
+        """Evict down to the low watermark if usage is above the high one; bytes freed."""
+        self.wanted.clear()
+        return await self._make_room(0)
+
+    async def _make_room(self, incoming: int) -> int:
+        """One eviction at a time; what is needed is worked out once the previous one is done
+        (a reservation that waited for it may need nothing more)."""
+        async with self._evicting:
+            limits, usage = self.limits()
+            need = bytes_to_free(limits, usage, incoming)
+            if not need:
+                return 0
+            allowance = None
+            if incoming:  # evict only if that lets the blob fit; pins are checked off the loop
+                allowance = budget(limits, usage) - self.reserved - incoming
+                if allowance < 0:
+                    return 0
+            self._index.flush_access()  # pending access times count before anything is chosen
+            try:
+                result = await _evict(self._blobs.layout.root, self._pins, need, allowance)
+            except StorageError as exc:  # the blob may still fit, or is served uncached
+                log.error("%s", exc)
+                return 0
+            self._account(result, need)
+            return result.freed
+
+    def _account(self, result: Evicted, need: int) -> None:
+        self.used = max(0, self.used - result.freed)
+        if result.count:
+            self._metrics.evictions.inc(result.count)
+            self._metrics.evicted_bytes.inc(result.freed)
+            log.info("evicted %d blobs (%d bytes) to free %d bytes in %.3fs; %d bytes pinned",
+                     result.count, result.freed, need, result.seconds, result.pinned)
+        elif need and not result.refused:
             log.warning("cache is over its budget by %d bytes but nothing can be evicted "
-                        "(pinned: %d bytes)", need, sum(sizes.get(d, 0) for d in protected))
-        return freed
+                        "(pinned: %d bytes)", need, result.pinned)
+
+
+async def _evict(root: Path, pins: tuple[str, ...], need: int, allowance: int | None) -> Evicted:
+    """Run one eviction in a child process and wait for it. Cancelled (shutdown), it stops the
+    child (SIGTERM: it finishes the batch in progress) and waits for it: nothing of the run
+    outlives its owner."""
+    import edgecache
+
+    package_root = str(Path(edgecache.__file__).resolve().parent.parent)  # the same edgecache
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
+    request = json.dumps({"root": str(root), "pins": list(pins), "need": need,
+                          "allowance": allowance}).encode()
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edgecache.storage.eviction", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    except OSError as exc:
+        raise StorageError(f"cannot start the eviction: {exc.strerror or exc}") from exc
+    try:
+        out, err = await child.communicate(request)
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
+        await asyncio.shield(child.wait())
+        raise
+    try:
+        return Evicted(**json.loads(out))
+    except (ValueError, TypeError) as exc:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise StorageError(f"eviction failed (exit {child.returncode}): "
+                           f"{lines[-1] if lines else 'no output'}") from exc
+

@@ -9,6 +9,7 @@ loopback port, so whatever it serves came from the bundle. Every CLI run is a re
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import subprocess
 import sys
@@ -264,6 +265,18 @@ def _hostile() -> list[tuple[str, bytes, str]]:
         ("no-oci-layout", good[1:], "no oci-layout"),
         ("too-many-members", [*good[:-1], *[many] * 100_001, good[-1]],
          "more than 100000 members"),
+        # tar numeric fields tarfile takes as they come (issue 13, item 16)
+        ("pax-negative-size", with_entry(good, layer_name, pax={"size": "-4096"}),
+         "claims a size of -4096 bytes"),
+        ("pax-huge-size", with_entry(good, layer_name, pax={"size": str(1 << 70)}),
+         "claims a size of"),
+        ("pax-sparse-map", with_entry(good, layer_name, pax={"GNU.sparse.map": "0,x"}),
+         "a sparse file"),
+        ("pax-sparse-1.0", with_entry(good, layer_name, pax={"GNU.sparse.major": "1",
+                                                             "GNU.sparse.minor": "0"}),
+         "a sparse file"),
+        ("pax-mtime-nan", with_entry(good, layer_name, pax={"mtime": "nan"}),
+         "invalid mtime"),
     ]
     out = []
     for i, (case, entries, message) in enumerate(cases):
@@ -274,7 +287,22 @@ def _hostile() -> list[tuple[str, bytes, str]]:
     out.append(("truncated-tar", full[: len(full) // 2], "truncated"))
     out.append(("duplicate-blob", zstd(tar_bytes([*good[:-1], blob_entry(layer, layer_name),
                                                   good[-1]])), "appears twice"))
+    out.append(("base256-negative-size", _base256_size(full, layer_name, -1),
+                "claims a size of -1 bytes"))
     return out
+
+
+def _base256_size(archive: bytes, member: str, size: int) -> bytes:
+    """`archive` with `member`'s ustar size field rewritten in GNU base-256 (which can say a
+    negative number) and the header checksum made right again."""
+    data = bytearray(archive)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        offset = tar.getmember(member).offset
+    data[offset + 124: offset + 136] = tarfile.itn(size, 12, tarfile.GNU_FORMAT)
+    data[offset + 148: offset + 156] = b" " * 8
+    checksum = sum(data[offset: offset + tarfile.BLOCKSIZE])
+    data[offset + 148: offset + 156] = b"%06o\0 " % checksum
+    return bytes(data)
 
 
 def test_hostile_bundles_are_refused_and_change_nothing(tmp_path: Path) -> None:

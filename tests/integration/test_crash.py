@@ -8,6 +8,7 @@ is too fast to catch one otherwise). Processes are stopped by PID.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -23,10 +24,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import bcrypt
 import pytest
 
-from tests.support.corpus import HUB, Corpus, MiB, Seeded
+from tests.support.corpus import HUB, REGISTRY_B, Corpus, MiB, Seeded
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
+from tests.support.httpclient import fetch
 from tests.support.images import Blob, Image, make_image
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo, verify_oci_layout
@@ -321,3 +324,48 @@ def test_verify_finds_a_corrupted_blob_repair_removes_it_and_a_pull_fetches_it_a
     assert file_sha256(path) == layer
     second.close()
     verify_clean(second)
+
+
+def test_a_private_file_adopted_after_a_crash_stays_private(
+        hub: DockerRegistry, registry_b: DockerRegistry, corpus: Corpus,
+        edgecaches: StartEdgecache, tmp_path: Path) -> None:
+    """docker.io is authenticated, registry-b.test public. A crash between a private blob's
+    rename and its index rows leaves the file with no row and no link; the next start adopts
+    it. Adopted, it must not answer anonymous requests on the public route (issue 13, item 3)."""
+    seeded = corpus.alpha
+    layer = max(seeded.blobs, key=lambda d: len(seeded.blobs[d]))
+    password = "Pw-crash-7Hj3Kl9"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "htpasswd").write_text(f"puller:{hashed}\n")
+    (tmp_path / "htpasswd").chmod(0o600)
+    storage = tmp_path / "storage"
+    extra = {"upstreams": {HUB: {"url": hub.url, "access": "authenticated"},
+                           REGISTRY_B: {"url": registry_b.url}},
+             "auth": {"htpasswd_file": str(tmp_path / "htpasswd")}}
+    creds = {"Authorization": "Basic " + base64.b64encode(f"puller:{password}".encode()).decode()}
+    private = f"/v2/{HUB}/{seeded.repository}/blobs/{layer}"
+    public = f"/v2/{REGISTRY_B}/team/app/blobs/{layer}"
+
+    first = edgecaches("first", {}, extra=extra, storage=storage)
+    assert fetch(first.url + private, headers=creds).body == seeded.blobs[layer]
+    assert fetch(first.url + public).status == 404  # cached, and still private
+    first.close()
+
+    # what a kill -9 after the rename and before the row leaves: the file, no row, no link
+    with contextlib.closing(sqlite3.connect(storage / "index.db")) as db:
+        db.execute("DELETE FROM blobs WHERE digest=?", (layer,))
+        db.execute("DELETE FROM links WHERE digest=?", (layer,))
+        db.commit()
+    (storage / "clean-shutdown").unlink()
+    assert blob_file(storage, layer).exists()
+
+    second = edgecaches("second", {}, extra=extra, storage=storage)
+    mark = hub.mark()
+    anonymous = fetch(second.url + public)
+    assert anonymous.status == 404, anonymous.status
+    assert seeded.blobs[layer] not in anonymous.body
+    assert fetch(second.url + private).status == 401
+    assert fetch(second.url + private, headers=creds).body == seeded.blobs[layer]
+    assert blob_gets(hub, mark, layer) == 0  # the owner confirmed it (a HEAD); not fetched again
+    assert fetch(second.url + public).status == 404
+    second.close()

@@ -7,6 +7,7 @@ of what warm fetched.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from edgecache.config import Config
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import make_image, make_index, make_layer, sha256
 from tests.support.registry import free_port
+from tests.support.throttle import ThrottledRelay
 from tests.unit.conftest import MakeEdge
 
 UPSTREAM = "fake.test"
@@ -162,3 +164,25 @@ def test_image_list_file_skips_comments_and_blank_lines(tmp_path: Path) -> None:
                        "  ghcr.io/owner/app@sha256:" + "a" * 64 + "\n#docker.io/x:1\n")
     assert read_image_list(str(listing)) == ["docker.io/library/alpine:3.20",
                                              "ghcr.io/owner/app@sha256:" + "a" * 64]
+
+
+async def test_a_manifest_that_arrives_in_pieces_is_read_to_its_end(
+        fake: FakeRegistry, make_edge: MakeEdge, tmp_path: Path) -> None:
+    """Through a slow link (16 KiB pieces, a pause between them) a 64 KiB manifest comes in
+    several reads: one `content.read(n)` took the first piece for the body (issue 13, item 17)."""
+    image = make_image([make_layer(4096, 11)])
+    doc = json.loads(image.manifest)
+    doc["annotations"] = {"org.example.padding": "x" * (64 * 1024)}
+    body = json.dumps(doc).encode()
+    for blob in image.blobs:
+        fake.add_blob(blob)
+    fake.add_manifest("team/big", body, image.media_type, tags=["1"])
+    edge = await make_edge()
+    relay = ThrottledRelay(edge.client.port, rate=256 * 1024)
+    try:
+        running = make_config(tmp_path, fake, http=f"127.0.0.1:{relay.port}")
+        report = await warm(running, [f"{UPSTREAM}/team/big:1"], quiet())
+    finally:
+        relay.close()
+    assert not report.failed, report.lines()
+    assert stored(edge.storage)[sha256(body)] == body

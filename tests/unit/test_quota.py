@@ -34,9 +34,10 @@ from edgecache.config import Size, StorageConfig
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.storage.blobs import BlobStore
+from edgecache.storage.eviction import pinned_digests
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
-from edgecache.storage.quota import DiskUsage, Quota, pinned_digests
+from edgecache.storage.quota import DiskUsage, Quota
 from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import (
     DOCKER_MANIFEST,
@@ -161,7 +162,7 @@ async def test_reserve_within_the_budget_evicts_nothing(stores: list[Store],
                                                         tmp_path: Path) -> None:
     store = new_store(stores, tmp_path, max_size=10_000)
     kept = [await store.add(3000), await store.add(3000)]
-    assert store.quota.reserve(3000)  # 9000 <= 95% of 10000
+    assert await store.quota.reserve(3000)  # 9000 <= 95% of 10000
     assert store.quota.reserved == 3000
     assert all(store.on_disk(d) for d in kept)
     store.quota.release(3000)
@@ -175,7 +176,7 @@ async def test_crossing_the_high_watermark_evicts_lru_down_to_the_low_watermark(
     oldest, older, newer = await store.add(3000), await store.add(3000), await store.add(3000)
     store.index.touch(oldest)  # used since: the pending access counts before anything is chosen
     # 9000 + 1000 > 9500: free down to 8500 after the incoming 1000, i.e. at least 1500 bytes
-    assert store.quota.reserve(1000)
+    assert await store.quota.reserve(1000)
     assert not store.on_disk(older) and not store.indexed(older)
     assert store.on_disk(oldest) and store.on_disk(newer)
     assert store.quota.used == 6000
@@ -192,7 +193,7 @@ async def test_an_evicted_layer_takes_its_manifests_along(stores: list[Store],
     manifest = await store.add_manifest([layer, other])
     store.index.set_tag(UPSTREAM, "team/app", "1", manifest)
     newest = await store.add(4000)
-    assert store.quota.reserve(2000)
+    assert await store.quota.reserve(2000)
     # the layer went, and so did the manifest: the index never claims an image it cannot serve
     assert not store.on_disk(layer) and not store.indexed(layer)
     assert not store.on_disk(manifest) and store.index.media_type(manifest) is None
@@ -204,7 +205,7 @@ async def test_a_blob_bigger_than_the_budget_is_refused_without_evicting_anythin
     """It cannot be cached whatever goes, so nothing should go for it."""
     store = new_store(stores, tmp_path, max_size=10_000)
     cached = [await store.add(3000) for _ in range(3)]
-    assert not store.quota.reserve(20_000)
+    assert not await store.quota.reserve(20_000)
     assert store.quota.reserved == 0
     assert store.sample("edgecache_uncacheable_total") == 1
     assert [store.on_disk(d) for d in cached] == [True, True, True]
@@ -216,24 +217,24 @@ async def test_reservations_in_flight_do_not_overcommit_a_disk_bound_budget(
     """No max_size: the disk is the budget. Two blobs that each fit, but not together, must
     not both be admitted before either has written a byte."""
     store = new_store(stores, tmp_path, max_size=None, disk_total=10_000)
-    assert store.quota.reserve(6000)
-    assert not store.quota.reserve(6000)
+    assert await store.quota.reserve(6000)
+    assert not await store.quota.reserve(6000)
     assert store.quota.reserved == 6000
-    assert store.quota.reserve(2000)  # what really is left still fits
+    assert await store.quota.reserve(2000)  # what really is left still fits
 
 
 async def test_check_evicts_when_other_tenants_fill_the_disk(stores: list[Store],
                                                              tmp_path: Path) -> None:
     store = new_store(stores, tmp_path, max_size=None, disk_total=20_000, min_free=2000)
     digests = [await store.add(2000) for _ in range(4)]  # 8000 cached, 12000 free
-    assert store.quota.check() == 0
+    assert await store.quota.enforce() == 0
     store.disk.tenant = 11_000  # free 1000 < min_free: budget 8000 + 1000 - 2000 = 7000
-    freed = store.quota.check()
+    freed = await store.quota.enforce()
     assert freed >= 8000 - int(7000 * 0.85)
     assert store.quota.used == 8000 - freed
     assert not store.on_disk(digests[0])  # oldest first
     assert store.on_disk(digests[-1])
-    assert store.quota.check() == 0  # below the high watermark now: nothing more goes
+    assert await store.quota.enforce() == 0  # below the high watermark now: nothing more goes
 
 
 async def test_pinned_images_by_tag_and_digest_are_never_evicted(stores: list[Store],
@@ -252,11 +253,11 @@ async def test_pinned_images_by_tag_and_digest_are_never_evicted(stores: list[St
     assert pinned_digests(store.index, pins) == protected
 
     # over quota: only the unpinned blob can go, even though every pinned one is older
-    assert store.quota.reserve(2500)
+    assert await store.quota.reserve(2500)
     assert not store.on_disk(loose)
     assert all(store.on_disk(d) for d in protected)
     # and once only pinned content is left, what does not fit is refused
-    assert not store.quota.reserve(3000)
+    assert not await store.quota.reserve(3000)
     assert all(store.on_disk(d) for d in protected)
     assert store.sample("edgecache_uncacheable_total") == 1
 
@@ -918,10 +919,10 @@ async def test_nothing_is_evicted_when_even_evicting_all_unpinned_content_would_
     loose = await store.add(2000)
     store.restart((f"{UPSTREAM}/team/pinned:1",))
 
-    assert not store.quota.reserve(5000)
+    assert not await store.quota.reserve(5000)
     assert store.on_disk(loose)
     assert store.sample("edgecache_evictions_total") == 0
     assert store.sample("edgecache_uncacheable_total") == 1
     # while a blob that fits once the loose one goes still evicts it
-    assert store.quota.reserve(3000)
+    assert await store.quota.reserve(3000)
     assert not store.on_disk(loose)
