@@ -79,6 +79,7 @@ class StallGuard:
             self._handle = None
             self._cut()
             return
+        log.debug("a body is %s (%d sent)", "waiting for its client" if waiting else "going", seen)
         self._seen, self._was_waiting = seen, waiting
         self._handle = self._loop.call_later(self._timeout, self._look)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import ssl
@@ -27,7 +28,7 @@ from aiohttp import web
 from edgecache import config as config_mod
 from edgecache.app import METRICS, build_app
 from edgecache.metrics import Metrics
-from tests.fakes.registry import FakeRegistry
+from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import make_layer
 from tests.unit.conftest import UPSTREAM
 from tests.unit.edge_runner import poll
@@ -146,3 +147,27 @@ async def test_a_client_that_stops_reading_is_cut_off_and_freed(
         finally:
             sock.close()
         assert await _fetch(edge.port, path) == (200, blob.data)
+
+
+async def test_a_client_waiting_on_a_slow_upstream_is_not_cut_off(
+        fake: FakeRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Time a download's reader spends waiting for the upstream is not a stalled write: the
+    guard looks (every 0.2 s here) several times while the upstream holds the body, and the
+    client still gets all of it."""
+    blob = make_layer(SIZE, seed=132)
+    digest = fake.add_blob(blob)
+    gate = fake.fault(digest, BlobFault(gate_after=100_000)).gate
+    caplog.set_level(logging.DEBUG, logger="edgecache.web.stalls")
+
+    def looks() -> int:
+        return sum(r.name == "edgecache.web.stalls" for r in caplog.records)
+
+    url = f"/v2/{REPO}/blobs/{digest}"
+    async with running(fake, tmp_path) as edge, aiohttp.ClientSession() as session, \
+            session.get(f"http://127.0.0.1:{edge.port}{url}") as resp:
+        assert resp.status == 200
+        try:
+            assert await poll(lambda: looks() >= 3)  # the upstream is holding the body
+        finally:
+            gate.set()
+        assert await resp.read() == blob.data
