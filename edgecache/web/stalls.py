@@ -12,7 +12,10 @@ sent in between, the write has made no progress for at least `timeout`; the guar
 the connection (SO_LINGER 0, so the kernel does not keep the unsent bytes and the socket either)
 and fails the waiter. A stalled write is therefore ended between `timeout` and `2 x timeout`
 after it stopped. Time spent waiting for an upstream (a download in progress) is not a stalled
-write: its own bound is the fill's `stall_timeout`.
+write: its own bound is the fill's `stall_timeout`. A timeout of 0 turns the guard off.
+
+The reset also proves the descriptors are gone: the kernel resets the connection only when the
+last descriptor on it closes (the sendfile path holds a duplicate until its body ends).
 """
 
 from __future__ import annotations
