@@ -51,6 +51,7 @@ from edgecache.web.observability import (
     readiness,
     response_headers,
 )
+from edgecache.web.stalls import WRITE_TIMEOUT
 from edgecache.web.token_service import TokenService
 
 if TYPE_CHECKING:  # imported only when HTTPS is configured
@@ -105,6 +106,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
+    app[WRITE_TIMEOUT] = config.listen.idle_timeout  # a blob body's client that reads nothing
     auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
                                     if upstream.access == "authenticated"])
     app[AUTH] = auth

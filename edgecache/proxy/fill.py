@@ -27,6 +27,12 @@ its own timeouts allow, or one still queued behind `max_downloads` others, fails
 (503, or 429 while queued) instead of holding it. A reader is a context manager: its handler
 closes it on every path (headers that cannot be sent, a client gone before them).
 
+Fills in flight are bounded (each holds a temporary file): `limits.max_downloads` run, as many
+again queue for a slot (`Fills.max_fills`); a request that would start one more is answered 429
+TOOMANYREQUESTS at once (joining a fill is bounded by `limits.max_readers_per_blob` only). A
+queued fill whose readers have all left is dropped with its file: it would start for nobody. A
+running one carries on for the cache, and counts toward the bound until it ends.
+
 When the blob cannot be cached (no room can be made for its announced size, or the disk fills
 while writing), the fill steps aside and each reader continues from where it stands with its
 own upstream stream: the pull succeeds, nothing is cached. A reader that streams the whole blob
@@ -87,6 +93,7 @@ class Fill:
         self._timer: asyncio.TimerHandle | None = None
         self.readers = 0
         self.max_readers = 256
+        self.abandon: Callable[[], None] | None = None  # drops the fill while it is queued
 
     @property
     def written(self) -> int:
@@ -98,6 +105,13 @@ class Fill:
             raise TooManyRequests(f"{self.readers} clients are already following this download")
         self.readers += 1
         return FillReader(self, os.dup(self._writer.fd))
+
+    def reader_left(self) -> None:
+        """A reader closed. A fill still queued that nobody follows any more is dropped: it
+        holds a temporary file and a place in the queue, and would start later for nobody."""
+        self.readers -= 1
+        if self.readers <= 0 and not self.started and not self.ended and self.abandon:
+            self.abandon()
 
     async def wait_size(self) -> int | None:
         """Wait for the upstream's answer; the total size, None if it sent none."""
@@ -173,6 +187,7 @@ class Fills:
                  max_readers: int = 256, stall_timeouts: Mapping[str, float] | None = None
                  ) -> None:
         self._slots = asyncio.Semaphore(max_downloads)
+        self.max_fills = 2 * max_downloads  # running + queued: see the module docstring
         self._stall_timeouts = dict(stall_timeouts or {})  # by upstream name
         self._max_readers = max_readers
         self._blobs = blobs
@@ -191,6 +206,9 @@ class Fills:
         fill = self._active.get(key)
         if fill is not None:
             return fill
+        if len(self._active) >= self.max_fills:
+            raise TooManyRequests(f"{len(self._active)} downloads are already running or "
+                                  "queued; try again later")
         fill = Fill(digest, self._blobs.writer(digest), upstream, opener, self._metrics,
                     self._stall_timeouts.get(upstream, DEFAULT_STALL))
         fill.max_readers = self._max_readers
@@ -198,8 +216,15 @@ class Fills:
         task = asyncio.create_task(self._run(fill), name=f"fill {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        fill.abandon = lambda: self._drop(fill, task)
         self._metrics.downloads_in_flight.inc()
         return fill
+
+    def _drop(self, fill: Fill, task: asyncio.Task[None]) -> None:
+        """Forget a queued fill at once (a new request starts afresh) and cancel its task."""
+        if self._active.get(str(fill.digest)) is fill:
+            del self._active[str(fill.digest)]
+        task.cancel()
 
     async def close(self) -> None:
         """Cancel downloads at shutdown; their temporary files are removed."""
@@ -213,10 +238,12 @@ class Fills:
                 fill.started = True
                 await self._download(fill)
         finally:  # whatever ended the task, even a cancel while queued: its readers hear it
-            if not fill.ended:  # (cancelled: edgecache is stopping; a client may retry)
+            if not fill.ended:  # cancelled: edgecache is stopping, or nobody waits for it any more
                 fill._finish(UpstreamUnavailable(
-                    fill.upstream, f"download of {fill.digest} was cancelled (shutting down)"))
-            del self._active[str(fill.digest)]
+                    fill.upstream, f"download of {fill.digest} was cancelled"))
+            fill._writer.abort()  # a no-op once committed; a fill dropped while queued has a file
+            if self._active.get(str(fill.digest)) is fill:
+                del self._active[str(fill.digest)]
             self._metrics.downloads_in_flight.dec()
 
     async def _download(self, fill: Fill) -> None:

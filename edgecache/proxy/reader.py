@@ -164,4 +164,4 @@ class FillReader:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-            self.fill.readers -= 1
+            self.fill.reader_left()

@@ -6,7 +6,8 @@ time (the longest the loop is held, as a 1 MiB write was before), waiting for th
 become writable between calls: no user-space buffer, so no per-connection memory, and the kernel
 copies page cache to socket once. A window whose first and last pages are in the page cache is
 sent from the loop (a thread hop costs more than the copy); otherwise from the default executor,
-so the loop never waits on the disk.
+so the loop never waits on the disk. A client that stops reading is cut off after
+`listen.idle_timeout` without progress (`web/stalls.py`: one timer per body, nothing per piece).
 
 Under TLS there is no zero-copy: the file is read in `TLS_CHUNK` pieces and written through the
 transport, which encrypts them, with the transport's write buffer limited to one piece. A piece
@@ -38,6 +39,7 @@ from aiohttp.abc import AbstractStreamWriter
 from edgecache.errors import BlobUnknown, EdgecacheError
 from edgecache.proxy.reader import FillReader, SendFile
 from edgecache.web.ranges import parse_range as parse_range  # re-exported for callers
+from edgecache.web.stalls import StallGuard
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,11 @@ class BlobFileResponse(CountedResponse):
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise BlobUnknown("blob was removed while being served") from exc
-        outlet = None
+        outlet = guard = None
         try:
             outlet = None if tls else _outlet(transport)
             writer = await super().prepare(request)
+            guard = StallGuard(request, lambda: self.body_sent)
             count = self.content_length or 0
             if tls:
                 # the TLS layer would otherwise queue up to 512 KiB (uvloop) of ciphertext per
@@ -105,12 +108,14 @@ class BlobFileResponse(CountedResponse):
                 transport.set_write_buffer_limits(high=TLS_CHUNK)
                 await self._write_chunks(fd, count)
             elif outlet is not None:
-                await _sendfile(transport, outlet, fd, self._offset, count, self)
+                await _sendfile(transport, outlet, fd, self._offset, count, self, guard)
             else:
                 await self._write_chunks(fd, count)
             await super().write_eof()
             return writer
         finally:
+            if guard is not None:
+                guard.close()
             if outlet is not None:
                 os.close(outlet)
             os.close(fd)
@@ -180,7 +185,7 @@ def _cached(fd: int, offset: int, count: int) -> bool:
 
 
 async def _sendfile(transport: asyncio.BaseTransport, out: int, fd: int, offset: int,
-                    count: int, response: CountedResponse) -> None:
+                    count: int, response: CountedResponse, guard: StallGuard) -> None:
     """Send `count` bytes of `fd` from `offset` with os.sendfile on `out`, an outlet's
     descriptor (`_outlet`), counted in `response.body_sent` as they go. The bytes must follow
     what the transport already holds (the headers), so its buffer is emptied first."""
@@ -191,7 +196,7 @@ async def _sendfile(transport: asyncio.BaseTransport, out: int, fd: int, offset:
             raise ConnectionResetError("connection lost")
         await asyncio.sleep(0)  # uvloop writes what it queued at the end of an iteration
         if write_transport.get_write_buffer_size():
-            await _writable(loop, out)  # the socket is full: the transport waits too
+            await _writable(loop, out, guard)  # the socket is full: the transport waits too
     end = offset + count
     while offset < end:
         if transport.is_closing():
@@ -204,7 +209,7 @@ async def _sendfile(transport: asyncio.BaseTransport, out: int, fd: int, offset:
                 sent = await loop.run_in_executor(None, _sendfile_owned, os.dup(out),
                                                   os.dup(fd), offset, window)
         except BlockingIOError:  # the socket's buffer is full: wait for the client
-            await _writable(loop, out)
+            await _writable(loop, out, guard)
             continue
         if not sent:
             raise ConnectionResetError("blob file ended early")
@@ -224,8 +229,8 @@ def _sendfile_owned(out: int, fd: int, offset: int, count: int) -> int:
         os.close(fd)
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    waiter = loop.create_future()
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int, guard: StallGuard) -> None:
+    waiter = guard.waiter = loop.create_future()
 
     def ready() -> None:
         if not waiter.done():
@@ -258,9 +263,10 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
     start, end = span if span is not None else (0, size)
     if end is not None:
         response.content_length = end - start
-    outlet = None
+    outlet = guard = None
     try:
         writer = await response.prepare(request)
+        guard = StallGuard(request, lambda: response.body_sent + reader.written)
         transport = request.transport
         send_file: SendFile | None = None
         if (end is not None and transport is not None and writer is not None
@@ -269,7 +275,8 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
         if outlet is not None:
             async def send_file(fd: int, offset: int, count: int) -> None:
                 assert transport is not None and outlet is not None
-                await _sendfile(transport, outlet, fd, offset, count, response)
+                assert guard is not None
+                await _sendfile(transport, outlet, fd, offset, count, response, guard)
 
         try:
             await reader.copy(start, end, response.write, send_file)
@@ -283,6 +290,8 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
     except ConnectionError:  # the client left (before the headers, or during the body): its
         return response  # response cannot be finished, which aiohttp handles as a hang-up
     finally:
+        if guard is not None:
+            guard.close()
         if outlet is not None:
             os.close(outlet)
         response.body_sent += reader.written  # what went through `write`; sendfile counted its
