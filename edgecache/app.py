@@ -28,7 +28,6 @@ from edgecache.config import Config, parse_hostport, secret_files
 from edgecache.errors import ConfigError, EdgecacheError, StorageError
 from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest
 from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
@@ -38,6 +37,7 @@ from edgecache.storage.index import UNKNOWN_OWNER, Index, checkpoint
 from edgecache.storage.integrity import reconcile
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
+from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth
 from edgecache.web.challenge import TOKEN_PATH
@@ -72,10 +72,14 @@ READY: web.AppKey[Readiness] = web.AppKey("ready")
 
 @dataclass
 class Storage:
+    """The store (what web/ and proxy/ use) and the parts it is made of (the janitor, the
+    metrics and the CLI's storage commands use those)."""
+
     layout: Layout
     blobs: BlobStore
     index: Index
     quota: Quota
+    store: Store
 
     def close(self, clean: bool) -> None:
         self.index.close()
@@ -99,7 +103,7 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
     except OSError as exc:
         raise StorageError(f"storage.path {layout.root}: {exc.strerror or exc}") from exc
     quota = Quota(config.storage, blobs, index, config.pins, metrics)
-    return Storage(layout, blobs, index, quota)
+    return Storage(layout, blobs, index, quota, Store(blobs, index, quota))
 
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
@@ -136,23 +140,19 @@ async def _components(app: web.Application, config: Config,
                       auth: ClientAuth) -> AsyncIterator[None]:
     metrics = app[METRICS]
     storage = open_storage(config, metrics)
-    blobs, index, quota = storage.blobs, storage.index, storage.quota
+    store = storage.store
 
     clients = {
         name: UpstreamClient(cfg, MANIFEST_LIMIT, config.health, metrics)
         for name, cfg in config.upstreams.items()
     }
-    def published(digest: Digest, size: int, upstream: str) -> None:
-        index.record_blob(str(digest), size, upstreams=(upstream,))  # one transaction
-
-    fills = Fills(blobs, quota, metrics, published,
-                  config.limits.max_downloads, config.limits.max_readers_per_blob,
+    fills = Fills(store, metrics, config.limits.max_downloads, config.limits.max_readers_per_blob,
                   {name: stall_bound(cfg) for name, cfg in config.upstreams.items()})
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     private = frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated")
     service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
-        blobs, index, quota, clients, fills, metrics, config.cache,
+        store, clients, fills, metrics, config.cache,
         private=private | {UNKNOWN_OWNER} if private else private)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:

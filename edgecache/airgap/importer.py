@@ -46,6 +46,7 @@ from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.index import UNKNOWN_OWNER, Index
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import DiskUsage, Quota, disk_usage
+from edgecache.storage.store import Record, Store
 from edgecache.usage import human
 
 MAX_MEMBERS = 100_000
@@ -196,7 +197,7 @@ class Importer:
     def _body(self, digest: str) -> bytes:
         staged = self._staged.get(digest)
         if staged is not None:
-            return os.pread(staged.writer.fd, staged.size, 0)
+            return staged.writer.pread(staged.size, 0)
         body = self._blobs.read(Digest.parse(digest))
         if body is None:
             raise StorageError(f"{digest} left the cache during the import; run it again")
@@ -306,6 +307,7 @@ class Importer:
     async def _publish_into(self, plan: _Plan, index: Index) -> None:
         config = self._config
         quota = Quota(config.storage, self._blobs, index, config.pins, Metrics(), self._probe)
+        store = Store(self._blobs, index, quota)
         order = [*plan.blobs.items(),
                  *((digest, self._size(digest) or 0) for digest in plan.manifests)]
         new_bytes = sum(size for digest, size in order if digest in self._staged)
@@ -314,30 +316,26 @@ class Importer:
             if digest not in self._staged:
                 index.touch(digest)
         index.flush_access()
-        if new_bytes and not await quota.reserve(new_bytes):
+        if new_bytes and not await store.reserve(new_bytes):
             raise StorageError(f"no room: the bundle adds {human(new_bytes)} and the cache "
                                f"budget is {human(quota.budget())} with {human(quota.used)} "
                                "in use that cannot be evicted (pinned or being read)")
         owners = self._owners(plan, index)
-        try:
-            missing = [d for d, _ in order
-                       if d not in self._staged and self._blobs.size(Digest.parse(d)) is None]
-            if missing:
-                raise StorageError(f"{missing[0]} left the cache during the import (evicted to "
-                                   "make room?); run the import again")
-            published = 0
-            for digest, size in order:
-                staged = self._staged.pop(digest, None)
-                if staged is not None:
-                    await staged.writer.commit()
-                    published += size
-                    self.report.blobs += 1
-                media_type, children = plan.manifests.get(digest, (None, []))
-                index.record_blob(digest, size, media_type, children,
-                                  upstreams=owners.get(digest, ()))
-            quota.added(published)
-        finally:
-            quota.release(new_bytes)
+        missing = [d for d, _ in order
+                   if d not in self._staged and self._blobs.size(Digest.parse(d)) is None]
+        if missing:
+            store.release(new_bytes)
+            raise StorageError(f"{missing[0]} left the cache during the import (evicted to "
+                               "make room?); run the import again")
+        batch = []  # children before parents; a failure abandons the writers not yet published
+        for digest, size in order:
+            staged = self._staged.pop(digest, None)
+            media_type, children = plan.manifests.get(digest, (None, []))
+            batch.append((staged.writer if staged is not None else None,
+                          Record(Digest.parse(digest), size, media_type, children,
+                                 owners.get(digest, ()))))
+        await store.publish_all(batch, reserved=new_bytes)
+        self.report.blobs += sum(writer is not None for writer, _ in batch)
         self.report.new_bytes = new_bytes
         self.report.cached_bytes = sum(size for d, size in order) - new_bytes
         tagged: dict[TagTarget, str] = {}

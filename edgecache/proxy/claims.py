@@ -14,13 +14,13 @@ from collections.abc import Set
 
 from edgecache.proxy.lookups import Lookups
 from edgecache.proxy.routing import Target
-from edgecache.storage.index import Index
+from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient
 
 
 class Claims:
-    def __init__(self, index: Index, lookups: Lookups, private: frozenset[str]) -> None:
-        self._index = index
+    def __init__(self, store: Store, lookups: Lookups, private: frozenset[str]) -> None:
+        self._store = store
         self._lookups = lookups
         self._private = private
 
@@ -29,7 +29,7 @@ class Claims:
         came from) may answer `target`'s route without asking its upstream."""
         if not self._private:
             return True
-        owners = owners | self._index.links(target.reference)
+        owners = owners | self._store.links(target.reference)
         return target.upstream in owners or not (owners & self._private)
 
     async def check(self, target: Target, client: UpstreamClient,
@@ -44,5 +44,5 @@ class Claims:
             await self._lookups.head_blob(client, target.repository, target.reference)
         else:
             await self._lookups.head_manifest(client, target.repository, target.reference)
-        self._index.link(target.upstream, target.reference)
+        self._store.link(target.upstream, target.reference)
         return True

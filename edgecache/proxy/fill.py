@@ -2,16 +2,19 @@
 
 The first request for a cold digest starts a `Fill`: a task, owned by `Fills` rather than by
 any request, that writes the upstream body into a temporary file while hashing it. Every request
-for the same digest (from any repository or upstream route) gets a `FillReader` that `pread`s a
-duplicate of the file descriptor, so it can follow the growing file from any offset (Range
-requests included) and keep reading after the file is renamed into place.
+for the same digest (from any repository or upstream route) gets a `FillReader` that reads the
+file through a reader of its own (`BlobWriter.reader`), so it can follow the growing file from
+any offset (Range requests included) and keep reading after the file is renamed into place. The
+fill ends in `Store.publish` (verify, fsync, rename, index row and link to the upstream, quota),
+the one publish every writer goes through.
 
 How a reader follows the download: the fill wakes its waiting readers when `NOTIFY_BYTES` more
 have been written, or `NOTIFY_DELAY` after the first byte they have not been told about (and at
 once when it ends), not on every upstream chunk: upstream chunks are often 16-64 KiB, and 50
 readers woken for each cost more than the bytes (50 clients behind a 200 Mbit/s upstream spent
 most of the loop in small writes). A woken reader takes everything readable at once: on plain
-HTTP, `copy` hands the span to `os.sendfile` (zero copy from the page cache the fill just wrote);
+HTTP, `copy` hands the span to the file's `sendfile` (zero copy from the page cache the fill
+just wrote);
 otherwise it `pread`s `READ_CHUNK` pieces (the reader is `proxy/reader.py`).
 
 Readers never see the last byte before the digest is verified: a blob whose bytes do not match
@@ -43,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Mapping
 
 from edgecache.errors import (
@@ -59,15 +61,12 @@ from edgecache.oci import Digest
 from edgecache.proxy.download import DEFAULT_STALL, Download, Opener
 from edgecache.proxy.reader import Bypass
 from edgecache.proxy.reader import FillReader as FillReader  # re-exported: service.py uses it
-from edgecache.storage.blobs import BlobStore, BlobWriter
-from edgecache.storage.quota import Quota
+from edgecache.storage.store import BlobWriter, Store
 
 log = logging.getLogger(__name__)
 
 NOTIFY_BYTES = 1 << 20
 NOTIFY_DELAY = 0.01  # seconds
-
-Published = Callable[[Digest, int, str], None]  # digest, size, upstream it came from
 
 
 class Fill:
@@ -100,11 +99,12 @@ class Fill:
         return self._writer.size
 
     def open_reader(self) -> FillReader:
-        """Attach a reader; synchronous, so the descriptor is duplicated before any await."""
+        """Attach a reader; synchronous, so its file is opened before any await."""
         if self.readers >= self.max_readers:
             raise TooManyRequests(f"{self.readers} clients are already following this download")
+        file = self._writer.reader()
         self.readers += 1
-        return FillReader(self, os.dup(self._writer.fd))
+        return FillReader(self, file)
 
     def reader_left(self) -> None:
         """A reader closed. A fill still queued that nobody follows any more is dropped: it
@@ -182,18 +182,15 @@ class Fill:
 class Fills:
     """The downloads in flight, by digest. One per process, owned by the composition root."""
 
-    def __init__(self, blobs: BlobStore, quota: Quota, metrics: Metrics,
-                 published: Published, max_downloads: int = 32,
+    def __init__(self, store: Store, metrics: Metrics, max_downloads: int = 32,
                  max_readers: int = 256, stall_timeouts: Mapping[str, float] | None = None
                  ) -> None:
         self._slots = asyncio.Semaphore(max_downloads)
         self.max_fills = 2 * max_downloads  # running + queued: see the module docstring
         self._stall_timeouts = dict(stall_timeouts or {})  # by upstream name
         self._max_readers = max_readers
-        self._blobs = blobs
-        self._quota = quota
+        self._store = store
         self._metrics = metrics
-        self._published = published
         self._active: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -209,7 +206,7 @@ class Fills:
         if len(self._active) >= self.max_fills:
             raise TooManyRequests(f"{len(self._active)} downloads are already running or "
                                   "queued; try again later")
-        fill = Fill(digest, self._blobs.writer(digest), upstream, opener, self._metrics,
+        fill = Fill(digest, self._store.begin(digest), upstream, opener, self._metrics,
                     self._stall_timeouts.get(upstream, DEFAULT_STALL))
         fill.max_readers = self._max_readers
         self._active[key] = fill
@@ -241,7 +238,7 @@ class Fills:
             if not fill.ended:  # cancelled: edgecache is stopping, or nobody waits for it any more
                 fill._finish(UpstreamUnavailable(
                     fill.upstream, f"download of {fill.digest} was cancelled"))
-            fill._writer.abort()  # a no-op once committed; a fill dropped while queued has a file
+            fill._writer.abort()  # a no-op once published; a fill dropped while queued has a file
             if self._active.get(str(fill.digest)) is fill:
                 del self._active[str(fill.digest)]
             self._metrics.downloads_in_flight.dec()
@@ -254,7 +251,7 @@ class Fills:
             size = await download.open()
             fill._set_size(size)
             if size is not None:
-                if not await self._quota.reserve(size):
+                if not await self._store.reserve(size):
                     fill._finish(bypass=True)
                     return
                 reserved = size
@@ -268,7 +265,8 @@ class Fills:
                     return
                 self._metrics.upstream_bytes.labels(fill.upstream).inc(len(data))
                 fill._grew()
-            await self._publish(fill, writer)
+            reserved, held = 0, reserved  # publish settles the reservation
+            await self._publish(fill, writer, held)
         except DigestMismatch as exc:
             self._metrics.digest_mismatches.labels(fill.upstream).inc()
             log.error("upstream %s sent wrong bytes: %s; nothing was stored", fill.upstream, exc)
@@ -282,18 +280,14 @@ class Fills:
                                              f"failed: {type(exc).__name__}"))
         finally:
             download.close()
-            writer.abort()  # a no-op once committed
-            self._quota.release(reserved)
+            writer.abort()  # a no-op once published
+            self._store.release(reserved)
 
-    async def _publish(self, fill: Fill, writer: BlobWriter) -> None:
+    async def _publish(self, fill: Fill, writer: BlobWriter, reserved: int) -> None:
         try:
-            await writer.commit()
+            await self._store.publish(writer, upstreams=(fill.upstream,), reserved=reserved)
         except StorageError as exc:
             # Verified, but not stored (a full disk at fsync): the bytes are good, so readers
-            # finish from their descriptors; nothing enters the index.
+            # finish from their files; nothing enters the index.
             log.warning("verified %s but could not store it: %s", fill.digest, exc)
-            fill._finish()
-            return
-        self._quota.added(writer.size)
-        self._published(fill.digest, writer.size, fill.upstream)
         fill._finish()

@@ -3,8 +3,9 @@
 A fetched manifest is kept only after its digest matches (the one asked for, or the upstream's
 Docker-Content-Digest) and it parses as a manifest of a known type, stored byte-exact under the
 media type its body declares (`oci.manifest_media_type`); a contradiction stores nothing.
-Manifests live in the same content-addressed tree as blobs; the index keeps their media type
-and references, and links them to the upstream they came from (the claim check reads those).
+Manifests live in the same content-addressed tree as blobs and are published as blobs are
+(`Store.put`: one publish, so the index keeps their media type and references, linked to the
+upstream they came from (the claim check reads those), and the quota counts them).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from dataclasses import dataclass
 from edgecache.errors import DigestInvalid, DigestMismatch, StorageError, UpstreamBadResponse
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest, manifest_children, manifest_media_type
-from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import Index
-from edgecache.storage.quota import Quota
+from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -33,24 +32,23 @@ class ManifestAnswer:
 
 
 class Manifests:
-    def __init__(self, blobs: BlobStore, index: Index, quota: Quota, metrics: Metrics) -> None:
-        self._blobs = blobs
-        self._index = index
-        self._quota = quota
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store = store
         self._metrics = metrics
 
     def local(self, digest: str, head: bool) -> ManifestAnswer | None:
-        media_type = self._index.media_type(digest)
+        if head:
+            stored = self._store.manifest(Digest.parse(digest))
+            if stored is None or stored.media_type is None:
+                return None
+            return ManifestAnswer(digest, stored.media_type, stored.size, None, "cache")
+        media_type = self._store.media_type(digest)
         if media_type is None:
             return None
-        parsed = Digest.parse(digest)
-        if head:
-            size = self._blobs.size(parsed)
-            return None if size is None else ManifestAnswer(digest, media_type, size, None, "cache")
-        body = self._blobs.read(parsed)
+        body = self._store.read(Digest.parse(digest))
         if body is None:
             return None
-        self._index.touch(digest)  # pulling a manifest uses every blob it references
+        self._store.touch(digest)  # pulling a manifest uses every blob it references
         return ManifestAnswer(digest, media_type, len(body), body, "cache")
 
     async def download(self, client: UpstreamClient, repository: str,
@@ -64,22 +62,19 @@ class Manifests:
             log.error("upstream %s sent a manifest that does not match %s", client.name, expected)
             raise DigestMismatch(str(expected), str(actual))
         media_type = manifest_media_type(body, info.media_type)
-        stored = self._index.media_type(str(actual))
-        if stored is not None and self._blobs.size(actual) == len(body):
+        stored = self._store.manifest(actual)
+        if stored is not None and stored.media_type and stored.size == len(body):
             # The same bytes came through another route or repository meanwhile: kept once.
-            self._index.link(client.name, str(actual))
-            self._index.touch(str(actual))
-            return ManifestAnswer(str(actual), stored, len(body), body, "upstream")
-        try:
-            await self._blobs.put(actual, body)
+            self._store.link(client.name, str(actual))
+            self._store.touch(str(actual))
+            return ManifestAnswer(str(actual), stored.media_type, len(body), body, "upstream")
+        try:  # the row and its link are one transaction: no crash between
+            await self._store.put(actual, body, media_type, manifest_children(body),
+                                  upstreams=(client.name,))
         except StorageError as exc:  # verified and in memory: serve it even if it cannot stay
             log.warning("could not store manifest %s: %s", actual, exc)
             return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
-        self._index.record_blob(str(actual), len(body), media_type, manifest_children(body),
-                                upstreams=(client.name,))  # one transaction: no crash between
-        self._index.touch(str(actual))  # its references, already cached or not, are used too
-        self._quota.added(len(body))
-        self._quota.check()
+        self._store.touch(str(actual))  # its references, already cached or not, are used too
         return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
 
 

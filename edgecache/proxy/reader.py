@@ -1,14 +1,16 @@
 """One client's view of a download in progress (`proxy/fill.py` has the how and why).
 
-A `FillReader` `pread`s its own duplicate of the download's descriptor, so it follows the
-growing file from any offset and keeps reading after the file is renamed into place; it waits on
-its `Fill` for news (bounded: `Fill.stall_timeout`), and when the fill steps aside (`Bypass`)
-continues from upstream itself. It is a context manager: whoever holds it closes it.
+A `FillReader` reads the download's file through a reader of its own (`BlobWriter.reader`: a
+`BlobFile` on a duplicate descriptor), so it follows the growing file from any offset and keeps
+reading after the file is renamed into place; it waits on its `Fill` for news (bounded:
+`Fill.stall_timeout`), and when the fill steps aside (`Bypass`) continues from upstream itself.
+It is a context manager: whoever holds it closes it. Readable spans go to `copy`'s `send_file`
+as (file, offset, count): the file sends itself (`BlobFile.sendfile`), no descriptor leaves
+storage/.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from types import TracebackType
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecache.errors import DigestMismatch, StorageError
 from edgecache.proxy.download import Download
+from edgecache.storage.store import BlobFile
 
 if TYPE_CHECKING:
     from edgecache.proxy.fill import Fill
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 READ_CHUNK = 256 * 1024
 
 Write = Callable[[bytes], Awaitable[None]]
-SendFile = Callable[[int, int, int], Awaitable[None]]  # fd, offset, count: send those bytes
+SendFile = Callable[[BlobFile, int, int], Awaitable[None]]  # file, offset, count: send them
 
 
 class Bypass(Exception):
@@ -32,13 +35,13 @@ class Bypass(Exception):
 
 
 class FillReader:
-    """One client's view of a fill: a context manager that closes its descriptor (also closed
+    """One client's view of a fill: a context manager that closes its file (also closed
     when `chunks` or `copy` ends). `written` counts the bytes it handed to `write` or yielded
     from `chunks`, whatever the outcome (what it passed to `send_file`, the sender counts)."""
 
-    def __init__(self, fill: Fill, fd: int) -> None:
+    def __init__(self, fill: Fill, file: BlobFile) -> None:
         self.fill = fill
-        self._fd: int | None = fd
+        self._file: BlobFile | None = file
         self.written = 0
 
     def __enter__(self) -> FillReader:
@@ -82,9 +85,9 @@ class FillReader:
 
     def _pieces(self, pos: int, limit: int) -> Iterator[bytes]:
         """The readable span [pos, limit) of the file, read in `READ_CHUNK` pieces."""
-        assert self._fd is not None
+        assert self._file is not None
         while pos < limit:
-            data = os.pread(self._fd, min(READ_CHUNK, limit - pos), pos)
+            data = self._file.pread(min(READ_CHUNK, limit - pos), pos)
             if not data:
                 raise StorageError("download file shrank under a reader")
             pos += len(data)
@@ -104,9 +107,9 @@ class FillReader:
     async def copy(self, start: int, end: int | None, write: Write,
                    send_file: SendFile | None = None) -> None:
         """Bytes [start, end) as they become readable, each readable span at once: through
-        `send_file(fd, offset, count)` when given (zero copy from the file), else read and
+        `send_file(file, offset, count)` when given (zero copy from the file), else read and
         passed to `write` (counted in `written`). A reader that must continue from upstream goes
-        through `write`. Closes the descriptor."""
+        through `write`. Closes the file."""
         try:
             async with aclosing(self._spans(start, end)) as spans:
                 async for span in spans:
@@ -115,21 +118,21 @@ class FillReader:
                             await write(data)
                             self.written += len(data)
                     else:
-                        assert self._fd is not None
-                        await send_file(self._fd, span[0], span[1] - span[0])
+                        assert self._file is not None
+                        await send_file(self._file, span[0], span[1] - span[0])
         finally:
             self.close()
 
     async def _direct(self, start: int, pos: int, end: int | None) -> AsyncGenerator[bytes, None]:
         """Continue from upstream at `pos`. A reader of the whole blob re-hashes what it already
-        sent (still readable through its descriptor) and checks the digest before the end."""
+        sent (still readable through its file) and checks the digest before the end."""
         fill = self.fill
         hasher: Any = None
         if start == 0 and end in (None, fill.size):
             hasher = fill.digest.hasher()
             offset = 0
-            while offset < pos and self._fd is not None:
-                data = os.pread(self._fd, min(1 << 20, pos - offset), offset)
+            while offset < pos and self._file is not None:
+                data = self._file.pread(min(1 << 20, pos - offset), offset)
                 if not data:
                     break
                 hasher.update(data)
@@ -161,7 +164,7 @@ class FillReader:
             raise DigestMismatch(str(fill.digest), f"{fill.digest.algorithm}:{hasher.hexdigest()}")
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
             self.fill.reader_left()

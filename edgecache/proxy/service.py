@@ -33,7 +33,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from edgecache.config import CacheConfig
 from edgecache.errors import (
@@ -55,9 +54,7 @@ from edgecache.proxy.referrers import Referrers, list_referrers
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
 from edgecache.proxy.tags import TagPage, TagQuery, page
-from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import Index
-from edgecache.storage.quota import Quota
+from edgecache.storage.store import Store, Stored
 from edgecache.upstream.client import BlobStream, ManifestInfo, UpstreamClient
 
 __all__ = ["BlobAnswer", "ManifestAnswer", "RegistryService"]
@@ -71,26 +68,24 @@ JOIN_ATTEMPTS = 3  # a joined download that failed for another route, then one o
 class BlobAnswer:
     digest: str
     size: int | None
-    path: Path | None = None  # a cached file
+    stored: Stored | None = None  # cached: `stored.open()` reads it
     reader: FillReader | None = None  # a download in progress
     source: str = "cache"
     joined: bool = False  # True when this reader joined a download another request started
 
 
 class RegistryService:
-    def __init__(self, blobs: BlobStore, index: Index, quota: Quota,
-                 upstreams: Mapping[str, UpstreamClient], fills: Fills, metrics: Metrics,
-                 cache: CacheConfig | None = None, private: frozenset[str] = frozenset()) -> None:
+    def __init__(self, store: Store, upstreams: Mapping[str, UpstreamClient], fills: Fills,
+                 metrics: Metrics, cache: CacheConfig | None = None,
+                 private: frozenset[str] = frozenset()) -> None:
         self._cache = cache or CacheConfig()
-        self._blobs = blobs
-        self._index = index
-        self._quota = quota
+        self._store = store
         self._upstreams = upstreams
         self._fills = fills
         self._metrics = metrics
-        self._manifests = Manifests(blobs, index, quota, metrics)
+        self._manifests = Manifests(store, metrics)
         self._lookups = Lookups(Absences(self._cache.negative_ttl), metrics)
-        self._claims = Claims(index, self._lookups, private)
+        self._claims = Claims(store, self._lookups, private)
         self._manifest_fetches: SingleFlight[Key, ManifestAnswer] = SingleFlight()
         self._tag_heads: SingleFlight[tuple[str, ...], ManifestInfo] = SingleFlight()
 
@@ -116,7 +111,7 @@ class RegistryService:
                                           "upstream")
             return await self._fetch_manifest(client, target.repository, target.reference)
         key = (target.upstream, target.repository, target.reference)
-        record = self._index.tag(*key)
+        record = self._store.tag(*key)
         cached = self._manifests.local(record.digest, head) if record else None
         if cached is not None and record and time.time() - record.checked_at < self._cache.tag_ttl:
             return cached
@@ -152,11 +147,11 @@ class RegistryService:
                 return local
             if head and info.media_type and info.size is not None:
                 if record is None:  # what the tag gives, so a pin on it holds from this pull on
-                    self._index.set_tag(*key, digest)
+                    self._store.set_tag(*key, digest)
                 return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
         answer = await self._fetch_manifest(client, target.repository, digest or target.reference,
                                             check=False, remember=cached is None or bool(digest))
-        self._index.set_tag(*key, answer.digest)
+        self._store.set_tag(*key, answer.digest)
         return answer if not head else replace(answer, body=None)
 
     def _stale(self, key: tuple[str, str, str], cached: ManifestAnswer,
@@ -171,8 +166,8 @@ class RegistryService:
         every waiter has given up, so a late answer still refreshes the index."""
         info = await client.head_manifest(key[1], key[2])
         digest = _upstream_digest(client.name, info.digest)
-        if digest is not None and self._index.media_type(digest) is not None:
-            self._index.set_tag(*key, digest)
+        if digest is not None and self._store.media_type(digest) is not None:
+            self._store.set_tag(*key, digest)
         return info
 
     async def _fetch_manifest(self, client: UpstreamClient, repository: str, reference: str,
@@ -196,19 +191,23 @@ class RegistryService:
         fill = self._fills.get(digest)
         if not self._claims.free(target, {fill.upstream} if fill is not None else frozenset()):
             return None
-        return fill.size if fill is not None else self._blobs.size(digest)
+        if fill is not None:
+            return fill.size
+        stored = self._store.blob(digest)
+        return None if stored is None else stored.size
 
-    async def _shared_blob(self, target: Target, digest: Digest) -> tuple[Fill | None, int | None]:
-        """The download in progress, or else the cached size, that may answer `target`: after
+    async def _shared_blob(self, target: Target, digest: Digest
+                           ) -> tuple[Fill | None, Stored | None]:
+        """The download in progress, or else the cached blob, that may answer `target`: after
         the claim check (NotFound when the route's upstream does not have the digest)."""
         client = self._upstreams[target.upstream]
         fill = self._fills.get(digest)
-        size = self._blobs.size(digest) if fill is None else None
-        if (fill is not None or size is not None) and await self._claims.check(
+        stored = self._store.blob(digest) if fill is None else None
+        if (fill is not None or stored is not None) and await self._claims.check(
                 target, client, {fill.upstream} if fill is not None else frozenset()):
             fill = self._fills.get(digest)  # it awaited: look again; the route has the digest
-            size = self._blobs.size(digest) if fill is None else None
-        return fill, size
+            stored = self._store.blob(digest) if fill is None else None
+        return fill, stored
 
     async def blob(self, target: Target, head: bool) -> BlobAnswer:
         digest = Digest.parse(target.reference)
@@ -217,11 +216,11 @@ class RegistryService:
         attempts = 0
         while True:  # bounded: a joiner tries again at most JOIN_ATTEMPTS - 1 times
             attempts += 1
-            fill, size = await self._shared_blob(target, digest)
-            if fill is None and size is not None:
+            fill, stored = await self._shared_blob(target, digest)
+            if fill is None and stored is not None:
                 if not head:
-                    self._index.touch(target.reference)
-                return BlobAnswer(target.reference, size, path=self._blobs.path(digest))
+                    self._store.touch(target.reference)
+                return BlobAnswer(target.reference, stored.size, stored=stored)
             if head:
                 if fill is not None and fill.size is not None:
                     return BlobAnswer(target.reference, fill.size, source="upstream")
@@ -270,7 +269,7 @@ class RegistryService:
                 tags, link = await client.list_tags(target.repository, query.upstream(extra=0))
             return page(tags, query, link), "upstream"
         except UpstreamError:
-            known = self._index.tags(target.upstream, target.repository)
+            known = self._store.tags(target.upstream, target.repository)
             if not known:
                 raise
             self._metrics.stale_serves.labels(target.upstream).inc()

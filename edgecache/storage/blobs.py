@@ -1,4 +1,6 @@
-"""Content-addressed blob files: written once, verified, then published by an atomic rename.
+"""Content-addressed blob files (the local store's driver): written once, verified, then
+placed by an atomic rename. `storage/store.py` is the one caller that places a file (its
+`publish`); everything else reads, or writes temporary files.
 
 A blob becomes visible under its digest only after every byte was hashed and matched, the file
 was fsynced and renamed into place, and the directory entry was fsynced: a crash at any point
@@ -16,6 +18,7 @@ from typing import Any
 
 from edgecache.errors import DigestMismatch, StorageError
 from edgecache.oci import Digest
+from edgecache.storage.files import BlobFile
 from edgecache.storage.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -30,17 +33,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 class BlobWriter:
-    """One blob being written to a temporary file, hashed as it goes.
+    """One blob being written to a temporary file, hashed as it goes; `abort` abandons it.
 
-    `fd` is readable too (O_RDWR), so readers streaming a download in progress can `pread`
-    duplicates of it even after the file has been renamed into place.
+    The descriptor is readable too (O_RDWR): `reader()` hands out duplicates of it, so readers
+    of a download in progress follow the growing file and keep reading after the rename.
     """
 
     def __init__(self, layout: Layout, digest: Digest) -> None:
         self.digest = digest
         self.target = layout.blob(digest)
         self.path = layout.tmp_dir / f"{digest.hex[:16]}-{uuid.uuid4().hex}.part"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.size = 0
         self._hasher: Any = digest.hasher()
         self._closed = False
@@ -49,7 +52,7 @@ class BlobWriter:
         """Append to the file; page-cache writes are fast enough to stay on the event loop."""
         view = memoryview(data)
         while view:
-            written = os.write(self.fd, view)
+            written = os.write(self._fd, view)
             view = view[written:]
         self._hasher.update(data)
         self.size += len(data)
@@ -61,8 +64,18 @@ class BlobWriter:
         if actual != str(self.digest):
             raise DigestMismatch(str(self.digest), actual)
 
-    async def commit(self) -> Path:
-        """Verify, fsync and rename into place; on a mismatch remove the file and raise."""
+    def reader(self) -> BlobFile:
+        """A reader of what is written, on its own descriptor: synchronous, so a caller on the
+        loop has it before any await (the writer's own is closed on the loop once placed)."""
+        return BlobFile(os.dup(self._fd))
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Bytes written so far (an import reads a staged manifest back to check it)."""
+        return os.pread(self._fd, size, offset)
+
+    async def place(self) -> Path:
+        """Verify, fsync and rename into place; on a mismatch or a failure remove the file and
+        raise. Only `Store.publish` calls this: the index rows and the quota follow there."""
         actual = f"{self.digest.algorithm}:{self._hasher.hexdigest()}"
         if actual != str(self.digest):
             self.abort()
@@ -74,19 +87,19 @@ class BlobWriter:
             self.abort()
             raise StorageError(f"cannot store {self.digest}: {exc.strerror or exc}") from exc
         # Closed here, on the loop, not in the executor: while the fsync runs, new readers of
-        # the fill still `os.dup` this descriptor, and a number closed under them (or already
-        # reused by another file or socket) would hand them other bytes.
+        # the fill still duplicate this descriptor (`reader`), and a number closed under them
+        # (or already reused by another file or socket) would hand them other bytes.
         self._close()
         return self.target
 
     def _publish(self) -> None:
-        os.fsync(self.fd)
+        os.fsync(self._fd)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.path, self.target)
         _fsync_dir(self.target.parent)
 
     def abort(self) -> None:
-        """Forget everything written; safe to call twice and after commit."""
+        """Forget everything written; safe to call twice and once placed."""
         if self._closed:
             return
         self._close()
@@ -95,7 +108,7 @@ class BlobWriter:
     def _close(self) -> None:
         if not self._closed:
             self._closed = True
-            os.close(self.fd)
+            os.close(self._fd)
 
 
 class BlobStore:
@@ -120,6 +133,10 @@ class BlobStore:
     def path(self, digest: Digest) -> Path:
         return self.layout.blob(digest)
 
+    def name(self, digest: Digest) -> str:
+        """Where the blob's file is (or would be)."""
+        return self.layout.blob_name(digest)
+
     def size(self, digest: Digest) -> int | None:
         """The stored size, or None when the blob is not here."""
         try:
@@ -142,13 +159,3 @@ class BlobStore:
             return BlobWriter(self.layout, digest)
         except OSError as exc:
             raise StorageError(f"cannot create a temporary file: {exc.strerror or exc}") from exc
-
-    async def put(self, digest: Digest, data: bytes) -> Path:
-        """Store small content (a manifest) in one go, with the same guarantees as a stream."""
-        writer = self.writer(digest)
-        try:
-            writer.write(data)
-        except OSError as exc:
-            writer.abort()
-            raise StorageError(f"cannot write {digest}: {exc.strerror or exc}") from exc
-        return await writer.commit()

@@ -134,8 +134,8 @@ class RegistryHandlers:
             return web.Response(headers=headers)
         length = None if answer.size is None else (
             answer.size if span is None else span[1] - span[0])
-        if answer.path is not None and answer.size is not None and length is not None:
-            return BlobFileResponse(answer.path, answer.size, span, headers,
+        if answer.stored is not None and length is not None:
+            return BlobFileResponse(answer.stored.open, answer.stored.size, span, headers,
                                     self._counter("cache", saved=True))
         assert answer.reader is not None
         self._metrics.fill_readers.inc()

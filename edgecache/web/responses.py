@@ -1,12 +1,14 @@
 """Blob bodies: cached files, and downloads in progress (the Range header: `web/ranges.py`).
 
-Cached files on plain TCP go out zero-copy: `os.sendfile` on a duplicate of the connection's
-socket (uvloop has no `loop.sendfile`; the stdlib loop's costs more per request), 1 MiB at a
-time (the longest the loop is held, as a 1 MiB write was before), waiting for the socket to
-become writable between calls: no user-space buffer, so no per-connection memory, and the kernel
-copies page cache to socket once. A window whose first and last pages are in the page cache is
-sent from the loop (a thread hop costs more than the copy); otherwise from the default executor,
-so the loop never waits on the disk. A client that stops reading is cut off after
+Blob bytes come from a storage reader (`storage/store.py`: a `BlobFile`, opened when the
+response is prepared, closed however it ends); web/ never sees a path or the file's descriptor.
+Cached files on plain TCP go out zero-copy: the file's `sendfile` onto a duplicate of the
+connection's socket (uvloop has no `loop.sendfile`; the stdlib loop's costs more per request),
+1 MiB at a time (the longest the loop is held, as a 1 MiB write was before), waiting for the
+socket to become writable between calls: no user-space buffer, so no per-connection memory, and
+the kernel copies page cache to socket once. A window whose first and last pages are in the
+page cache is sent from the loop (a thread hop costs more than the copy); otherwise from the
+default executor, so the loop never waits on the disk. A client that stops reading is cut off after
 `listen.idle_timeout` without progress (`web/stalls.py`: one timer per body, nothing per piece).
 
 Under TLS there is no zero-copy: the file is read in `TLS_CHUNK` pieces and written through the
@@ -27,17 +29,16 @@ a write), so each piece is a fresh buffer.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from edgecache.errors import BlobUnknown, EdgecacheError
 from edgecache.proxy.reader import FillReader, SendFile
+from edgecache.storage.store import BlobFile
 from edgecache.web.ranges import parse_range as parse_range  # re-exported for callers
 from edgecache.web.stalls import StallGuard
 
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 TLS_CHUNK = 48 * 1024  # peak RSS vs CPU per GB at 64 TLS downloads: see the docstring
 SENDFILE_WINDOW = 1 << 20
-_nowait_reads = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")  # cleared if refused
 
 
 def _range_headers(headers: dict[str, str], span: tuple[int, int] | None,
@@ -58,6 +58,7 @@ def _range_headers(headers: dict[str, str], span: tuple[int, int] | None,
 
 
 Sent = Callable[[int], None]  # told once, at the end, how many body bytes went out
+Opener = Callable[[], BlobFile | None]  # the blob's reader; None when it has gone
 
 
 class CountedResponse(web.StreamResponse):
@@ -76,13 +77,14 @@ class CountedResponse(web.StreamResponse):
 
 
 class BlobFileResponse(CountedResponse):
-    """A cached blob file, whole or one range; `sent` is told the body bytes sent at the end,
-    however it ends (prepare runs after the handler has returned)."""
+    """A cached blob, whole or one range; `sent` is told the body bytes sent at the end,
+    however it ends. `opener` gives the reader (`Stored.open`), called in prepare, which runs
+    after the handler has returned: so the file is opened only by what closes it."""
 
-    def __init__(self, path: Path, size: int, span: tuple[int, int] | None,
+    def __init__(self, opener: Opener, size: int, span: tuple[int, int] | None,
                  headers: dict[str, str], sent: Sent | None = None) -> None:
         super().__init__(status=_range_headers(headers, span, size), headers=headers)
-        self._path = path
+        self._open = opener
         self._offset, end = span if span is not None else (0, size)
         self.content_length = end - self._offset
         self._sent = sent
@@ -92,10 +94,9 @@ class BlobFileResponse(CountedResponse):
         if transport is None:
             raise ConnectionResetError("connection lost")
         tls = transport.get_extra_info("sslcontext") is not None
-        try:  # os.open: a buffered file object would cost an isatty() and an fstat per request
-            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            raise BlobUnknown("blob was removed while being served") from exc
+        file = self._open()
+        if file is None:
+            raise BlobUnknown("blob was removed while being served")
         outlet = guard = None
         try:
             outlet = None if tls else _outlet(transport)
@@ -106,11 +107,11 @@ class BlobFileResponse(CountedResponse):
                 # the TLS layer would otherwise queue up to 512 KiB (uvloop) of ciphertext per
                 # connection before pausing us: a piece in flight at a time is enough
                 transport.set_write_buffer_limits(high=TLS_CHUNK)
-                await self._write_chunks(fd, count)
+                await self._write_chunks(file, count)
             elif outlet is not None:
-                await _sendfile(transport, outlet, fd, self._offset, count, self, guard)
+                await _sendfile(transport, outlet, file, self._offset, count, self, guard)
             else:
-                await self._write_chunks(fd, count)
+                await self._write_chunks(file, count)
             await super().write_eof()
             return writer
         finally:
@@ -118,18 +119,18 @@ class BlobFileResponse(CountedResponse):
                 guard.close()
             if outlet is not None:
                 os.close(outlet)
-            os.close(fd)
+            file.close()
             if self._sent is not None:
                 self._sent(self.body_sent)
 
-    async def _write_chunks(self, fd: int, count: int) -> None:
+    async def _write_chunks(self, file: BlobFile, count: int) -> None:
         loop = asyncio.get_running_loop()
         offset, end = self._offset, self._offset + count
         while offset < end:
             size = min(TLS_CHUNK, end - offset)
-            data: bytes | bytearray | memoryview | None = _read_cached(fd, size, offset)
+            data: bytes | bytearray | memoryview | None = file.read_nowait(size, offset)
             if data is None:
-                data = await loop.run_in_executor(None, os.pread, fd, size, offset)
+                data = await loop.run_in_executor(None, file.pread, size, offset)
             if not data:
                 raise ConnectionResetError("blob file ended early")
             await self.write(data)
@@ -150,43 +151,9 @@ def _outlet(transport: asyncio.BaseTransport) -> int | None:
     return None if sock is None else os.dup(sock.fileno())
 
 
-def _read_cached(fd: int, size: int, offset: int) -> bytearray | memoryview | None:
-    """Up to `size` bytes at `offset` if the page cache has them (never waits on the disk), else
-    None."""
-    global _nowait_reads
-    if not _nowait_reads:
-        return None
-    buf = bytearray(size)
-    try:
-        got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
-        _nowait_reads = False  # this kernel or filesystem cannot: the executor it is
-        return None
-    if got <= 0:
-        return None
-    return buf if got == size else memoryview(buf)[:got]
-
-
-def _cached(fd: int, offset: int, count: int) -> bool:
-    """Whether the first and last byte of the span are in the page cache (readahead makes the
-    middle very likely to be): then sending it cannot wait on the disk."""
-    if not _nowait_reads:
-        return False
-    probe = bytearray(1)
-    try:
-        return all(os.preadv(fd, [probe], at, os.RWF_NOWAIT) == 1
-                   for at in (offset, offset + count - 1))
-    except OSError:
-        return False
-
-
-async def _sendfile(transport: asyncio.BaseTransport, out: int, fd: int, offset: int,
+async def _sendfile(transport: asyncio.BaseTransport, out: int, file: BlobFile, offset: int,
                     count: int, response: CountedResponse, guard: StallGuard) -> None:
-    """Send `count` bytes of `fd` from `offset` with os.sendfile on `out`, an outlet's
+    """Send `count` bytes of `file` from `offset` with its `sendfile` on `out`, an outlet's
     descriptor (`_outlet`), counted in `response.body_sent` as they go. The bytes must follow
     what the transport already holds (the headers), so its buffer is emptied first."""
     loop = asyncio.get_running_loop()
@@ -203,11 +170,11 @@ async def _sendfile(transport: asyncio.BaseTransport, out: int, fd: int, offset:
             raise ConnectionResetError("connection lost")
         window = min(end - offset, SENDFILE_WINDOW)
         try:
-            if _cached(fd, offset, window):  # a page-cache copy: cheaper than a thread hop
-                sent = os.sendfile(out, fd, offset, window)
+            if file.in_page_cache(offset, window):  # a page-cache copy: cheaper than a thread
+                sent = file.sendfile(out, offset, window)
             else:
                 sent = await loop.run_in_executor(None, _sendfile_owned, os.dup(out),
-                                                  os.dup(fd), offset, window)
+                                                  file.duplicate(), offset, window)
         except BlockingIOError:  # the socket's buffer is full: wait for the client
             await _writable(loop, out, guard)
             continue
@@ -217,16 +184,16 @@ async def _sendfile(transport: asyncio.BaseTransport, out: int, fd: int, offset:
         response.body_sent += sent
 
 
-def _sendfile_owned(out: int, fd: int, offset: int, count: int) -> int:
-    """os.sendfile in a thread, on descriptors the thread owns and closes. If the client leaves
-    while the thread is on its way to the syscall, the request closes its own descriptors; were
-    the thread to use those numbers, a new connection could have been given one of them, and it
-    would receive this blob's bytes."""
+def _sendfile_owned(out: int, file: BlobFile, offset: int, count: int) -> int:
+    """sendfile in a thread, on a socket descriptor and a file the thread owns and closes. If
+    the client leaves while the thread is on its way to the syscall, the request closes its
+    own; were the thread to use those numbers, a new connection could have been given one of
+    them, and it would receive this blob's bytes."""
     try:
-        return os.sendfile(out, fd, offset, count)
+        return file.sendfile(out, offset, count)
     finally:
         os.close(out)
-        os.close(fd)
+        file.close()
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int, guard: StallGuard) -> None:
@@ -254,7 +221,7 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
     cannot be sent).
 
     On plain TCP with a known length, what the download has written (and the fill lets readers
-    see) goes out with `os.sendfile` from the download's file, as a cached file does: no copy
+    see) goes out with the download file's `sendfile`, as a cached file does: no copy
     through user space, one call per readable span. 50 clients following one download spent
     most of the loop copying it (pread + write); see NOTES.md for the figures. Under TLS, or
     without a Content-Length (chunked framing must wrap the bytes), it is read in pieces and
@@ -273,10 +240,10 @@ async def stream_fill(request: web.Request, reader: FillReader, size: int | None
                 and transport.get_extra_info("sslcontext") is None):
             outlet = _outlet(transport)
         if outlet is not None:
-            async def send_file(fd: int, offset: int, count: int) -> None:
+            async def send_file(file: BlobFile, offset: int, count: int) -> None:
                 assert transport is not None and outlet is not None
                 assert guard is not None
-                await _sendfile(transport, outlet, fd, offset, count, response, guard)
+                await _sendfile(transport, outlet, file, offset, count, response, guard)
 
         try:
             await reader.copy(start, end, response.write, send_file)

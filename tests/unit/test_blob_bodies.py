@@ -21,6 +21,7 @@ import uvloop
 from aiohttp import web
 
 from edgecache.storage.blobs import BlobWriter
+from edgecache.storage.files import BlobFile
 from edgecache.web import responses
 from edgecache.web.responses import BlobFileResponse, parse_range
 from tests.fakes.registry import FakeRegistry
@@ -51,7 +52,8 @@ def run_server(path: Path, test: Callable[[int, int, ssl.SSLContext], Awaitable[
     async def handler(request: web.Request) -> web.StreamResponse:
         size = path.stat().st_size
         span = parse_range(request.headers.get("Range"), size)
-        return BlobFileResponse(path, size, span, {"Content-Type": "application/octet-stream"})
+        return BlobFileResponse(lambda: BlobFile.open(str(path)), size, span,
+                                {"Content-Type": "application/octet-stream"})
 
     async def main() -> None:
         app = web.Application()
@@ -107,8 +109,8 @@ def test_whole_and_ranges_plain_and_tls(blob: tuple[Path, bytes], cached: bool,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     path, data = blob
     if not cached:  # as if the blob were not in the page cache: every read goes to a thread
-        monkeypatch.setattr(responses, "_cached", lambda fd, offset, count: False)
-        monkeypatch.setattr(responses, "_read_cached", lambda fd, size, offset: None)
+        monkeypatch.setattr(BlobFile, "in_page_cache", lambda file, offset, count: False)
+        monkeypatch.setattr(BlobFile, "read_nowait", lambda file, size, offset: None)
 
     async def test(port: int, tls_port: int, ctx: ssl.SSLContext) -> None:
         for p, c in ((port, None), (tls_port, ctx)):
@@ -189,7 +191,7 @@ def test_a_sendfile_thread_owns_the_descriptors_it_writes_with(tmp_path: Path) -
     fd = os.open(blob, os.O_RDONLY)
     try:
         out, source = os.dup(sender.fileno()), os.dup(fd)
-        sent = responses._sendfile_owned(out, source, 1000, 20_000)
+        sent = responses._sendfile_owned(out, BlobFile(source), 1000, 20_000)
         os.close(fd)  # the caller's own copies close independently
         sender.close()
         assert sent == 20_000

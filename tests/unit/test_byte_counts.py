@@ -19,6 +19,7 @@ import pytest
 import trustme
 from aiohttp import web
 
+from edgecache.storage.files import BlobFile
 from edgecache.web.responses import BlobFileResponse
 from tests.fakes.registry import FakeRegistry
 from tests.support.edgecache import ACCESS_RE
@@ -150,7 +151,8 @@ async def test_tls_pieces_are_counted(tmp_path: Path) -> None:
     responses: list[web.StreamResponse] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        responses.append(BlobFileResponse(path, len(data), None, {}, lengths.append))
+        responses.append(BlobFileResponse(lambda: BlobFile.open(str(path)), len(data), None, {},
+                                          lengths.append))
         return responses[-1]
 
     app = web.Application()

@@ -41,7 +41,9 @@ class Store:
         """A verified, published file; indexed as edgecache would (or not: a crash between
         the rename and the index write)."""
         digest = Digest.of(data)
-        await self.blobs.put(digest, data)
+        writer = self.blobs.writer(digest)
+        writer.write(data)
+        await writer.place()  # the file alone (what `Store.publish` does before the row)
         if indexed:
             self.index.record_blob(str(digest), len(data))
         return str(digest)

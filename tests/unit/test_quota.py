@@ -33,6 +33,7 @@ from edgecache.app import build_app
 from edgecache.config import Size, StorageConfig
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
+from edgecache.storage import store as storage_store
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.eviction import pinned_digests
 from edgecache.storage.index import Index
@@ -110,9 +111,8 @@ class Store:
         if data is None:
             data = random.Random(len(self.index.sizes()) + size).randbytes(size)
         digest = Digest.of(data)
-        await self.blobs.put(digest, data)
-        self.index.record_blob(str(digest), len(data), media_type, children)
-        self.quota.added(len(data))
+        await storage_store.Store(self.blobs, self.index, self.quota).put(
+            digest, data, media_type, children)
         self._clock += 1
         self.set_access(str(digest), self._clock)
         return str(digest)
