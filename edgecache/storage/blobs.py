@@ -41,9 +41,9 @@ class BlobWriter:
 
     def __init__(self, layout: Layout, digest: Digest) -> None:
         self.digest = digest
-        self.target = layout.blob(digest)
-        self.path = layout.tmp_dir / f"{digest.hex[:16]}-{uuid.uuid4().hex}.part"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._target = layout.blob(digest)
+        self._path = layout.tmp_dir / f"{digest.hex[:16]}-{uuid.uuid4().hex}.part"
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.size = 0
         self._hasher: Any = digest.hasher()
         self._closed = False
@@ -73,7 +73,7 @@ class BlobWriter:
         """Bytes written so far (an import reads a staged manifest back to check it)."""
         return os.pread(self._fd, size, offset)
 
-    async def place(self) -> Path:
+    async def place(self) -> None:
         """Verify, fsync and rename into place; on a mismatch or a failure remove the file and
         raise. Only `Store.publish` calls this: the index rows and the quota follow there."""
         actual = f"{self.digest.algorithm}:{self._hasher.hexdigest()}"
@@ -90,20 +90,19 @@ class BlobWriter:
         # the fill still duplicate this descriptor (`reader`), and a number closed under them
         # (or already reused by another file or socket) would hand them other bytes.
         self._close()
-        return self.target
 
     def _publish(self) -> None:
         os.fsync(self._fd)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.path, self.target)
-        _fsync_dir(self.target.parent)
+        self._target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self._path, self._target)
+        _fsync_dir(self._target.parent)
 
     def abort(self) -> None:
         """Forget everything written; safe to call twice and once placed."""
         if self._closed:
             return
         self._close()
-        self.path.unlink(missing_ok=True)
+        self._path.unlink(missing_ok=True)
 
     def _close(self) -> None:
         if not self._closed:
