@@ -3,7 +3,9 @@
 `build_app` is what tests call too. Resources live in a `cleanup_ctx` lifecycle, so they are
 created inside the running loop and torn down in reverse order:
 1. storage (tree, sweep of leftovers, index, reconciliation unless the last stop was clean,
-   quota), 2. upstream clients, 3. fills, the service and the janitor;
+   quota, and the `Store` over them: all that web/ and proxy/ see of storage, and the one
+   publish every writer goes through), 2. upstream clients, 3. fills, the service and the
+   janitor;
 shutdown (once requests have ended) cancels and awaits, in order, the janitor and password
 checks, the service's flights (tag revalidations, manifest fetches) and downloads (their
 temporary files are removed); then it closes the clients, flushes access times, closes the index
