@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("ca", "client-config"):
         try:
+            _check_client_options(args)
+        except ConfigError as exc:
+            print(f"edgecache: {exc}", file=sys.stderr)
+            return 2
+        try:
             return _ca(config) if args.command == "ca" else _client_config(config, args)
         except (EdgecacheError, OSError) as exc:
             print(f"edgecache: {exc}", file=sys.stderr)
@@ -179,6 +184,15 @@ def _ca(config: Config) -> int:
         return 1
     sys.stdout.write(pem.decode())
     return 0
+
+
+def _check_client_options(args: argparse.Namespace) -> None:
+    """Usage errors (exit 2) before any work: an `--address` becomes a path and a URL."""
+    if args.command == "client-config":
+        from edgecache.clientconfig.endpoints import check_address
+
+        for address in args.address:
+            check_address(address)
 
 
 def _client_config(config: Config, args: argparse.Namespace) -> int:
