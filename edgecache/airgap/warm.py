@@ -71,6 +71,8 @@ def read_image_list(path: str) -> list[str]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise EdgecacheError(f"--file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise EdgecacheError(f"--file {path}: not UTF-8 (byte {exc.start})") from None
     return [line.split("#", 1)[0].strip() for line in text.splitlines()
             if line.split("#", 1)[0].strip()]
 
@@ -229,7 +231,17 @@ class Warmer:
 
     async def warm(self, references: Sequence[str]) -> list[ImageResult]:
         self._progress.add_total(items=len(references))
-        return list(await asyncio.gather(*(self._image(text) for text in references)))
+        try:
+            return list(await asyncio.gather(*(self._image(text) for text in references)))
+        finally:
+            await self._stop_blobs()
+
+    async def _stop_blobs(self) -> None:
+        """The blob fetches are shielded so one image giving up does not cancel a fetch other
+        images wait on; the Warmer owns them, so none outlives `warm`, however it ends."""
+        for task in self._blobs.values():
+            task.cancel()
+        await asyncio.gather(*self._blobs.values(), return_exceptions=True)
 
     async def _image(self, text: str) -> ImageResult:
         result = ImageResult(text)
