@@ -13,7 +13,7 @@ references it goes too, so the index never claims an image it cannot serve whole
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 
@@ -57,14 +57,6 @@ class Entry:
     digest: str
     size: int
     last_access: float
-
-
-def select_victims(entries: Iterable[Entry], need: int, protected: set[str],
-                   parents: Callable[[str], Iterable[str]],
-                   sizes: Mapping[str, int]) -> list[str]:
-    """`choose_victims` over entries in any order."""
-    ordered = sorted(entries, key=lambda e: (e.last_access, e.digest))
-    return choose_victims(ordered, need, protected, parents, lambda d: sizes.get(d, 0))
 
 
 def choose_victims(lru: Iterable[Entry], need: int, protected: set[str],

@@ -33,8 +33,8 @@ class Bypass(Exception):
 
 class FillReader:
     """One client's view of a fill: a context manager that closes its descriptor (also closed
-    when `chunks` or `copy` ends). `written` counts the bytes it handed to `write` or yielded
-    from `chunks`, whatever the outcome (what it passed to `send_file`, the sender counts)."""
+    when `copy` ends). `written` counts the bytes it handed to `write`, whatever the outcome
+    (what it passed to `send_file`, the sender counts)."""
 
     def __init__(self, fill: Fill, fd: int) -> None:
         self.fill = fill
@@ -89,17 +89,6 @@ class FillReader:
                 raise StorageError("download file shrank under a reader")
             pos += len(data)
             yield data
-
-    async def chunks(self, start: int, end: int | None) -> AsyncGenerator[bytes, None]:
-        """Bytes [start, end) as they become readable; `end` None means to the end."""
-        try:
-            async with aclosing(self._spans(start, end)) as spans:
-                async for span in spans:
-                    for data in [span] if isinstance(span, bytes) else self._pieces(*span):
-                        self.written += len(data)
-                        yield data
-        finally:
-            self.close()
 
     async def copy(self, start: int, end: int | None, write: Write,
                    send_file: SendFile | None = None) -> None:
