@@ -6,9 +6,14 @@ watermark and stops at the low one, so it runs in batches rather than on every r
 
 Victims are chosen least recently used first. Pulling a manifest refreshes every blob it
 references (see the index), so an image ages as a whole and its blobs leave together; a blob
-that a recently used image still references is recent itself and stays. Pinned closures, blobs
-being written and blobs being read are never chosen. When a blob goes, every manifest that
-references it goes too, so the index never claims an image it cannot serve whole.
+that a recently used image still references is recent itself and stays. Pinned closures are
+never chosen (`protected`: the only set eviction holds back). A blob being written is not a
+candidate because it is not in the index until it is published. A blob being read may be
+chosen: eviction unlinks its file, and on POSIX an open descriptor keeps an unlinked file
+readable, so a response already sending it (or a download reader holding its descriptor)
+finishes with the bytes it started; a request that looked it up but had not yet opened it
+answers BLOB_UNKNOWN before any header is sent (`web/responses.py`). When a blob goes, every
+manifest that references it goes too, so the index never claims an image it cannot serve whole.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ takes a durable index write per publish (synchronous=NORMAL loses the last commi
 loss while the renamed file survives), and a file whose pending row was lost is the same
 unknown. The cost here falls only on the few files a crash caught: one HEAD per route.
 
-`verify` re-hashes every blob (the `edgecache verify` command): what does not match its name is
-reported and, with repair, removed together with its index row.
+`verify` re-hashes every blob (the `edgecache verify` command) and reports what does not match
+its name, rows without files and files without rows. With repair it reconciles first (as
+above), then removes each corrupt blob with the manifests that reference it and their rows: the
+index never claims an image it cannot serve whole.
 """
 
 from __future__ import annotations

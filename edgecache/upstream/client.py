@@ -1,8 +1,9 @@
 """One upstream registry: requests with auth, redirects and timeouts, answers as domain values.
 
-This is the only module that touches aiohttp's client; every failure leaves it as an
-`UpstreamError` (or a `NotFound` when the upstream says the content does not exist), so the
-proxy decides on meaning, never on exception types of a library.
+This is the only module that talks to an upstream with aiohttp's client (the one other user,
+`airgap/warm.py`, is a client of edgecache itself and handles aiohttp's errors there); every
+failure leaves it as an `UpstreamError` (or a `NotFound` when the upstream says the content
+does not exist), so the proxy decides on meaning, never on exception types of a library.
 """
 
 from __future__ import annotations
