@@ -315,6 +315,6 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def _serve(config: Config) -> None:
-    from edgecache.app import serve
+    from edgecache.server import serve
 
     await serve(config)
