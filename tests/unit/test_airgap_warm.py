@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 
 from edgecache import config as config_mod
+from edgecache.airgap.endpoint import find_service, local_service
 from edgecache.airgap.platform import parse_platforms
 from edgecache.airgap.progress import Progress
-from edgecache.airgap.warm import Warmer, find_service, local_service, read_image_list, warm
+from edgecache.airgap.warm import Warmer, read_image_list, warm
 from edgecache.cli import main
 from edgecache.config import Config
 from tests.fakes.registry import FakeRegistry
