@@ -1,11 +1,11 @@
 """One upstream registry: requests with auth, redirects and timeouts, answers as domain values.
 
 This package (the registry API here, auth and redirects in `transport.py`, connections and
-health in `exchange.py`) is the only code that talks to an upstream with aiohttp's client (the
-one other user, `airgap/warm.py`, is a client of edgecache itself and handles aiohttp's errors
-there); every failure leaves it as an `UpstreamError` (or a `NotFound` when the upstream says
-the content does not exist), so the proxy decides on meaning, never on exception types of a
-library.
+health in `exchange.py`) is the only code that talks to an upstream with aiohttp's client (its
+other users, `airgap/warm.py` and `airgap/endpoint.py`, are clients of edgecache itself and
+handle aiohttp's errors there); every failure leaves it as an `UpstreamError` (or a `NotFound`
+when the upstream says the content does not exist), so the proxy decides on meaning, never on
+exception types of a library.
 """
 
 from __future__ import annotations
