@@ -41,10 +41,9 @@ class Transport(Exchange):
 
     def __init__(self, config: UpstreamConfig, manifest_limit: int,
                  health: HealthConfig, metrics: Metrics) -> None:
-        super().__init__(config, manifest_limit, health, metrics)
-        self._basic: str | None = None
-        if config.username:
-            self._basic = basic_header(config.username, config.password())
+        basic = basic_header(config.username, config.password()) if config.username else None
+        super().__init__(config, manifest_limit, health, metrics)  # read first: it may fail
+        self._basic: str | None = basic
         self._use_basic = False
         self._tokens = TokenCache(self._fetch_token)
 
