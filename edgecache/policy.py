@@ -11,9 +11,11 @@ never chosen (`protected`: the only set eviction holds back). A blob being writt
 candidate because it is not in the index until it is published. A blob being read may be
 chosen: eviction unlinks its file, and on POSIX an open descriptor keeps an unlinked file
 readable, so a response already sending it (or a download reader holding its descriptor)
-finishes with the bytes it started; a request that looked it up but had not yet opened it
-answers BLOB_UNKNOWN before any header is sent (`web/responses.py`). When a blob goes, every
-manifest that references it goes too, so the index never claims an image it cannot serve whole.
+finishes with the bytes it started. A request that looked it up but had not yet opened it
+finds it gone when its response starts (`web/responses.py`, after the handler returned): aiohttp
+logs that and closes the connection unanswered, and the client pulls again. When a blob goes,
+every manifest that references it goes too, so the index never claims an image it cannot serve
+whole.
 """
 
 from __future__ import annotations
