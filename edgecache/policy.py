@@ -13,9 +13,9 @@ chosen: eviction unlinks its file, and on POSIX an open descriptor keeps an unli
 readable, so a response already sending it (or a download reader holding its descriptor)
 finishes with the bytes it started. A request that looked it up but had not yet opened it
 finds it gone when its response starts (`web/responses.py`, after the handler returned): aiohttp
-logs that and closes the connection unanswered, and the client pulls again. When a blob goes,
-every manifest that references it goes too, so the index never claims an image it cannot serve
-whole.
+logs that and closes the connection unanswered (the client sees a dropped connection). When a
+blob goes, every manifest that references it goes too, so the index never claims an image it
+cannot serve whole.
 """
 
 from __future__ import annotations
