@@ -28,7 +28,7 @@ from edgecache.config import Config, parse_hostport, secret_files
 from edgecache.errors import ConfigError, EdgecacheError, StorageError
 from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest
+from edgecache.oci import MANIFEST_LIMIT, Digest
 from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
@@ -59,7 +59,6 @@ if TYPE_CHECKING:  # imported only when HTTPS is configured
 
 log = logging.getLogger(__name__)
 
-MANIFEST_LIMIT = 4 * 1024 * 1024
 MAX_LINE = 8190
 MAX_HEADERS = 64
 TLS_RECHECK = 3600.0

@@ -7,11 +7,11 @@ is asked, is what keeps traversal and injection attempts from touching anything.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from edgecache import jsondoc
 from edgecache.errors import DigestInvalid, ManifestInvalid, NameInvalid, TagInvalid
 
 NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
@@ -19,6 +19,8 @@ NAME_RE = re.compile(rf"{NAME_COMPONENT}(?:/{NAME_COMPONENT})*")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 NAME_MAX = 255
+# The most a manifest may be, everywhere one is read: upstream answers, bundles, the store.
+MANIFEST_LIMIT = 4 * 1024 * 1024
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 
@@ -110,8 +112,8 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
     decides when it names a manifest type, else (`application/json`) the body's shape.
     """
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # nesting deeper than the parser takes
+        doc = jsondoc.parse(body, MANIFEST_LIMIT)
+    except jsondoc.JsonUnreadable as exc:
         raise ManifestInvalid("manifest is not valid JSON") from exc
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest is not a JSON object")
@@ -139,8 +141,8 @@ def manifest_children(body: bytes) -> list[str]:
     """The digests a manifest references: config, layers, blobs and, for an index, its
     manifests. A stored manifest has already been parsed once, so garbage yields nothing."""
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
+        doc = jsondoc.parse(body, MANIFEST_LIMIT)
+    except jsondoc.JsonUnreadable:
         return []
     if not isinstance(doc, dict):
         return []

@@ -34,14 +34,14 @@ from typing import IO, BinaryIO
 
 from edgecache.airgap.bundle import REF_NAME, check_layout, parse_index
 from edgecache.airgap.imported import ImportedImage, ImportReport
-from edgecache.airgap.manifest import MANIFEST_LIMIT, Descriptor, Manifest
+from edgecache.airgap.manifest import Descriptor, Manifest
 from edgecache.airgap.progress import Progress, short_digest
 from edgecache.airgap.reader import BundleReader, read_exactly
 from edgecache.airgap.reference import TagTarget, parse_repository, tag_for
 from edgecache.config import Config
 from edgecache.errors import BundleInvalid, DigestMismatch, ManifestInvalid, StorageError
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest, manifest_children
+from edgecache.oci import MANIFEST_LIMIT, Digest, manifest_children
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.index import UNKNOWN_OWNER, Index
 from edgecache.storage.layout import Layout

@@ -9,22 +9,22 @@ platforms that the index does not keep.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgecache import jsondoc
 from edgecache.errors import EdgecacheError, ManifestInvalid
 from edgecache.oci import (
     DOCKER_MANIFEST_V1,
     DOCKER_MANIFEST_V1_SIGNED,
     INDEX_TYPES,
+    MANIFEST_LIMIT,
     MANIFEST_TYPES,
     Digest,
     manifest_media_type,
 )
 
-MANIFEST_LIMIT = 4 * 1024 * 1024
 SCHEMA1_TYPES = (DOCKER_MANIFEST_V1, DOCKER_MANIFEST_V1_SIGNED)
 
 
@@ -81,8 +81,9 @@ class Manifest:
         declared = declared if declared in MANIFEST_TYPES else None
         try:
             media_type = manifest_media_type(body, declared)
-            doc = json.loads(body)
-        except (ManifestInvalid, ValueError, UnicodeDecodeError) as exc:
+            doc = jsondoc.parse(body, MANIFEST_LIMIT)
+            assert isinstance(doc, dict)  # manifest_media_type refuses anything else
+        except (ManifestInvalid, jsondoc.JsonUnreadable) as exc:
             raise ManifestInvalid(f"{where}: not a manifest ({exc})") from None
         embedded = doc.get("mediaType")
         if declared and isinstance(embedded, str) and embedded != declared:

@@ -33,12 +33,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from edgecache.airgap.manifest import MANIFEST_LIMIT, Manifest
+from edgecache.airgap.manifest import Manifest
 from edgecache.airgap.platform import Platform, wanted
 from edgecache.airgap.progress import Progress, plural, short_digest, table
 from edgecache.config import Config, parse_hostport
 from edgecache.errors import EdgecacheError, ManifestInvalid
-from edgecache.oci import MANIFEST_ACCEPT, Digest, ImageReference
+from edgecache.oci import MANIFEST_ACCEPT, MANIFEST_LIMIT, Digest, ImageReference
 from edgecache.usage import human
 from edgecache.web.auth import first_token
 from edgecache.web.handlers import CACHE_HEADER

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from edgecache import __version__
+from edgecache import __version__, jsondoc
 from edgecache.config import HealthConfig, UpstreamConfig
 from edgecache.errors import (
     BlobUnknown,
@@ -279,8 +278,8 @@ class UpstreamClient:
         if len(body) > self.manifest_limit:
             raise UpstreamBadResponse(self.name, f"{what} over {self.manifest_limit} bytes")
         try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError) as exc:  # RecursionError: nesting a parser refuses
+            doc = jsondoc.parse(body, self.manifest_limit)
+        except jsondoc.JsonUnreadable as exc:
             raise UpstreamBadResponse(self.name, f"{what} is not JSON") from exc
         if not isinstance(doc, dict):
             raise UpstreamBadResponse(self.name, f"{what} is not a JSON object")
@@ -403,7 +402,7 @@ class UpstreamClient:
             return None, ""
         try:
             body = await resp.content.read(ERROR_BODY_LIMIT)
-            errors = json.loads(body).get("errors") or []
+            errors = jsondoc.parse_object(body, ERROR_BODY_LIMIT).get("errors") or []
             first = errors[0]
             return str(first.get("code", "")) or None, str(first.get("message", ""))[:200]
         except (*NETWORK_ERRORS, ValueError, RecursionError, AttributeError, IndexError, TypeError,
@@ -433,13 +432,13 @@ class UpstreamClient:
                     raise UpstreamUnavailable(self.name, f"token service answered {resp.status}")
                 body = await _read_upto(resp, TOKEN_BODY_LIMIT)
         try:
-            doc = json.loads(body)
-        except ValueError as exc:  # also a number over Python's 4,300-digit limit
+            doc = jsondoc.parse(body, TOKEN_BODY_LIMIT)
+        except jsondoc.JsonUnreadable as exc:
             raise UpstreamAuthError(self.name, "token service answered no JSON") from exc
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise UpstreamAuthError(self.name, "token service answered no token")
-        ttl = doc.get("expires_in", DEFAULT_TOKEN_TTL)
+        ttl = doc.get("expires_in", DEFAULT_TOKEN_TTL) if isinstance(doc, dict) else None
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl > 0:
             return token, DEFAULT_TOKEN_TTL
         return token, min(ttl, MAX_TOKEN_TTL)  # a huge int or Infinity: float() would overflow
