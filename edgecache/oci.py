@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgecache import jsondoc
-from edgecache.errors import DigestInvalid, ManifestInvalid, NameInvalid, TagInvalid
+from edgecache.errors import (
+    DigestInvalid,
+    DigestMismatch,
+    ManifestInvalid,
+    NameInvalid,
+    TagInvalid,
+)
 
 NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"{NAME_COMPONENT}(?:/{NAME_COMPONENT})*")
@@ -73,6 +79,32 @@ class Digest:
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
+
+
+class Hashing:
+    """Bytes hashed on their way towards the digest that names them. Every check of content
+    against its name (a fill's reader, a manifest, an import, an export, `verify`) is this
+    one comparison, so they all agree on what a mismatch is and how it is reported."""
+
+    __slots__ = ("_hasher", "expected")
+
+    def __init__(self, expected: Digest) -> None:
+        self.expected = expected
+        self._hasher = expected.hasher()
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._hasher.update(data)
+
+    def actual(self) -> Digest:
+        return Digest(self.expected.algorithm, self._hasher.hexdigest())
+
+    def matches(self) -> bool:
+        return bool(self._hasher.hexdigest() == self.expected.hex)
+
+    def check(self) -> None:
+        """Raise DigestMismatch (expected, actual) unless the bytes so far match."""
+        if not self.matches():
+            raise DigestMismatch(str(self.expected), str(self.actual()))
 
 
 DOCKER_HUB = "docker.io"

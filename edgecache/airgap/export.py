@@ -40,8 +40,8 @@ from edgecache.airgap.platform import Platform, wanted
 from edgecache.airgap.progress import Progress, plural, short_digest, table
 from edgecache.airgap.reference import canonical_registry, full_name
 from edgecache.config import Config
-from edgecache.errors import DigestMismatch, EdgecacheError, NotCached, StorageError
-from edgecache.oci import INDEX_TYPES, Digest, ImageReference, official_repository
+from edgecache.errors import EdgecacheError, NotCached, StorageError
+from edgecache.oci import INDEX_TYPES, Digest, Hashing, ImageReference, official_repository
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
@@ -248,19 +248,17 @@ class _Verifying:
     def __init__(self, handle: IO[bytes], digest: Digest, progress: Progress) -> None:
         self._handle = handle
         self._digest = digest
-        self._hasher = digest.hasher()
+        self._hashing = Hashing(digest)
         self._progress = progress
 
     def read(self, size: int = -1) -> bytes:
         data = self._handle.read(size)
-        self._hasher.update(data)
+        self._hashing.update(data)
         self._progress.advance(len(data))
         return data
 
     def check(self) -> None:
-        actual = f"{self._digest.algorithm}:{self._hasher.hexdigest()}"
-        if actual != str(self._digest):
-            raise DigestMismatch(str(self._digest), actual)
+        self._hashing.check()
 
 
 def _info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:

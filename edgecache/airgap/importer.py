@@ -41,7 +41,7 @@ from edgecache.airgap.reference import TagTarget, parse_repository, tag_for
 from edgecache.config import Config
 from edgecache.errors import BundleInvalid, DigestMismatch, ManifestInvalid, StorageError
 from edgecache.metrics import Metrics
-from edgecache.oci import MANIFEST_LIMIT, Digest, manifest_children
+from edgecache.oci import MANIFEST_LIMIT, Digest, Hashing, manifest_children
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.index import UNKNOWN_OWNER, Index
 from edgecache.storage.layout import Layout
@@ -180,12 +180,12 @@ class Importer:
                                 f"(they hash to {exc.actual})") from None
 
     def _check_bytes(self, digest: Digest, name: str, size: int, data: IO[bytes]) -> None:
-        hasher = digest.hasher()
+        hashing = Hashing(digest)
         for chunk in read_exactly(data, size):
-            hasher.update(chunk)
-        if hasher.hexdigest() != digest.hex:
+            hashing.update(chunk)
+        if not hashing.matches():
             raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
-                                f"(they hash to {digest.algorithm}:{hasher.hexdigest()})")
+                                f"(they hash to {hashing.actual()})")
 
     # ---- 2. check -----------------------------------------------------------------------------
 

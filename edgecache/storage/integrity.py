@@ -33,6 +33,7 @@ from edgecache.oci import (
     ALGORITHMS,
     MANIFEST_LIMIT,
     Digest,
+    Hashing,
     manifest_children,
     manifest_media_type,
 )
@@ -138,11 +139,11 @@ def verify(blobs: BlobStore, index: Index, repair: bool,
             continue
         report.checked += 1
         digest = Digest.parse(key)
-        hasher = digest.hasher()
+        hashing = Hashing(digest)
         with open(path, "rb") as handle:
             while chunk := handle.read(HASH_CHUNK):
-                hasher.update(chunk)
-        ok = hasher.hexdigest() == digest.hex
+                hashing.update(chunk)
+        ok = hashing.matches()
         if progress is not None:
             progress(str(digest), ok)
         if ok:
