@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 NAME_MAX = 255
 # The most a manifest may be, everywhere one is read: upstream answers, bundles, the store.
 MANIFEST_LIMIT = 4 * 1024 * 1024
+# Steps of a walk over the manifest graph: index → manifest → blob is two; 8 bounds a hostile one.
+GRAPH_DEPTH = 8
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 
@@ -198,6 +201,21 @@ def manifest_children(body: bytes) -> list[str]:
         except DigestInvalid:
             continue
     return valid
+
+
+def reach(roots: Iterable[str], step: Callable[[str], Iterable[str]],
+          depth: int = GRAPH_DEPTH) -> set[str]:
+    """Every digest within `depth` steps of `roots`, breadth first. `step` gives a digest's
+    neighbours: its children to walk down (a closure), its parents to walk up (what goes with
+    a blob); each digest is stepped from once, on the level it is first reached."""
+    found = set(roots)
+    frontier = list(found)
+    for _ in range(depth):
+        frontier = list(dict.fromkeys(n for d in frontier for n in step(d) if n not in found))
+        if not frontier:
+            break
+        found.update(frontier)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
