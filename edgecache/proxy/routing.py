@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from edgecache.errors import (
     BlobUploadUnknown,
+    DigestInvalid,
     ManifestUnknown,
     NameInvalid,
     NameUnknown,
@@ -42,10 +43,22 @@ class Target:
     repository: str
     kind: Kind
     reference: str  # a tag or digest for manifests, a digest for blobs and referrers, "list"
+    # the reference parsed, when it is a digest: parsed once here, carried to the store
+    digest: Digest | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.digest is None and ":" in self.reference:  # a tag has no ':'
+            object.__setattr__(self, "digest", Digest.parse(self.reference))
 
     @property
     def is_digest(self) -> bool:
-        return ":" in self.reference
+        return self.digest is not None
+
+    def content_digest(self) -> Digest:
+        """The digest a blob (or digest-named manifest) request names."""
+        if self.digest is None:
+            raise DigestInvalid(f"{self.reference[:200]!r} is not a digest")
+        return self.digest
 
 
 def _looks_like_host(component: str) -> bool:
@@ -85,11 +98,13 @@ class Router:
             raise NotOffered(f"not a registry API endpoint: /v2/{path[:200]}")
         upstream, repository = self._split(name, ns)
         repository = official_repository(upstream, validate_name(repository))
+        digest = None
         if kind in ("blobs", "referrers") or (kind == "manifests" and ":" in ref):
-            ref = str(Digest.parse(ref))  # a tag has no ':', so this one means a digest
+            digest = Digest.parse(ref)  # a tag has no ':', so this one means a digest
+            ref = str(digest)
         elif kind == "manifests" and not is_tag(ref):
             raise ManifestUnknown(f"manifest unknown: {ref[:200]!r} is neither a tag nor a digest")
-        return Target(upstream, repository, kind, ref)  # type: ignore[arg-type]
+        return Target(upstream, repository, kind, ref, digest)  # type: ignore[arg-type]
 
     def _split(self, name: str, ns: str | None) -> tuple[str, str]:
         head, sep, rest = name.partition("/")
