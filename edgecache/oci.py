@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,33 @@ class Hashing:
 
 
 DOCKER_HUB = "docker.io"
+# Docker Hub answers to several host names; containerd sends `ns=docker.io`, others the API host.
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII)
+
+
+def is_registry_name(text: str) -> bool:
+    """Whether `text` is a registry `host[:port]` (a DNS name, a port 1-65535)."""
+    host, sep, port = text.partition(":")
+    return (HOSTNAME_RE.fullmatch(host) is not None and len(host) <= 253
+            and (not sep or (port.isascii() and port.isdigit() and len(port) <= 5
+                             and 0 < int(port) <= 65535)))
+
+
+def names_registry(component: str) -> bool:
+    """Docker's rule: a first path component with a dot, a port or `localhost` is a registry."""
+    return "." in component or ":" in component or component == "localhost"
+
+
+def canonical_registry(name: str, upstreams: Container[str]) -> str | None:
+    """The configured upstream a registry name means (Docker Hub answers to three names)."""
+    name = name.lower()
+    if name in upstreams:
+        return name
+    if name in DOCKER_HUB_ALIASES and DOCKER_HUB in upstreams:
+        return DOCKER_HUB
+    return None
 
 
 def official_repository(registry: str, repository: str) -> str:

@@ -38,10 +38,18 @@ from edgecache.airgap.bundle import (
 from edgecache.airgap.manifest import Manifest
 from edgecache.airgap.platform import Platform, wanted
 from edgecache.airgap.progress import Progress, plural, short_digest, table
-from edgecache.airgap.reference import canonical_registry, full_name
+from edgecache.airgap.reference import full_name
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError, NotCached, StorageError
-from edgecache.oci import INDEX_TYPES, Digest, Hashing, ImageReference, official_repository, reach
+from edgecache.oci import (
+    INDEX_TYPES,
+    Digest,
+    Hashing,
+    ImageReference,
+    canonical_registry,
+    official_repository,
+    reach,
+)
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout

@@ -26,13 +26,18 @@ from edgecache.errors import (
     NameUnknown,
     NotOffered,
 )
-from edgecache.oci import DOCKER_HUB, Digest, is_tag, official_repository, validate_name
+from edgecache.oci import (
+    Digest,
+    canonical_registry,
+    is_tag,
+    names_registry,
+    official_repository,
+    validate_name,
+)
 
 Kind = Literal["manifests", "blobs", "tags", "referrers"]
 
 _PATH_RE = re.compile(r"^(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<ref>[^/]+)$")
-# Docker Hub answers to several host names; containerd sends `ns=docker.io`, others the API host.
-DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,23 +66,13 @@ class Target:
         return self.digest
 
 
-def _looks_like_host(component: str) -> bool:
-    """Docker's rule: a first component with a dot or a port, or `localhost`, is a registry."""
-    return "." in component or ":" in component or component == "localhost"
-
-
 class Router:
     def __init__(self, upstreams: Iterable[str], default: str | None) -> None:
         self._upstreams = frozenset(upstreams)
         self._default = default
 
     def _canonical(self, registry: str) -> str | None:
-        registry = registry.lower()
-        if registry in self._upstreams:
-            return registry
-        if registry in DOCKER_HUB_ALIASES and DOCKER_HUB in self._upstreams:
-            return DOCKER_HUB
-        return None
+        return canonical_registry(registry, self._upstreams)
 
     def resolve(self, path: str, ns: str | None) -> Target:
         """Parse the part of the URL path after `/v2/` (still percent-encoded) and `?ns=`, for a
@@ -116,7 +111,7 @@ class Router:
             if sep and self._canonical(head) == upstream:
                 return upstream, rest
             return upstream, name
-        if sep and (_looks_like_host(head) or self._canonical(head) is not None):
+        if sep and (names_registry(head) or self._canonical(head) is not None):
             upstream = self._canonical(head)
             if upstream is None:
                 raise NameUnknown(f"registry {head[:100]!r} is not configured on this mirror")
