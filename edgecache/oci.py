@@ -164,7 +164,23 @@ def validate_tag(tag: str) -> str:
     return tag
 
 
+def manifest_document(body: bytes) -> dict[str, Any]:
+    """A manifest's JSON object, read once for every question asked of it."""
+    try:
+        doc = jsondoc.parse(body, MANIFEST_LIMIT)
+    except jsondoc.JsonUnreadable as exc:
+        raise ManifestInvalid("manifest is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise ManifestInvalid("manifest is not a JSON object")
+    return doc
+
+
 def manifest_media_type(body: bytes, content_type: str | None) -> str:
+    """`media_type_of` the body's document."""
+    return media_type_of(manifest_document(body), content_type)
+
+
+def media_type_of(doc: dict[str, Any], content_type: str | None) -> str:
     """The media type to store a manifest under, checking the body really is a manifest.
 
     The body's own `mediaType`, when it has one, decides: it is covered by the digest, so every
@@ -173,12 +189,6 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
     body (a broken or poisoned upstream): refused. Without one, the upstream's Content-Type
     decides when it names a manifest type, else (`application/json`) the body's shape.
     """
-    try:
-        doc = jsondoc.parse(body, MANIFEST_LIMIT)
-    except jsondoc.JsonUnreadable as exc:
-        raise ManifestInvalid("manifest is not valid JSON") from exc
-    if not isinstance(doc, dict):
-        raise ManifestInvalid("manifest is not a JSON object")
     declared = (content_type or "").split(";", 1)[0].strip().lower()
     embedded = doc.get("mediaType")
     if embedded is not None:
@@ -200,14 +210,17 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
 
 
 def manifest_children(body: bytes) -> list[str]:
-    """The digests a manifest references: config, layers, blobs and, for an index, its
-    manifests. A stored manifest has already been parsed once, so garbage yields nothing."""
+    """`children_of` the body's document. A stored manifest has already been parsed once, so
+    garbage yields nothing."""
     try:
-        doc = jsondoc.parse(body, MANIFEST_LIMIT)
-    except jsondoc.JsonUnreadable:
+        return children_of(manifest_document(body))
+    except ManifestInvalid:
         return []
-    if not isinstance(doc, dict):
-        return []
+
+
+def children_of(doc: dict[str, Any]) -> list[str]:
+    """The lenient reading, for the index: every valid digest the manifest references (config,
+    layers, blobs and, for an index, its manifests), whatever its kind and shape."""
     found: list[str] = []
     descriptors: list[Any] = [doc.get("config")]
     for key in ("layers", "manifests", "blobs"):

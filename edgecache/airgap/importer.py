@@ -41,7 +41,7 @@ from edgecache.airgap.reference import TagTarget, parse_repository, tag_for
 from edgecache.config import Config
 from edgecache.errors import BundleInvalid, DigestMismatch, ManifestInvalid, StorageError
 from edgecache.metrics import Metrics
-from edgecache.oci import MANIFEST_LIMIT, Digest, Hashing, manifest_children
+from edgecache.oci import MANIFEST_LIMIT, Digest, Hashing
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.index import UNKNOWN_OWNER, Index
 from edgecache.storage.layout import Layout
@@ -268,7 +268,7 @@ class Importer:
                                         f"bytes; it is {blob_size}")
                 members[blob.digest] = blob_size
                 plan.blobs[blob.digest] = blob_size
-        plan.manifests[digest] = (manifest.media_type, manifest_children(body))
+        plan.manifests[digest] = (manifest.media_type, list(manifest.references))
 
     def _collect(self, digest: str, plan: _Plan, members: dict[str, int]) -> None:
         """A manifest already checked under another root: count its closure for this one."""
