@@ -25,7 +25,7 @@ from aiohttp import web
 from edgecache.config import Config, secret_files
 from edgecache.errors import StorageError
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest
+from edgecache.oci import MANIFEST_LIMIT, Digest
 from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
@@ -51,7 +51,6 @@ from edgecache.web.token_service import TokenService
 
 log = logging.getLogger(__name__)
 
-MANIFEST_LIMIT = 4 * 1024 * 1024
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
 AUTH = web.AppKey("auth", ClientAuth)

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from edgecache.oci import reach
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -93,23 +95,10 @@ def choose_victims(lru: Iterable[Entry], need: int, protected: set[str],
 
 
 def with_parents(digest: str, parents: Callable[[str], Iterable[str]]) -> set[str]:
-    group = {digest}
-    frontier = [digest]
-    for _ in range(8):  # index → manifest → blob is two levels; 8 bounds a hostile graph
-        frontier = [p for d in frontier for p in parents(d) if p not in group]
-        if not frontier:
-            break
-        group.update(frontier)
-    return group
+    """A blob and every manifest that references it, transitively (what leaves with it)."""
+    return reach([digest], parents)
 
 
 def closure(roots: Iterable[str], children: Callable[[str], Iterable[str]]) -> set[str]:
     """Everything reachable from `roots` (index → manifests → configs and layers)."""
-    found = set(roots)
-    frontier = list(found)
-    for _ in range(8):
-        frontier = [c for d in frontier for c in children(d) if c not in found]
-        if not frontier:
-            break
-        found.update(frontier)
-    return found
+    return reach(roots, children)

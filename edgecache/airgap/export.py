@@ -36,7 +36,7 @@ from edgecache.airgap.bundle import (
 from edgecache.airgap.manifest import Manifest
 from edgecache.airgap.platform import Platform, wanted
 from edgecache.airgap.progress import Progress, plural, short_digest, table
-from edgecache.airgap.reference import canonical_registry, full_name
+from edgecache.airgap.reference import full_name
 from edgecache.airgap.tarwrite import (
     Counting,
     Verifying,
@@ -47,14 +47,20 @@ from edgecache.airgap.tarwrite import (
 )
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError, NotCached, StorageError
-from edgecache.oci import INDEX_TYPES, Digest, ImageReference, official_repository
+from edgecache.oci import (
+    INDEX_TYPES,
+    Digest,
+    ImageReference,
+    canonical_registry,
+    official_repository,
+    reach,
+)
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
 from edgecache.usage import human
 
 COPY_BUFSIZE = tarfile.RECORDSIZE  # tarfile copies its whole buffer on every write: small
-MAX_DEPTH = 8
 
 
 @dataclass
@@ -151,21 +157,18 @@ class Exporter:
         an index's entries for other platforms are left out."""
         members: dict[str, int] = {}
         missing: list[str] = []
-        frontier = [root.digest]
-        for _ in range(MAX_DEPTH):
-            if not frontier:
-                break
-            nxt: list[str] = []
-            for digest in frontier:
-                if digest in members:
-                    continue
-                size = self._blobs.size(Digest.parse(digest))
-                if size is None:
-                    missing.append(digest)
-                    continue
-                members[digest] = size
-                nxt.extend(self._children(root, digest))
-            frontier = nxt
+
+        def step(digest: str) -> list[str]:
+            if digest in members:
+                return []
+            size = self._blobs.size(Digest.parse(digest))
+            if size is None:
+                missing.append(digest)
+                return []
+            members[digest] = size
+            return self._children(root, digest)
+
+        reach([root.digest], step)
         if missing:
             hint = "" if self._platforms else " (or export only some platforms: --platform)"
             raise NotCached(f"{root.name}: {len(missing)} of its blobs are not cached "

@@ -33,14 +33,14 @@ from typing import BinaryIO
 
 from edgecache.airgap.bundle import REF_NAME, check_layout, parse_index
 from edgecache.airgap.imported import ImportedImage, ImportReport
-from edgecache.airgap.manifest import MANIFEST_LIMIT, Descriptor, Manifest
+from edgecache.airgap.manifest import Descriptor, Manifest
 from edgecache.airgap.progress import Progress, short_digest
 from edgecache.airgap.reference import TagTarget, tag_for
 from edgecache.airgap.staging import MAX_MEMBERS, Staging
 from edgecache.config import Config
 from edgecache.errors import BundleInvalid, ManifestInvalid, StorageError
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest, manifest_children
+from edgecache.oci import MANIFEST_LIMIT, Digest
 from edgecache.storage.index import Index
 from edgecache.storage.quota import DiskUsage, Quota, disk_usage
 from edgecache.usage import human
@@ -142,7 +142,7 @@ class Importer(Staging):
                                         f"bytes; it is {blob_size}")
                 members[blob.digest] = blob_size
                 plan.blobs[blob.digest] = blob_size
-        plan.manifests[digest] = (manifest.media_type, manifest_children(body))
+        plan.manifests[digest] = (manifest.media_type, list(manifest.references))
 
     def _collect(self, digest: str, plan: _Plan, members: dict[str, int]) -> None:
         """A manifest already checked under another root: count its closure for this one."""

@@ -20,7 +20,7 @@ from edgecache.airgap.reader import BundleReader, read_exactly
 from edgecache.airgap.reference import parse_repository
 from edgecache.config import Config
 from edgecache.errors import BundleInvalid, DigestMismatch, StorageError
-from edgecache.oci import Digest
+from edgecache.oci import Digest, Hashing
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.index import UNKNOWN_OWNER, Index
 from edgecache.storage.layout import Layout
@@ -135,12 +135,12 @@ class Staging:
                                 f"(they hash to {exc.actual})") from None
 
     def _check_bytes(self, digest: Digest, name: str, size: int, data: IO[bytes]) -> None:
-        hasher = digest.hasher()
+        hashing = Hashing(digest)
         for chunk in read_exactly(data, size):
-            hasher.update(chunk)
-        if hasher.hexdigest() != digest.hex:
+            hashing.update(chunk)
+        if not hashing.matches():
             raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
-                                f"(they hash to {digest.algorithm}:{hasher.hexdigest()})")
+                                f"(they hash to {hashing.actual()})")
 
     def _size(self, digest: str) -> int | None:
         staged = self._staged.get(digest)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from edgecache.airgap.progress import Progress
-from edgecache.errors import DigestMismatch, StorageError
-from edgecache.oci import Digest
+from edgecache.errors import StorageError
+from edgecache.oci import Digest, Hashing
 
 
 class Counting(io.RawIOBase):
@@ -42,19 +42,17 @@ class Verifying:
     def __init__(self, handle: IO[bytes], digest: Digest, progress: Progress) -> None:
         self._handle = handle
         self._digest = digest
-        self._hasher = digest.hasher()
+        self._hashing = Hashing(digest)
         self._progress = progress
 
     def read(self, size: int = -1) -> bytes:
         data = self._handle.read(size)
-        self._hasher.update(data)
+        self._hashing.update(data)
         self._progress.advance(len(data))
         return data
 
     def check(self) -> None:
-        actual = f"{self._digest.algorithm}:{self._hasher.hexdigest()}"
-        if actual != str(self._digest):
-            raise DigestMismatch(str(self._digest), actual)
+        self._hashing.check()
 
 
 def member_info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:

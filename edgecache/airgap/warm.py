@@ -29,13 +29,13 @@ from pathlib import Path
 import aiohttp
 
 from edgecache.airgap.endpoint import Endpoint, credentials, endpoint_for
-from edgecache.airgap.manifest import MANIFEST_LIMIT, Manifest
+from edgecache.airgap.manifest import Manifest
 from edgecache.airgap.platform import Platform, wanted
 from edgecache.airgap.progress import Progress
 from edgecache.airgap.warmreport import ImageResult, WarmReport
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError, ManifestInvalid
-from edgecache.oci import MANIFEST_ACCEPT, Digest, ImageReference
+from edgecache.oci import MANIFEST_ACCEPT, MANIFEST_LIMIT, Digest, ImageReference
 from edgecache.web.handlers import CACHE_HEADER
 
 CONCURRENCY = 4

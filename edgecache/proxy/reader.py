@@ -12,9 +12,10 @@ import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from edgecache.errors import DigestMismatch, StorageError
+from edgecache.errors import StorageError
+from edgecache.oci import Hashing
 from edgecache.proxy.download import Download
 
 if TYPE_CHECKING:
@@ -113,9 +114,9 @@ class FillReader:
         """Continue from upstream at `pos`. A reader of the whole blob re-hashes what it already
         sent (still readable through its descriptor) and checks the digest before the end."""
         fill = self.fill
-        hasher: Any = None
+        hasher: Hashing | None = None
         if start == 0 and end in (None, fill.size):
-            hasher = fill.digest.hasher()
+            hasher = Hashing(fill.digest)
             offset = 0
             while offset < pos and self._fd is not None:
                 data = os.pread(self._fd, min(1 << 20, pos - offset), offset)
@@ -143,11 +144,10 @@ class FillReader:
         finally:
             download.close()
 
-    def _check(self, hasher: Any) -> None:
-        fill = self.fill
-        if hasher.hexdigest() != fill.digest.hex:
-            fill.metrics.digest_mismatches.labels(fill.upstream).inc()
-            raise DigestMismatch(str(fill.digest), f"{fill.digest.algorithm}:{hasher.hexdigest()}")
+    def _check(self, hasher: Hashing) -> None:
+        if not hasher.matches():
+            self.fill.metrics.digest_mismatches.labels(self.fill.upstream).inc()
+            hasher.check()
 
     def close(self) -> None:
         if self._fd is not None:

@@ -204,7 +204,7 @@ class RegistryService:
         """The blob's size if we know it without asking anyone (cached, or downloading) and the
         route may know it without asking either: a size says the blob exists, and so would
         asking its upstream (a 404 or a 503 where a blob we do not hold gets neither)."""
-        digest = Digest.parse(target.reference)
+        digest = target.content_digest()
         fill = self._fills.get(digest)
         if not self._claims.free(target, {fill.upstream} if fill is not None else frozenset()):
             return None
@@ -223,7 +223,7 @@ class RegistryService:
         return fill, size
 
     async def blob(self, target: Target, head: bool) -> BlobAnswer:
-        digest = Digest.parse(target.reference)
+        digest = target.content_digest()
         client = self._upstreams[target.upstream]
         key: Key = (target.upstream, target.repository, "blobs", target.reference)
         attempts = 0

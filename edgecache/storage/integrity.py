@@ -31,14 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecache.errors import EdgecacheError
-from edgecache.oci import ALGORITHMS, Digest, manifest_children, manifest_media_type
+from edgecache.oci import (
+    ALGORITHMS,
+    MANIFEST_LIMIT,
+    Digest,
+    Hashing,
+    manifest_children,
+    manifest_media_type,
+)
 from edgecache.policy import with_parents
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import UNKNOWN_OWNER, Index
 
 log = logging.getLogger(__name__)
 
-MANIFEST_SNIFF_LIMIT = 4 * 1024 * 1024
 HASH_CHUNK = 1 << 20
 
 
@@ -91,7 +97,7 @@ def _published(blobs: BlobStore) -> Iterator[tuple[str, str | None]]:
 def _adopt(blobs: BlobStore, index: Index, path: Path, digest: Digest) -> None:
     size = path.stat().st_size
     media_type, children = None, []
-    if size <= MANIFEST_SNIFF_LIMIT:
+    if size <= MANIFEST_LIMIT:
         with path.open("rb") as handle:
             head = handle.read(1)
         if head == b"{":
@@ -135,11 +141,11 @@ def verify(blobs: BlobStore, index: Index, repair: bool,
             continue
         report.checked += 1
         digest = Digest.parse(key)
-        hasher = digest.hasher()
+        hashing = Hashing(digest)
         with open(path, "rb") as handle:
             while chunk := handle.read(HASH_CHUNK):
-                hasher.update(chunk)
-        ok = hasher.hexdigest() == digest.hex
+                hashing.update(chunk)
+        ok = hashing.matches()
         if progress is not None:
             progress(str(digest), ok)
         if ok:

@@ -10,13 +10,13 @@ exception types of a library.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from edgecache import jsondoc
 from edgecache.errors import (
     BlobUnknown,
     ManifestInvalid,
@@ -152,8 +152,8 @@ class UpstreamClient(Transport):
         if len(body) > self.manifest_limit:
             raise UpstreamBadResponse(self.name, f"{what} over {self.manifest_limit} bytes")
         try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError) as exc:  # RecursionError: nesting a parser refuses
+            doc = jsondoc.parse(body, self.manifest_limit)
+        except jsondoc.JsonUnreadable as exc:
             raise UpstreamBadResponse(self.name, f"{what} is not JSON") from exc
         if not isinstance(doc, dict):
             raise UpstreamBadResponse(self.name, f"{what} is not a JSON object")

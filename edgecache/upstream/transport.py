@@ -5,12 +5,12 @@ followed by us so credentials never leave its origin, and its error statuses as 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 import aiohttp
 from yarl import URL
 
+from edgecache import jsondoc
 from edgecache.config import HealthConfig, UpstreamConfig
 from edgecache.errors import (
     NameUnknown,
@@ -133,8 +133,8 @@ class Transport(Exchange):
         if resp.method == "HEAD":
             return None, ""
         try:
-            body = await resp.content.read(ERROR_BODY_LIMIT)
-            errors = json.loads(body).get("errors") or []
+            body = await read_upto(resp, ERROR_BODY_LIMIT)
+            errors = jsondoc.parse_object(body, ERROR_BODY_LIMIT).get("errors") or []
             first = errors[0]
             return str(first.get("code", "")) or None, str(first.get("message", ""))[:200]
         except (*NETWORK_ERRORS, ValueError, RecursionError, AttributeError, IndexError, TypeError,
@@ -164,13 +164,13 @@ class Transport(Exchange):
                     raise UpstreamUnavailable(self.name, f"token service answered {resp.status}")
                 body = await read_upto(resp, TOKEN_BODY_LIMIT)
         try:
-            doc = json.loads(body)
-        except ValueError as exc:  # also a number over Python's 4,300-digit limit
+            doc = jsondoc.parse(body, TOKEN_BODY_LIMIT)
+        except jsondoc.JsonUnreadable as exc:
             raise UpstreamAuthError(self.name, "token service answered no JSON") from exc
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise UpstreamAuthError(self.name, "token service answered no token")
-        ttl = doc.get("expires_in", DEFAULT_TOKEN_TTL)
+        ttl = doc.get("expires_in", DEFAULT_TOKEN_TTL) if isinstance(doc, dict) else None
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl > 0:
             return token, DEFAULT_TOKEN_TTL
         return token, min(ttl, MAX_TOKEN_TTL)  # a huge int or Infinity: float() would overflow
