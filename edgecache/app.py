@@ -1,7 +1,8 @@
 """The composition root: the one place that builds every component and wires them together.
 
-`build_app` is what tests call too. Resources live in a `cleanup_ctx` lifecycle, so they are
-created inside the running loop and torn down in reverse order:
+`build_app` is what tests call too (and `server.py`, which runs it as `edgecache serve`).
+Resources live in a `cleanup_ctx` lifecycle, so they are created inside the running loop and
+torn down in reverse order:
 1. storage (tree, sweep of leftovers, index, reconciliation unless the last stop was clean,
    quota, and the `Store` over them: all that web/ and proxy/ see of storage, and the one
    publish every writer goes through), 2. upstream clients, 3. fills, the service and the
@@ -18,18 +19,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from edgecache import systemd
-from edgecache.config import Config, parse_hostport, secret_files
-from edgecache.errors import ConfigError, EdgecacheError, StorageError
-from edgecache.memory import HeapTrimmer, trim_periodically
+from edgecache.config import Config, secret_files
+from edgecache.errors import StorageError
 from edgecache.metrics import Metrics
+from edgecache.oci import MANIFEST_LIMIT
 from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
@@ -47,25 +45,15 @@ from edgecache.web.errors import API_VERSION, error_middleware
 from edgecache.web.handlers import RegistryHandlers
 from edgecache.web.observability import (
     Readiness,
-    access_logger_for,
     add_health_routes,
-    metrics_app,
     readiness,
     response_headers,
 )
 from edgecache.web.stalls import WRITE_TIMEOUT
 from edgecache.web.token_service import TokenService
 
-if TYPE_CHECKING:  # imported only when HTTPS is configured
-    from edgecache.tls import ServerTls
-
 log = logging.getLogger(__name__)
 
-MANIFEST_LIMIT = 4 * 1024 * 1024
-MAX_LINE = 8190
-MAX_HEADERS = 64
-TLS_RECHECK = 3600.0
-Reload = Callable[[], Coroutine[Any, Any, None]]
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
 AUTH = web.AppKey("auth", ClientAuth)
@@ -211,14 +199,6 @@ async def _janitor(storage: Storage, config: Config) -> None:
             log.exception("janitor pass failed")
 
 
-def server_tls(config: Config) -> ServerTls | None:
-    if not config.listen.https:
-        return None
-    from edgecache.tls import ServerTls
-    return ServerTls(config.tls.cert_file, config.tls.key_file, config.tls.extra_names,
-                     config.storage.path / "tls", config.tls.client_ca_file)
-
-
 def warn_open_secrets(config: Config) -> None:
     """A secret file others can read is a finding, not a reason to refuse to start."""
     for key, path in secret_files(config):
@@ -229,124 +209,3 @@ def warn_open_secrets(config: Config) -> None:
         if mode & 0o077:
             log.warning("%s %s is readable by others (mode %o); chmod 600 it", key, path,
                         mode & 0o777)
-
-
-async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT. Shutdown, in order:
-    1. tell systemd STOPPING and stop accepting connections;
-    2. let in-flight requests finish for up to `listen.shutdown_timeout`, then cut them;
-    3. stop the metrics listener; cancel and await background work (revalidations, manifest
-       fetches, downloads: temporary files removed, nothing partial is ever published);
-    4. close upstream clients, flush and close the index, mark the stop clean.
-    SIGHUP reloads the TLS certificate without dropping connections."""
-    warn_open_secrets(config)
-    tls = server_tls(config)
-    app = build_app(config)
-    runner = web.AppRunner(app, access_log_class=access_logger_for(config.log.format),
-                           handler_cancellation=True,
-                           shutdown_timeout=config.listen.shutdown_timeout,
-                           # hostile input: bounded request line and headers; a connection that
-                           # idles or never completes a request is closed (slow loris)
-                           keepalive_timeout=config.listen.idle_timeout,
-                           max_line_size=MAX_LINE, max_field_size=MAX_LINE,
-                           max_headers=MAX_HEADERS)
-    metrics_runner: web.AppRunner | None = None
-
-    async def stop_metrics(_: web.Application) -> None:
-        """Probes and scrapes are answered while requests drain; the scrape-time gauges read
-        the index, so the metrics listener stops before the components (the index) close."""
-        nonlocal metrics_runner
-        stopping, metrics_runner = metrics_runner, None
-        if stopping is not None:
-            await stopping.cleanup()
-
-    app.on_cleanup.insert(0, stop_metrics)
-    await runner.setup()
-    watchdog: asyncio.Task[None] | None = None
-    renewal: asyncio.Task[None] | None = None
-    trimming: asyncio.Task[None] | None = None
-    reloads: set[asyncio.Task[None]] = set()
-    try:
-        if config.metrics.listen:
-            metrics_runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
-                                           access_log=None, shutdown_timeout=1.0)
-            await metrics_runner.setup()
-            host, port = parse_hostport(config.metrics.listen, "metrics.listen")
-            await _listen(web.TCPSite(metrics_runner, host, port, reuse_address=True),
-                          "metrics.listen", config.metrics.listen)
-            log.info("metrics on http://%s/metrics", config.metrics.listen)
-        for scheme, address in (("http", config.listen.http), ("https", config.listen.https)):
-            if not address:
-                continue
-            host, port = parse_hostport(address, f"listen.{scheme}")
-            context = tls.context if scheme == "https" and tls is not None else None
-            await _listen(web.TCPSite(runner, host, port, reuse_address=True,
-                                      ssl_context=context), f"listen.{scheme}", address)
-            log.info("edgecache listening on %s://%s", scheme, address)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        reload = _reloader(tls) if tls is not None else None
-        if reload is not None:
-            loop.add_signal_handler(signal.SIGHUP, _on_signal(reload, reloads))
-        systemd.notify("READY=1")
-        interval = systemd.watchdog_interval()
-        if interval:
-            watchdog = asyncio.create_task(systemd.watchdog(interval), name="watchdog")
-        if reload is not None:
-            renewal = asyncio.create_task(_renew(reload), name="tls renewal")
-        trimmer = HeapTrimmer()
-        if trimmer.available:
-            trimming = asyncio.create_task(trim_periodically(trimmer), name="heap trim")
-        await stop.wait()
-        log.info("shutting down (in-flight requests get %gs)", config.listen.shutdown_timeout)
-        systemd.notify("STOPPING=1")
-    finally:
-        await _cancel(watchdog, renewal, trimming, *reloads)
-        await runner.cleanup()  # stops the metrics listener too (stop_metrics), then the index
-        await stop_metrics(app)
-        log.info("stopped")
-
-
-async def _listen(site: web.TCPSite, key: str, address: str) -> None:
-    """A listener that cannot bind (port in use, an address not on this host, a name that does
-    not resolve) is the operator's to fix: one line naming the key, not a traceback."""
-    try:
-        await site.start()
-    except OSError as exc:  # asyncio's message repeats the address: the errno's text suffices
-        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or exc
-        raise ConfigError(f"{key} {address}: cannot listen: {reason}") from exc
-
-
-async def _renew(reload: Reload) -> None:
-    """Hourly: re-issue the certificate if the host's addresses changed or expiry nears (a
-    no-op otherwise), so a node that runs for a year never serves an expired certificate."""
-    while True:
-        await asyncio.sleep(TLS_RECHECK)
-        await reload()
-
-
-def _reloader(tls: ServerTls) -> Reload:
-    """One reload at a time; the check (which may run the certificate issuer, a child process)
-    off the loop, the swap into the live context on it (OpenSSL loads without the GIL)."""
-    lock = asyncio.Lock()
-
-    async def reload() -> None:
-        async with lock:
-            try:
-                files = await asyncio.get_running_loop().run_in_executor(None, tls.resolve)
-                tls.apply(files)
-            except EdgecacheError as exc:  # keep serving with the chain we have
-                log.error("TLS reload failed, keeping the current certificate: %s", exc)
-    return reload
-
-
-def _on_signal(reload: Reload, tasks: set[asyncio.Task[None]]
-               ) -> Callable[[], None]:
-    """A signal handler that starts `reload` as a task (kept referenced until it is done)."""
-    def handler() -> None:
-        task = asyncio.get_running_loop().create_task(reload(), name="tls reload")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    return handler

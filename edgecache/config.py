@@ -23,6 +23,7 @@ from edgecache.configvalues import (
     parse_hostport,
     parse_size,
 )
+from edgecache.errors import ConfigError
 
 __all__ = ["Config", "InvalidConfig", "Size", "from_mapping", "load", "parse_duration",
            "parse_hostport", "parse_size", "secret_files"]
@@ -78,7 +79,13 @@ class UpstreamConfig:
         """Read the password when needed, so it never sits in a config dump or a log line."""
         if not self.password_file:
             return ""
-        return Path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        try:
+            text = Path(self.password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            raise ConfigError(f"upstreams.{self.name}.password_file {self.password_file}: "
+                              f"{reason}") from None
+        return text.rstrip("\r\n")
 
 
 @dataclass(frozen=True)

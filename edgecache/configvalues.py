@@ -19,6 +19,7 @@ from typing import TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from edgecache.errors import ConfigError
+from edgecache.oci import HOSTNAME_RE, is_registry_name
 
 T = TypeVar("T")
 
@@ -27,8 +28,6 @@ MAX_SIZE = 1 << 60  # 1 EiB: fits SQLite's integers and a float gauge exactly en
 MIN_BARE_SIZE = 1 << 20  # a bare number below 1 MiB is almost surely a forgotten unit
 _MAX_NUMBER_TEXT = 40  # digits; more is a typo, and int() refuses beyond 4,300 anyway
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII)
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}", re.ASCII)
 
 
@@ -252,10 +251,7 @@ def upstream_name(name: object, key: str) -> str:
     lower-cases what clients send, so `GHCR.IO:` could otherwise never be reached. The name
     also names a directory (`certs.d/<name>/`) in the client configuration."""
     text = name if isinstance(name, str) else ""
-    host, _, port = text.partition(":")
-    if (not HOSTNAME_RE.fullmatch(host) or len(host) > 253
-            or (":" in text and not (port.isascii() and port.isdigit() and len(port) <= 5
-                                     and 0 < int(port) <= 65535))):
+    if not is_registry_name(text):
         raise ConfigError(f"{key}: upstream name must be a registry host[:port], "
                           f"got {show(name)}")
     return text.lower()

@@ -7,18 +7,29 @@ is asked, is what keeps traversal and injection attempts from touching anything.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from edgecache.errors import DigestInvalid, ManifestInvalid, NameInvalid, TagInvalid
+from edgecache import jsondoc
+from edgecache.errors import (
+    DigestInvalid,
+    DigestMismatch,
+    ManifestInvalid,
+    NameInvalid,
+    TagInvalid,
+)
 
 NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"{NAME_COMPONENT}(?:/{NAME_COMPONENT})*")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 NAME_MAX = 255
+# The most a manifest may be, everywhere one is read: upstream answers, bundles, the store.
+MANIFEST_LIMIT = 4 * 1024 * 1024
+# Steps of a walk over the manifest graph: index → manifest → blob is two; 8 bounds a hostile one.
+GRAPH_DEPTH = 8
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 
@@ -73,7 +84,60 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
 
+class Hashing:
+    """Bytes hashed on their way towards the digest that names them. Every check of content
+    against its name (a fill's reader, a manifest, an import, an export, `verify`) is this
+    one comparison, so they all agree on what a mismatch is and how it is reported."""
+
+    __slots__ = ("_hasher", "expected")
+
+    def __init__(self, expected: Digest) -> None:
+        self.expected = expected
+        self._hasher = expected.hasher()
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._hasher.update(data)
+
+    def actual(self) -> Digest:
+        return Digest(self.expected.algorithm, self._hasher.hexdigest())
+
+    def matches(self) -> bool:
+        return bool(self._hasher.hexdigest() == self.expected.hex)
+
+    def check(self) -> None:
+        """Raise DigestMismatch (expected, actual) unless the bytes so far match."""
+        if not self.matches():
+            raise DigestMismatch(str(self.expected), str(self.actual()))
+
+
 DOCKER_HUB = "docker.io"
+# Docker Hub answers to several host names; containerd sends `ns=docker.io`, others the API host.
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII)
+
+
+def is_registry_name(text: str) -> bool:
+    """Whether `text` is a registry `host[:port]` (a DNS name, a port 1-65535)."""
+    host, sep, port = text.partition(":")
+    return (HOSTNAME_RE.fullmatch(host) is not None and len(host) <= 253
+            and (not sep or (port.isascii() and port.isdigit() and len(port) <= 5
+                             and 0 < int(port) <= 65535)))
+
+
+def names_registry(component: str) -> bool:
+    """Docker's rule: a first path component with a dot, a port or `localhost` is a registry."""
+    return "." in component or ":" in component or component == "localhost"
+
+
+def canonical_registry(name: str, upstreams: Container[str]) -> str | None:
+    """The configured upstream a registry name means (Docker Hub answers to three names)."""
+    name = name.lower()
+    if name in upstreams:
+        return name
+    if name in DOCKER_HUB_ALIASES and DOCKER_HUB in upstreams:
+        return DOCKER_HUB
+    return None
 
 
 def official_repository(registry: str, repository: str) -> str:
@@ -100,7 +164,23 @@ def validate_tag(tag: str) -> str:
     return tag
 
 
+def manifest_document(body: bytes) -> dict[str, Any]:
+    """A manifest's JSON object, read once for every question asked of it."""
+    try:
+        doc = jsondoc.parse(body, MANIFEST_LIMIT)
+    except jsondoc.JsonUnreadable as exc:
+        raise ManifestInvalid("manifest is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise ManifestInvalid("manifest is not a JSON object")
+    return doc
+
+
 def manifest_media_type(body: bytes, content_type: str | None) -> str:
+    """`media_type_of` the body's document."""
+    return media_type_of(manifest_document(body), content_type)
+
+
+def media_type_of(doc: dict[str, Any], content_type: str | None) -> str:
     """The media type to store a manifest under, checking the body really is a manifest.
 
     The body's own `mediaType`, when it has one, decides: it is covered by the digest, so every
@@ -109,12 +189,6 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
     body (a broken or poisoned upstream): refused. Without one, the upstream's Content-Type
     decides when it names a manifest type, else (`application/json`) the body's shape.
     """
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # nesting deeper than the parser takes
-        raise ManifestInvalid("manifest is not valid JSON") from exc
-    if not isinstance(doc, dict):
-        raise ManifestInvalid("manifest is not a JSON object")
     declared = (content_type or "").split(";", 1)[0].strip().lower()
     embedded = doc.get("mediaType")
     if embedded is not None:
@@ -136,14 +210,17 @@ def manifest_media_type(body: bytes, content_type: str | None) -> str:
 
 
 def manifest_children(body: bytes) -> list[str]:
-    """The digests a manifest references: config, layers, blobs and, for an index, its
-    manifests. A stored manifest has already been parsed once, so garbage yields nothing."""
+    """`children_of` the body's document. A stored manifest has already been parsed once, so
+    garbage yields nothing."""
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
+        return children_of(manifest_document(body))
+    except ManifestInvalid:
         return []
-    if not isinstance(doc, dict):
-        return []
+
+
+def children_of(doc: dict[str, Any]) -> list[str]:
+    """The lenient reading, for the index: every valid digest the manifest references (config,
+    layers, blobs and, for an index, its manifests), whatever its kind and shape."""
     found: list[str] = []
     descriptors: list[Any] = [doc.get("config")]
     for key in ("layers", "manifests", "blobs"):
@@ -164,6 +241,21 @@ def manifest_children(body: bytes) -> list[str]:
         except DigestInvalid:
             continue
     return valid
+
+
+def reach(roots: Iterable[str], step: Callable[[str], Iterable[str]],
+          depth: int = GRAPH_DEPTH) -> set[str]:
+    """Every digest within `depth` steps of `roots`, breadth first. `step` gives a digest's
+    neighbours: its children to walk down (a closure), its parents to walk up (what goes with
+    a blob); each digest is stepped from once, on the level it is first reached."""
+    found = set(roots)
+    frontier = list(found)
+    for _ in range(depth):
+        frontier = list(dict.fromkeys(n for d in frontier for n in step(d) if n not in found))
+        if not frontier:
+            break
+        found.update(frontier)
+    return found
 
 
 @dataclass(frozen=True, slots=True)

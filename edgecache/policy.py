@@ -6,15 +6,24 @@ watermark and stops at the low one, so it runs in batches rather than on every r
 
 Victims are chosen least recently used first. Pulling a manifest refreshes every blob it
 references (see the index), so an image ages as a whole and its blobs leave together; a blob
-that a recently used image still references is recent itself and stays. Pinned closures, blobs
-being written and blobs being read are never chosen. When a blob goes, every manifest that
-references it goes too, so the index never claims an image it cannot serve whole.
+that a recently used image still references is recent itself and stays. Pinned closures are
+never chosen (`protected`: the only set eviction holds back). A blob being written is not a
+candidate because it is not in the index until it is published. A blob being read may be
+chosen: eviction unlinks its file, and on POSIX an open descriptor keeps an unlinked file
+readable, so a response already sending it (or a download reader holding its descriptor)
+finishes with the bytes it started. A request that looked it up but had not yet opened it
+finds it gone when its response starts (`web/responses.py`, after the handler returned): aiohttp
+logs that and closes the connection unanswered (the client sees a dropped connection). When a
+blob goes, every manifest that references it goes too, so the index never claims an image it
+cannot serve whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from edgecache.oci import reach
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +68,6 @@ class Entry:
     last_access: float
 
 
-def select_victims(entries: Iterable[Entry], need: int, protected: set[str],
-                   parents: Callable[[str], Iterable[str]],
-                   sizes: Mapping[str, int]) -> list[str]:
-    """`choose_victims` over entries in any order."""
-    ordered = sorted(entries, key=lambda e: (e.last_access, e.digest))
-    return choose_victims(ordered, need, protected, parents, lambda d: sizes.get(d, 0))
-
-
 def choose_victims(lru: Iterable[Entry], need: int, protected: set[str],
                    parents: Callable[[str], Iterable[str]],
                    size_of: Callable[[str], int]) -> list[str]:
@@ -94,23 +95,10 @@ def choose_victims(lru: Iterable[Entry], need: int, protected: set[str],
 
 
 def with_parents(digest: str, parents: Callable[[str], Iterable[str]]) -> set[str]:
-    group = {digest}
-    frontier = [digest]
-    for _ in range(8):  # index → manifest → blob is two levels; 8 bounds a hostile graph
-        frontier = [p for d in frontier for p in parents(d) if p not in group]
-        if not frontier:
-            break
-        group.update(frontier)
-    return group
+    """A blob and every manifest that references it, transitively (what leaves with it)."""
+    return reach([digest], parents)
 
 
 def closure(roots: Iterable[str], children: Callable[[str], Iterable[str]]) -> set[str]:
     """Everything reachable from `roots` (index → manifests → configs and layers)."""
-    found = set(roots)
-    frontier = list(found)
-    for _ in range(8):
-        frontier = [c for d in frontier for c in children(d) if c not in found]
-        if not frontier:
-            break
-        found.update(frontier)
-    return found
+    return reach(roots, children)

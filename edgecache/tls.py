@@ -197,11 +197,11 @@ def load_chain(context: ssl.SSLContext, files: TlsFiles) -> None:
 
 
 class ServerTls:
-    """The listener's live `SSLContext` and where its chain comes from; `reload` on SIGHUP."""
+    """The listener's live `SSLContext` and where its chain comes from; on SIGHUP the server runs
+    `resolve` off the loop, then `apply` on it."""
 
     def __init__(self, cert_file: str, key_file: str, extra_names: tuple[str, ...],
                  directory: Path, client_ca: str = "") -> None:
-        self._client_ca = client_ca
         self._cert_file = cert_file
         self._key_file = key_file
         self._extra_names = extra_names
@@ -223,10 +223,6 @@ class ServerTls:
         if self._cert_file:
             return TlsFiles(Path(self._cert_file), Path(self._key_file), None)
         return ensure_self_managed(self._directory, self._extra_names)
-
-    def reload(self) -> None:
-        """Re-read operator certificates, or re-issue ours if the host's names changed."""
-        self.apply(self.resolve())
 
     def apply(self, files: TlsFiles) -> None:
         """Load `files` into the live context if they differ from what it serves.

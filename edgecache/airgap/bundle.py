@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edgecache.airgap.manifest import MANIFEST_LIMIT, Descriptor
+from edgecache import jsondoc
+from edgecache.airgap.manifest import Descriptor
 from edgecache.errors import BundleInvalid, EdgecacheError, ManifestInvalid
-from edgecache.oci import ALGORITHMS, MANIFEST_TYPES, OCI_INDEX, Digest
+from edgecache.oci import ALGORITHMS, MANIFEST_LIMIT, MANIFEST_TYPES, OCI_INDEX, Digest
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LAYOUT_NAME = "oci-layout"
@@ -118,8 +119,8 @@ def layout_document() -> bytes:
 
 def check_layout(data: bytes) -> None:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        doc = jsondoc.parse(data, LAYOUT_LIMIT)
+    except jsondoc.JsonUnreadable:
         raise BundleInvalid("oci-layout is not JSON") from None
     version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
     if not isinstance(version, str) or not version.startswith("1."):
@@ -151,8 +152,8 @@ def index_document(roots: Sequence[Root]) -> bytes:
 def parse_index(data: bytes) -> list[Descriptor]:
     """index.json's entries; each must name a manifest by a valid digest and size."""
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        doc = jsondoc.parse(data, INDEX_LIMIT)
+    except jsondoc.JsonUnreadable:
         raise BundleInvalid("index.json is not JSON") from None
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise BundleInvalid("index.json is not an OCI image index (schemaVersion 2)")

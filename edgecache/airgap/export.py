@@ -14,16 +14,14 @@ order with fixed metadata (mtime 0, uid 0), so the same images give the same byt
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import tarfile
 import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, BinaryIO, cast
 
 import zstandard
 
@@ -38,17 +36,31 @@ from edgecache.airgap.bundle import (
 from edgecache.airgap.manifest import Manifest
 from edgecache.airgap.platform import Platform, wanted
 from edgecache.airgap.progress import Progress, plural, short_digest, table
-from edgecache.airgap.reference import canonical_registry, full_name
+from edgecache.airgap.reference import full_name
+from edgecache.airgap.tarwrite import (
+    Counting,
+    Verifying,
+    add_bytes,
+    add_dir,
+    member_info,
+    write_atomically,
+)
 from edgecache.config import Config
-from edgecache.errors import DigestMismatch, EdgecacheError, NotCached, StorageError
-from edgecache.oci import INDEX_TYPES, Digest, ImageReference, official_repository
+from edgecache.errors import EdgecacheError, NotCached, StorageError
+from edgecache.oci import (
+    INDEX_TYPES,
+    Digest,
+    ImageReference,
+    canonical_registry,
+    official_repository,
+    reach,
+)
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
 from edgecache.usage import human
 
 COPY_BUFSIZE = tarfile.RECORDSIZE  # tarfile copies its whole buffer on every write: small
-MAX_DEPTH = 8
 
 
 @dataclass
@@ -145,21 +157,18 @@ class Exporter:
         an index's entries for other platforms are left out."""
         members: dict[str, int] = {}
         missing: list[str] = []
-        frontier = [root.digest]
-        for _ in range(MAX_DEPTH):
-            if not frontier:
-                break
-            nxt: list[str] = []
-            for digest in frontier:
-                if digest in members:
-                    continue
-                size = self._blobs.size(Digest.parse(digest))
-                if size is None:
-                    missing.append(digest)
-                    continue
-                members[digest] = size
-                nxt.extend(self._children(root, digest))
-            frontier = nxt
+
+        def step(digest: str) -> list[str]:
+            if digest in members:
+                return []
+            size = self._blobs.size(Digest.parse(digest))
+            if size is None:
+                missing.append(digest)
+                return []
+            members[digest] = size
+            return self._children(root, digest)
+
+        reach([root.digest], step)
         if missing:
             hint = "" if self._platforms else " (or export only some platforms: --platform)"
             raise NotCached(f"{root.name}: {len(missing)} of its blobs are not cached "
@@ -185,17 +194,17 @@ class Exporter:
     # ---- writing ------------------------------------------------------------------------------
 
     def write(self, report: ExportReport, out: BinaryIO, level: int, progress: Progress) -> None:
-        counter = _Counting(out)
+        counter = Counting(out)
         compressor = zstandard.ZstdCompressor(level=level, threads=-1)
         written: set[str] = set()
         with compressor.stream_writer(cast(IO[bytes], counter), closefd=False) as zstd, \
                 tarfile.open(fileobj=zstd, mode="w|", format=tarfile.PAX_FORMAT,
                              bufsize=COPY_BUFSIZE) as tar:
-            _add_bytes(tar, LAYOUT_NAME, layout_document())
-            _add_dir(tar, "blobs")
+            add_bytes(tar, LAYOUT_NAME, layout_document())
+            add_dir(tar, "blobs")
             for algorithm in sorted({Digest.parse(d).algorithm
                                      for item in report.items for d in item.members}):
-                _add_dir(tar, f"blobs/{algorithm}")
+                add_dir(tar, f"blobs/{algorithm}")
             for item in report.items:
                 for digest in sorted(item.members):
                     if digest in written:
@@ -205,7 +214,7 @@ class Exporter:
                     report.blobs += 1
                     report.raw_bytes += item.members[digest]
                 progress.item_done()
-            _add_bytes(tar, INDEX_NAME, index_document([item.root for item in report.items]))
+            add_bytes(tar, INDEX_NAME, index_document([item.root for item in report.items]))
         report.bundle_bytes = counter.count
 
     def _add_blob(self, tar: tarfile.TarFile, digest: Digest, size: int,
@@ -218,93 +227,9 @@ class Exporter:
             actual = os.fstat(handle.fileno()).st_size
             if actual != size:
                 raise StorageError(f"cached {digest} changed size during the export")
-            reader = _Verifying(handle, digest, progress)
-            tar.addfile(_info(blob_name(digest), size), reader)
+            reader = Verifying(handle, digest, progress)
+            tar.addfile(member_info(blob_name(digest), size), reader)
             reader.check()
-
-
-class _Counting(io.RawIOBase):
-    """The output, counting what the compressor wrote to it."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self.count = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        n = self._out.write(data)
-        self.count += len(data)
-        return n if n is not None else len(data)
-
-    def flush(self) -> None:
-        self._out.flush()
-
-
-class _Verifying:
-    """A blob file read for the tar, hashed on the way, progress counted."""
-
-    def __init__(self, handle: IO[bytes], digest: Digest, progress: Progress) -> None:
-        self._handle = handle
-        self._digest = digest
-        self._hasher = digest.hasher()
-        self._progress = progress
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self._hasher.update(data)
-        self._progress.advance(len(data))
-        return data
-
-    def check(self) -> None:
-        actual = f"{self._digest.algorithm}:{self._hasher.hexdigest()}"
-        if actual != str(self._digest):
-            raise DigestMismatch(str(self._digest), actual)
-
-
-def _info(name: str, size: int, directory: bool = False) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mode = 0o755 if directory else 0o644
-    if directory:
-        info.type = tarfile.DIRTYPE
-    return info
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    tar.addfile(_info(name, len(data)), io.BytesIO(data))
-
-
-def _add_dir(tar: tarfile.TarFile, name: str) -> None:
-    tar.addfile(_info(name, 0, directory=True))
-
-
-def write_atomically(path: Path, produce: Callable[[BinaryIO], None]) -> None:
-    """Call `produce(file)` on a temporary file beside `path`, then fsync and rename it: the
-    output name only ever holds a whole bundle."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
-    try:
-        handle = open(tmp, "xb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise StorageError(f"--output {path}: {exc.strerror or exc}") from exc
-    try:
-        with handle:
-            produce(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def export(config: Config, references: Sequence[str], output: str, progress: Progress, *,

@@ -26,37 +26,27 @@ as they were. Pins are configuration, not state, so `--pin` prints the lines to 
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
 from edgecache.airgap.bundle import REF_NAME, check_layout, parse_index
 from edgecache.airgap.imported import ImportedImage, ImportReport
-from edgecache.airgap.manifest import MANIFEST_LIMIT, Descriptor, Manifest
+from edgecache.airgap.manifest import Descriptor, Manifest
 from edgecache.airgap.progress import Progress, short_digest
-from edgecache.airgap.reader import BundleReader, read_exactly
-from edgecache.airgap.reference import TagTarget, parse_repository, tag_for
+from edgecache.airgap.reference import TagTarget, tag_for
+from edgecache.airgap.staging import MAX_MEMBERS, Staging
 from edgecache.config import Config
-from edgecache.errors import BundleInvalid, DigestMismatch, ManifestInvalid, StorageError
+from edgecache.errors import BundleInvalid, ManifestInvalid, StorageError
 from edgecache.metrics import Metrics
-from edgecache.oci import Digest, manifest_children
-from edgecache.storage.blobs import BlobStore, BlobWriter
-from edgecache.storage.index import UNKNOWN_OWNER, Index
-from edgecache.storage.layout import Layout
+from edgecache.oci import MANIFEST_LIMIT, Digest
+from edgecache.storage.index import Index
 from edgecache.storage.quota import DiskUsage, Quota, disk_usage
 from edgecache.storage.store import Record, Store
 from edgecache.usage import human
 
-MAX_MEMBERS = 100_000
 MAX_DEPTH = 4  # index → index → manifest is already unusual
-
-
-@dataclass
-class _Staged:
-    writer: BlobWriter
-    size: int
 
 
 @dataclass
@@ -66,41 +56,8 @@ class _Plan:
     blobs: dict[str, int]  # configs and layers: digest -> size
 
 
-def raise_open_file_limit() -> int:
-    """Every staged blob keeps its temporary file open until it is published; let a bundle of
-    thousands of blobs stage by raising the soft limit to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
-
-
-class Importer:
-    def __init__(self, config: Config, progress: Progress, *, repository: str | None = None,
-                 max_members: int = MAX_MEMBERS) -> None:
-        self._config = config
-        self._progress = progress
-        self._max_members = max_members
-        self._layout = Layout(config.storage.path)
-        self._blobs = BlobStore(self._layout)
-        self._staged: dict[str, _Staged] = {}
-        self._present: dict[str, int] = {}  # already cached: digest -> size
-        self._verified: set[str] = set()  # cached and restricted: the member's bytes hashed
-        private = {n for n, u in config.upstreams.items() if u.access == "authenticated"}
-        self._restricted = frozenset(private | {UNKNOWN_OWNER} if private else ())
-        self._reading: Index | None = None  # opened when a restricted blob may be skipped
-        self._seen: set[str] = set()
-        self._layout_json: bytes | None = None
-        self._index_json: bytes | None = None
-        self._fd_budget = raise_open_file_limit() - 64
-        self._repository = (parse_repository(repository, config.upstreams)
-                            if repository else None)
-        self.report = ImportReport()
+class Importer(Staging):
+    """The check and publish phases, over what `Staging` read (phase 1)."""
 
     async def run(self, source: BinaryIO) -> ImportReport:
         try:
@@ -118,90 +75,7 @@ class Importer:
                 self._reading.close()
         return self.report
 
-    def _open_to_all(self, digest: str, index: Index | None = None) -> bool:
-        """Whether every route may already read this cached blob (so a link widens nothing):
-        indexed, and linked to no private upstream and no unknown owner."""
-        if not self._restricted:
-            return True
-        if index is None:
-            if self._reading is None:
-                self._reading = Index(self._layout.index_file)
-            index = self._reading
-        return index.size(digest) is not None and not index.links(digest) & self._restricted
-
-    # ---- 1. stage -----------------------------------------------------------------------------
-
-    def _stage(self, source: BinaryIO) -> None:
-        disk = disk_usage(str(self._layout.root))
-        room = disk.free - self._config.storage.min_free.resolve(disk.total)
-        reader = BundleReader(source, self._max_members, self._progress.advance)
-        self.report.compressed = reader.compressed
-        staged_bytes = 0
-        for member, info, data in reader.members():
-            self._progress.item_done()
-            if member.kind == "dir" or data is None:
-                continue
-            if member.name in self._seen:
-                raise BundleInvalid(f"member {member.name!r} appears twice")
-            self._seen.add(member.name)
-            if member.kind == "layout":
-                self._layout_json = b"".join(read_exactly(data, info.size))
-            elif member.kind == "index":
-                self._index_json = b"".join(read_exactly(data, info.size))
-            elif member.kind == "blob":
-                assert member.digest is not None
-                if self._blobs.size(member.digest) == info.size:
-                    if not self._open_to_all(str(member.digest)):
-                        self._check_bytes(member.digest, member.name, info.size, data)
-                        self._verified.add(str(member.digest))
-                    self._present[str(member.digest)] = info.size  # not staged
-                    continue
-                if staged_bytes + info.size > room:
-                    raise BundleInvalid(
-                        f"the bundle holds more new content than the {human(max(room, 0))} "
-                        f"storage.path can take while keeping storage.min_free free")
-                self._stage_blob(member.digest, member.name, info.size, data)
-                staged_bytes += info.size
-
-    def _stage_blob(self, digest: Digest, name: str, size: int, data: IO[bytes]) -> None:
-        if len(self._staged) >= self._fd_budget:
-            raise BundleInvalid(f"more than {self._fd_budget} new blobs: over the open-file "
-                                "limit (raise `ulimit -n`) or split the bundle")
-        writer = self._blobs.writer(digest)
-        self._staged[str(digest)] = _Staged(writer, size)  # registered first: abort cleans it
-        for chunk in read_exactly(data, size):
-            try:
-                writer.write(chunk)
-            except OSError as exc:
-                raise StorageError(f"cannot stage {digest}: {exc.strerror or exc}") from exc
-        try:
-            writer.verify()
-        except DigestMismatch as exc:
-            raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
-                                f"(they hash to {exc.actual})") from None
-
-    def _check_bytes(self, digest: Digest, name: str, size: int, data: IO[bytes]) -> None:
-        hasher = digest.hasher()
-        for chunk in read_exactly(data, size):
-            hasher.update(chunk)
-        if hasher.hexdigest() != digest.hex:
-            raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
-                                f"(they hash to {digest.algorithm}:{hasher.hexdigest()})")
-
     # ---- 2. check -----------------------------------------------------------------------------
-
-    def _size(self, digest: str) -> int | None:
-        staged = self._staged.get(digest)
-        return staged.size if staged is not None else self._present.get(digest)
-
-    def _body(self, digest: str) -> bytes:
-        staged = self._staged.get(digest)
-        if staged is not None:
-            return staged.writer.pread(staged.size, 0)
-        body = self._blobs.read(Digest.parse(digest))
-        if body is None:
-            raise StorageError(f"{digest} left the cache during the import; run it again")
-        return body
 
     def _check(self) -> _Plan:
         if self._layout_json is None:
@@ -269,7 +143,7 @@ class Importer:
                                         f"bytes; it is {blob_size}")
                 members[blob.digest] = blob_size
                 plan.blobs[blob.digest] = blob_size
-        plan.manifests[digest] = (manifest.media_type, manifest_children(body))
+        plan.manifests[digest] = (manifest.media_type, list(manifest.references))
 
     def _collect(self, digest: str, plan: _Plan, members: dict[str, int]) -> None:
         """A manifest already checked under another root: count its closure for this one."""
@@ -283,10 +157,6 @@ class Importer:
                         members[child] = size
                         nxt.append(child)
             frontier = nxt
-
-    def _warn(self, message: str) -> None:
-        if message not in self.report.warnings:
-            self.report.warnings.append(message)
 
     # ---- 3. publish ---------------------------------------------------------------------------
 
@@ -365,12 +235,6 @@ class Importer:
                     self._warn(f"{short_digest(digest)} is cached for another upstream and the "
                                f"bundle did not carry it: not linked to {image.tag.upstream}")
         return owners
-
-    def _discard(self) -> None:
-        """Remove every staged file not published (all of them after a refusal)."""
-        for staged in self._staged.values():
-            staged.writer.abort()
-        self._staged.clear()
 
 
 async def import_bundle(config: Config, path: str, progress: Progress, *,

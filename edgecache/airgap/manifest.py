@@ -9,7 +9,6 @@ platforms that the index does not keep.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +18,14 @@ from edgecache.oci import (
     DOCKER_MANIFEST_V1,
     DOCKER_MANIFEST_V1_SIGNED,
     INDEX_TYPES,
+    MANIFEST_LIMIT,
     MANIFEST_TYPES,
     Digest,
-    manifest_media_type,
+    children_of,
+    manifest_document,
+    media_type_of,
 )
 
-MANIFEST_LIMIT = 4 * 1024 * 1024
 SCHEMA1_TYPES = (DOCKER_MANIFEST_V1, DOCKER_MANIFEST_V1_SIGNED)
 
 
@@ -71,6 +72,7 @@ class Manifest:
     media_type: str
     is_index: bool
     children: tuple[Descriptor, ...]
+    references: tuple[str, ...] = ()  # `children_of`: what the index records it references
 
     @classmethod
     def parse(cls, body: bytes, declared: str | None, where: str) -> Manifest:
@@ -80,10 +82,11 @@ class Manifest:
             raise ManifestInvalid(f"{where}: a manifest over {MANIFEST_LIMIT} bytes")
         declared = declared if declared in MANIFEST_TYPES else None
         try:
-            media_type = manifest_media_type(body, declared)
-            doc = json.loads(body)
-        except (ManifestInvalid, ValueError, UnicodeDecodeError) as exc:
+            doc = manifest_document(body)
+            media_type = media_type_of(doc, declared)
+        except ManifestInvalid as exc:
             raise ManifestInvalid(f"{where}: not a manifest ({exc})") from None
+        references = tuple(children_of(doc))
         embedded = doc.get("mediaType")
         if declared and isinstance(embedded, str) and embedded != declared:
             raise ManifestInvalid(f"{where}: declared as {declared} but says {embedded}")
@@ -99,7 +102,7 @@ class Manifest:
                 except EdgecacheError:
                     raise ManifestInvalid(f"{where}: an invalid blobSum") from None
                 sums.setdefault(digest, Descriptor(digest, None))
-            return cls(media_type, False, tuple(sums.values()))
+            return cls(media_type, False, tuple(sums.values()), references)
         if doc.get("schemaVersion") != 2:
             raise ManifestInvalid(f"{where}: schemaVersion is not 2")
         if media_type in INDEX_TYPES:
@@ -107,13 +110,13 @@ class Manifest:
             if not isinstance(items, list):
                 raise ManifestInvalid(f"{where}: an index without a manifests list")
             return cls(media_type, True,
-                       tuple(Descriptor.parse(item, where) for item in items))
+                       tuple(Descriptor.parse(item, where) for item in items), references)
         config, layers = doc.get("config"), doc.get("layers", [])
         if not isinstance(config, dict) or not isinstance(layers, list):
             raise ManifestInvalid(f"{where}: an image manifest without config and layers")
         descriptors = [Descriptor.parse(config, where)]
         descriptors += [Descriptor.parse(item, where) for item in layers]
-        return cls(media_type, False, tuple(descriptors))
+        return cls(media_type, False, tuple(descriptors), references)
 
     def blobs(self) -> list[Descriptor]:
         """An image's config and layers, each once, without foreign layers (Windows base

@@ -118,9 +118,6 @@ class Progress:
             self.stream.flush()
             self._drawn = False
 
-    def elapsed(self) -> float:
-        return self.clock() - self.started
-
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
           right: Sequence[int] = ()) -> list[str]:

@@ -13,24 +13,19 @@ from dataclasses import dataclass
 
 from edgecache.airgap.bundle import CONTAINERD_NAME, REF_NAME
 from edgecache.errors import ConfigError, EdgecacheError
-from edgecache.oci import DOCKER_HUB, TAG_RE, ImageReference, official_repository
-from edgecache.proxy.routing import DOCKER_HUB_ALIASES
-
-
-def canonical_registry(name: str, upstreams: Container[str]) -> str | None:
-    """The configured upstream a registry name means (Docker Hub answers to three names)."""
-    name = name.lower()
-    if name in upstreams:
-        return name
-    if name in DOCKER_HUB_ALIASES and DOCKER_HUB in upstreams:
-        return DOCKER_HUB
-    return None
+from edgecache.oci import (
+    TAG_RE,
+    ImageReference,
+    canonical_registry,
+    names_registry,
+    official_repository,
+)
 
 
 def names_a_registry(text: str) -> bool:
-    """Docker's rule: a first component with a dot, a port or `localhost` is a registry."""
+    """Whether an image name starts with a registry (`names_registry`, Docker's rule)."""
     head, sep, _ = text.partition("/")
-    return bool(sep) and ("." in head or ":" in head or head == "localhost")
+    return bool(sep) and names_registry(head)
 
 
 def full_name(upstream: str, repository: str, tag: str | None = None,

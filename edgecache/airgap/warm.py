@@ -9,9 +9,7 @@ service never finds a second writer behind its back. So:
   would send;
 - when none runs, the same app (`build_app`) is started in this process on a loopback port for
   the duration, and stopped cleanly (index closed, clean-stop marker written) at the end.
-
-A connection refused means "no service"; a server that answers but cannot be trusted, or does
-not answer, is an error: starting a second edgecache on the same storage would be worse.
+(`airgap/endpoint.py` finds which.)
 
 Per image: the manifest by tag or digest; for an index, the platform manifests `--platform`
 selects; then each config and layer: `HEAD` first (skipped when `X-Edgecache-Cache: hit`), else
@@ -23,46 +21,31 @@ Blobs shared by images are fetched once; at most `concurrency` blob transfers ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
-from edgecache.airgap.manifest import MANIFEST_LIMIT, Manifest
+from edgecache.airgap.endpoint import Endpoint, credentials, endpoint_for
+from edgecache.airgap.manifest import Manifest
 from edgecache.airgap.platform import Platform, wanted
-from edgecache.airgap.progress import Progress, plural, short_digest, table
-from edgecache.config import Config, parse_hostport
+from edgecache.airgap.progress import Progress
+from edgecache.airgap.warmreport import ImageResult, WarmReport
+from edgecache.config import Config
 from edgecache.errors import EdgecacheError, ManifestInvalid
-from edgecache.oci import MANIFEST_ACCEPT, Digest, ImageReference
-from edgecache.usage import human
-from edgecache.web.auth import first_token
+from edgecache.oci import MANIFEST_ACCEPT, MANIFEST_LIMIT, Digest, ImageReference
 from edgecache.web.handlers import CACHE_HEADER
 
 CONCURRENCY = 4
-PROBE_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0
 CHUNK = 1 << 20
 MAX_DEPTH = 4
-WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 
 class WarmError(EdgecacheError):
     """One image could not be warmed; the message goes in its row of the table."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    ssl: ssl.SSLContext | None = None
-    local: bool = False
-
-    def describe(self) -> str:
-        return "an in-process edgecache" if self.local else f"the running service at {self.url}"
 
 
 def read_image_list(path: str) -> list[str]:
@@ -71,133 +54,13 @@ def read_image_list(path: str) -> list[str]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise EdgecacheError(f"--file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise EdgecacheError(f"--file {path}: not UTF-8 (byte {exc.start})") from None
     return [line.split("#", 1)[0].strip() for line in text.splitlines()
             if line.split("#", 1)[0].strip()]
 
 
-# ---- where to pull through ----------------------------------------------------------------------
-
-def _url(scheme: str, address: str, key: str) -> str:
-    host, port = parse_hostport(address, key)
-    if host in WILDCARDS:
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
-
-
-def _trust(config: Config) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca = config.storage.path / "tls" / "ca.crt"
-    if ca.is_file():
-        context.load_verify_locations(cafile=str(ca))
-    if config.tls.cert_file:  # an operator certificate may be self-signed
-        with contextlib.suppress(OSError, ssl.SSLError):
-            context.load_verify_locations(cafile=config.tls.cert_file)
-    return context
-
-
-async def find_service(config: Config) -> Endpoint | None:
-    """The running service, if one answers on a configured listener; None if nothing listens."""
-    candidates: list[Endpoint] = []
-    if config.listen.http:
-        candidates.append(Endpoint(_url("http", config.listen.http, "listen.http")))
-    if config.listen.https:
-        candidates.append(Endpoint(_url("https", config.listen.https, "listen.https"),
-                                   _trust(config)))
-    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for endpoint in candidates:
-            if await _answers(session, endpoint):
-                return endpoint
-    return None
-
-
-async def _answers(session: aiohttp.ClientSession, endpoint: Endpoint) -> bool:
-    url = endpoint.url + "/v2/"
-    try:
-        async with session.get(url, ssl=endpoint.ssl if endpoint.ssl is not None else True) \
-                as response:
-            if response.status in (200, 401):  # 401: some upstreams need client credentials
-                return True
-            raise EdgecacheError(f"{url} answers with HTTP {response.status}: is it edgecache?")
-    except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as exc:
-        raise EdgecacheError(f"a server answers on {endpoint.url} but TLS failed ({exc}); not "
-                             "starting a second edgecache on the same storage") from None
-    except aiohttp.ClientConnectorError:
-        return False  # refused or unreachable: nothing listens there
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise EdgecacheError(f"{endpoint.url} accepts connections but does not answer "
-                             f"({exc or 'timeout'}); not starting a second edgecache") from None
-
-
-@contextlib.asynccontextmanager
-async def local_service(config: Config) -> AsyncIterator[Endpoint]:
-    """The app `serve` runs, in this process, on a loopback port only this process knows."""
-    from edgecache.app import build_app  # the composition root; imported only when needed
-
-    runner = web.AppRunner(build_app(config), access_log=None, shutdown_timeout=5.0)
-    await runner.setup()  # opens the storage as serve does (sweep, reconcile if unclean)
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        yield Endpoint(f"http://127.0.0.1:{port}", local=True)
-    finally:
-        await runner.cleanup()  # closes the index and marks the stop clean
-
-
-@contextlib.asynccontextmanager
-async def endpoint_for(config: Config) -> AsyncIterator[Endpoint]:
-    found = await find_service(config)
-    if found is not None:
-        yield found
-        return
-    async with local_service(config) as endpoint:
-        yield endpoint
-
-
 # ---- pulling ------------------------------------------------------------------------------------
-
-@dataclass
-class ImageResult:
-    reference: str
-    digest: str | None = None
-    size: int = 0  # manifests, configs and layers of the platforms warmed
-    fetched: int = 0  # blob bytes this run downloaded
-    cached: int = 0  # blob bytes that were already cached
-    error: str | None = None
-
-    @property
-    def status(self) -> str:
-        if self.error:
-            return f"failed: {self.error}"
-        return "fetched" if self.fetched else "cached"
-
-
-@dataclass
-class WarmReport:
-    results: list[ImageResult]
-    endpoint: str
-    seconds: float = 0.0
-    fetched: int = 0  # unique blob bytes downloaded
-
-    @property
-    def failed(self) -> bool:
-        return any(r.error for r in self.results)
-
-    def lines(self) -> list[str]:
-        rows = [[r.reference, short_digest(r.digest), human(r.size), human(r.fetched),
-                 human(r.cached), r.status] for r in self.results]
-        out = table(["IMAGE", "DIGEST", "SIZE", "FETCHED", "CACHED", "STATUS"], rows,
-                    right=[2, 3, 4])
-        ok = sum(1 for r in self.results if not r.error)
-        rate = self.fetched / self.seconds if self.seconds > 0 else 0.0
-        out.append(f"warmed {ok} of {plural(len(self.results), 'image')} through "
-                   f"{self.endpoint}: "
-                   f"{human(self.fetched)} fetched in {self.seconds:.1f}s ({human(rate)}/s)")
-        return out
-
 
 @dataclass
 class _Blob:
@@ -229,7 +92,17 @@ class Warmer:
 
     async def warm(self, references: Sequence[str]) -> list[ImageResult]:
         self._progress.add_total(items=len(references))
-        return list(await asyncio.gather(*(self._image(text) for text in references)))
+        try:
+            return list(await asyncio.gather(*(self._image(text) for text in references)))
+        finally:
+            await self._stop_blobs()
+
+    async def _stop_blobs(self) -> None:
+        """The blob fetches are shielded so one image giving up does not cancel a fetch other
+        images wait on; the Warmer owns them, so none outlives `warm`, however it ends."""
+        for task in self._blobs.values():
+            task.cancel()
+        await asyncio.gather(*self._blobs.values(), return_exceptions=True)
 
     async def _image(self, text: str) -> ImageResult:
         result = ImageResult(text)
@@ -373,16 +246,6 @@ async def _error_text(response: aiohttp.ClientResponse) -> str:
         return f"HTTP {response.status}"
 
 
-def _credentials(config: Config, endpoint: Endpoint) -> dict[str, str]:
-    """A running service may lock upstreams to authenticated clients: warm presents the first
-    token of the config's `auth.tokens_file` (it runs with the service's config, so it can read
-    it). An in-process edgecache has no client auth to pass."""
-    if endpoint.local:
-        return {}
-    token = first_token(config.auth)
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 async def warm(config: Config, references: Sequence[str], progress: Progress,
                platforms: Sequence[Platform] = (),
                concurrency: int = CONCURRENCY) -> WarmReport:
@@ -392,7 +255,7 @@ async def warm(config: Config, references: Sequence[str], progress: Progress,
                                          ssl=endpoint.ssl if endpoint.ssl is not None else True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=READ_TIMEOUT)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                         headers=_credentials(config, endpoint),
+                                         headers=credentials(config, endpoint),
                                          auto_decompress=False) as session:
             warmer = Warmer(session, endpoint, progress, platforms, concurrency)
             results = await warmer.warm(references)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 
+from edgecache import jsondoc
 from edgecache.clientconfig.endpoints import Endpoint
 from edgecache.errors import ConfigError
+
+DAEMON_JSON_LIMIT = 16 * 1024 * 1024  # dockerd's file is a few hundred bytes; this is a wrong file
 
 
 def _list(doc: dict[str, object], name: str, where: str) -> list[object]:
@@ -37,8 +40,8 @@ def daemon_json(points: list[Endpoint], mirror: bool, existing: bytes | None,
                 where: str) -> bytes:
     """`mirror`: whether edgecache's URLs go into `registry-mirrors` (see `refused`)."""
     try:
-        doc = json.loads(existing) if existing and existing.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = jsondoc.parse(existing, DAEMON_JSON_LIMIT) if existing and existing.strip() else {}
+    except jsondoc.JsonUnreadable as exc:
         raise ConfigError(f"{where}: not valid JSON ({exc}); fix or move it, then run "
                           "client-config again") from None
     if not isinstance(doc, dict):

@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from edgecache.config import Config, parse_hostport
+from edgecache.configvalues import show, valid_host
+from edgecache.errors import ConfigError
 from edgecache.tls import host_names
 
 
@@ -41,6 +43,21 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def check_address(value: str) -> None:
+    """An `--address` becomes a directory name (`certs.d/<address>/`) and a mirror URL, so it
+    must be a host or host:port the way a listener is, never a path such as `../../x`."""
+    if _is_ip(value):
+        return  # a bare IPv6 address: colons, no port
+    if ":" in value.rsplit("]", 1)[-1]:
+        parse_hostport(value, "--address")
+        if value.startswith(":"):
+            raise ConfigError(f"--address: {show(value)} names no host")
+        return
+    host = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if not (valid_host(host) and (host == value or ":" in host)):
+        raise ConfigError(f"--address: {show(value)} is neither an IP address nor a host name")
+
+
 def endpoints(config: Config, explicit: list[str]) -> list[Endpoint]:
     """Where clients reach edgecache: `--address` values, else the listener's address, else
     (for a wildcard listener) 127.0.0.1 first, then every non-loopback IPv4 of the host."""
@@ -49,6 +66,8 @@ def endpoints(config: Config, explicit: list[str]) -> list[Endpoint]:
     assert listen is not None
     host, port = parse_hostport(listen, f"listen.{scheme}")
     if explicit:
+        for address in explicit:
+            check_address(address)
         # a bare IPv6 address has colons but no port; one address given twice is one endpoint
         addresses = [a if ":" in a.rsplit("]", 1)[-1] and not _is_ip(a) else _hostport(a, port)
                      for a in explicit]

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from edgecache.errors import DigestMismatch, StorageError
+from edgecache.errors import StorageError
+from edgecache.oci import Hashing
 from edgecache.proxy.download import Download
 from edgecache.storage.store import BlobFile
 
@@ -36,8 +37,8 @@ class Bypass(Exception):
 
 class FillReader:
     """One client's view of a fill: a context manager that closes its file (also closed
-    when `chunks` or `copy` ends). `written` counts the bytes it handed to `write` or yielded
-    from `chunks`, whatever the outcome (what it passed to `send_file`, the sender counts)."""
+    when `copy` ends). `written` counts the bytes it handed to `write`, whatever the outcome
+    (what it passed to `send_file`, the sender counts)."""
 
     def __init__(self, fill: Fill, file: BlobFile) -> None:
         self.fill = fill
@@ -93,17 +94,6 @@ class FillReader:
             pos += len(data)
             yield data
 
-    async def chunks(self, start: int, end: int | None) -> AsyncGenerator[bytes, None]:
-        """Bytes [start, end) as they become readable; `end` None means to the end."""
-        try:
-            async with aclosing(self._spans(start, end)) as spans:
-                async for span in spans:
-                    for data in [span] if isinstance(span, bytes) else self._pieces(*span):
-                        self.written += len(data)
-                        yield data
-        finally:
-            self.close()
-
     async def copy(self, start: int, end: int | None, write: Write,
                    send_file: SendFile | None = None) -> None:
         """Bytes [start, end) as they become readable, each readable span at once: through
@@ -127,9 +117,9 @@ class FillReader:
         """Continue from upstream at `pos`. A reader of the whole blob re-hashes what it already
         sent (still readable through its file) and checks the digest before the end."""
         fill = self.fill
-        hasher: Any = None
+        hasher: Hashing | None = None
         if start == 0 and end in (None, fill.size):
-            hasher = fill.digest.hasher()
+            hasher = Hashing(fill.digest)
             offset = 0
             while offset < pos and self._file is not None:
                 data = self._file.pread(min(1 << 20, pos - offset), offset)
@@ -157,11 +147,10 @@ class FillReader:
         finally:
             download.close()
 
-    def _check(self, hasher: Any) -> None:
-        fill = self.fill
-        if hasher.hexdigest() != fill.digest.hex:
-            fill.metrics.digest_mismatches.labels(fill.upstream).inc()
-            raise DigestMismatch(str(fill.digest), f"{fill.digest.algorithm}:{hasher.hexdigest()}")
+    def _check(self, hasher: Hashing) -> None:
+        if not hasher.matches():
+            self.fill.metrics.digest_mismatches.labels(self.fill.upstream).inc()
+            hasher.check()
 
     def close(self) -> None:
         if self._file is not None:

@@ -15,23 +15,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from edgecache.errors import (
     BlobUploadUnknown,
+    DigestInvalid,
     ManifestUnknown,
     NameInvalid,
     NameUnknown,
     NotOffered,
 )
-from edgecache.oci import DOCKER_HUB, Digest, is_tag, official_repository, validate_name
+from edgecache.oci import (
+    Digest,
+    canonical_registry,
+    is_tag,
+    names_registry,
+    official_repository,
+    validate_name,
+)
 
 Kind = Literal["manifests", "blobs", "tags", "referrers"]
 
 _PATH_RE = re.compile(r"^(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<ref>[^/]+)$")
-# Docker Hub answers to several host names; containerd sends `ns=docker.io`, others the API host.
-DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +48,22 @@ class Target:
     repository: str
     kind: Kind
     reference: str  # a tag or digest for manifests, a digest for blobs and referrers, "list"
+    # the reference parsed, when it is a digest: parsed once here, carried to the store
+    digest: Digest | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.digest is None and ":" in self.reference:  # a tag has no ':'
+            object.__setattr__(self, "digest", Digest.parse(self.reference))
 
     @property
     def is_digest(self) -> bool:
-        return ":" in self.reference
+        return self.digest is not None
 
-
-def _looks_like_host(component: str) -> bool:
-    """Docker's rule: a first component with a dot or a port, or `localhost`, is a registry."""
-    return "." in component or ":" in component or component == "localhost"
+    def content_digest(self) -> Digest:
+        """The digest a blob (or digest-named manifest) request names."""
+        if self.digest is None:
+            raise DigestInvalid(f"{self.reference[:200]!r} is not a digest")
+        return self.digest
 
 
 class Router:
@@ -59,12 +72,7 @@ class Router:
         self._default = default
 
     def _canonical(self, registry: str) -> str | None:
-        registry = registry.lower()
-        if registry in self._upstreams:
-            return registry
-        if registry in DOCKER_HUB_ALIASES and DOCKER_HUB in self._upstreams:
-            return DOCKER_HUB
-        return None
+        return canonical_registry(registry, self._upstreams)
 
     def resolve(self, path: str, ns: str | None) -> Target:
         """Parse the part of the URL path after `/v2/` (still percent-encoded) and `?ns=`, for a
@@ -85,11 +93,13 @@ class Router:
             raise NotOffered(f"not a registry API endpoint: /v2/{path[:200]}")
         upstream, repository = self._split(name, ns)
         repository = official_repository(upstream, validate_name(repository))
+        digest = None
         if kind in ("blobs", "referrers") or (kind == "manifests" and ":" in ref):
-            ref = str(Digest.parse(ref))  # a tag has no ':', so this one means a digest
+            digest = Digest.parse(ref)  # a tag has no ':', so this one means a digest
+            ref = str(digest)
         elif kind == "manifests" and not is_tag(ref):
             raise ManifestUnknown(f"manifest unknown: {ref[:200]!r} is neither a tag nor a digest")
-        return Target(upstream, repository, kind, ref)  # type: ignore[arg-type]
+        return Target(upstream, repository, kind, ref, digest)  # type: ignore[arg-type]
 
     def _split(self, name: str, ns: str | None) -> tuple[str, str]:
         head, sep, rest = name.partition("/")
@@ -101,7 +111,7 @@ class Router:
             if sep and self._canonical(head) == upstream:
                 return upstream, rest
             return upstream, name
-        if sep and (_looks_like_host(head) or self._canonical(head) is not None):
+        if sep and (names_registry(head) or self._canonical(head) is not None):
             upstream = self._canonical(head)
             if upstream is None:
                 raise NameUnknown(f"registry {head[:100]!r} is not configured on this mirror")

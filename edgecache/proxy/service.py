@@ -14,9 +14,7 @@
 - A blob is served from disk when cached; otherwise every request joins the one `Fill` for that
   digest. A HEAD of anything uncached asks the upstream without downloading, so a cache can be
   chained behind edgecache.
-- Manifests are stored byte-exact, after their digest is checked, under the media type their
-  body declares (the upstream's Content-Type only when the body names none: the bytes are what
-  the digest covers, so every upstream agrees on them); they are never converted.
+- Manifests are kept by `proxy/manifests.py`: byte-exact, after their digest is checked.
 - Everything shared between requests passes the claim check (`proxy/claims.py`) before it
   answers a route: cached content, a download another request started, a size. Upstream work a
   request waits for is keyed by upstream and repository (manifest fetches, HEADs), or, for a
@@ -24,6 +22,8 @@
   fails for another route's reason (another upstream, another repository's 404) asks its own.
 - Absent content: concurrent identical questions share one upstream request and a confirmed 404
   is remembered for `cache.negative_ttl` (`proxy/lookups.py`); never for a cached tag.
+- A tag list is the upstream's (sorted and paged by `proxy/tags.py`), or the tags the index
+  knows when the upstream cannot answer (stale); referrers are passed through, never cached.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from edgecache.errors import (
     EdgecacheError,
     NotFound,
     UpstreamAuthError,
-    UpstreamBadResponse,
     UpstreamError,
 )
 from edgecache.metrics import Metrics
@@ -53,7 +52,7 @@ from edgecache.proxy.negative import Absences, Key
 from edgecache.proxy.referrers import Referrers, list_referrers
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
-from edgecache.proxy.tags import TagPage, TagQuery, page
+from edgecache.proxy.tags import TagPage, TagQuery, page, upstream_page
 from edgecache.storage.store import Store, Stored
 from edgecache.upstream.client import BlobStream, ManifestInfo, UpstreamClient
 
@@ -94,22 +93,29 @@ class RegistryService:
         await asyncio.gather(self._manifest_fetches.close(), self._tag_heads.close(),
                              self._lookups.close())
 
-    # ---- manifests ----------------------------------------------------------------------------
-
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
         if target.is_digest:
-            local = self._manifests.local(target.reference, head)
-            if local is not None:
-                await self._claims.check(target, client)
-                return local
-            if head:
-                info = await self._lookups.head_manifest(client, target.repository,
-                                                         target.reference)
-                if info.media_type and info.size is not None:
-                    return ManifestAnswer(target.reference, info.media_type, info.size, None,
-                                          "upstream")
-            return await self._fetch_manifest(client, target.repository, target.reference)
+            return await self._by_digest(target, client, head)
+        return await self._by_tag(target, client, head)
+
+    async def _by_digest(self, target: Target, client: UpstreamClient,
+                         head: bool) -> ManifestAnswer:
+        """Cached (after the claim check) or asked: a HEAD without the body when it can."""
+        local = self._manifests.local(target.reference, head)
+        if local is not None:
+            await self._claims.check(target, client)
+            return local
+        if head:
+            info = await self._lookups.head_manifest(client, target.repository,
+                                                     target.reference)
+            if info.media_type and info.size is not None:
+                return ManifestAnswer(target.reference, info.media_type, info.size, None,
+                                      "upstream")
+        return await self._fetch_manifest(client, target.repository, target.reference)
+
+    async def _by_tag(self, target: Target, client: UpstreamClient,
+                      head: bool) -> ManifestAnswer:
         key = (target.upstream, target.repository, target.reference)
         record = self._store.tag(*key)
         cached = self._manifests.local(record.digest, head) if record else None
@@ -119,27 +125,9 @@ class RegistryService:
             # It has left someone waiting since it last answered: ask, but do not wait.
             self._tag_heads.start(key, lambda: self._revalidate(client, key))
             return self._stale(key, cached, "upstream suspect, revalidating in the background")
-        absence: Key = (target.upstream, target.repository, "manifests", target.reference)
-        if cached is None:  # a cached tag is always asked: never answered from the memory
-            self._lookups.check(absence)
-        revalidation = self._lookups.guard(
-            absence, self._tag_heads.run(key, lambda: self._revalidate(client, key)),
-            remember=cached is None)
-        try:
-            if cached is None:
-                info = await revalidation
-            else:
-                info = await asyncio.wait_for(revalidation, self._cache.revalidate_timeout)
-        except TimeoutError as exc:
-            if cached is None:
-                raise
-            timeout = self._cache.revalidate_timeout
-            client.health.no_answer(str(exc) or f"no answer to a tag HEAD within {timeout:g}s")
-            return self._stale(key, cached, str(exc) or "no answer in time")
-        except UpstreamError as exc:
-            if cached is None:
-                raise
-            return self._stale(key, cached, str(exc))
+        info = await self._revalidated(target, client, key, cached)
+        if isinstance(info, ManifestAnswer):
+            return info  # stale
         digest = _upstream_digest(target.upstream, info.digest)
         if digest is not None:
             local = self._manifests.local(digest, head)
@@ -153,6 +141,32 @@ class RegistryService:
                                             check=False, remember=cached is None or bool(digest))
         self._store.set_tag(*key, answer.digest)
         return answer if not head else replace(answer, body=None)
+
+    async def _revalidated(self, target: Target, client: UpstreamClient,
+                           key: tuple[str, str, str],
+                           cached: ManifestAnswer | None) -> ManifestInfo | ManifestAnswer:
+        """The stale decision: the tag's HEAD, or, when it fails or is late and the tag is
+        cached, the cached answer (stale-if-error). An uncached tag waits and fails."""
+        absence: Key = (target.upstream, target.repository, "manifests", target.reference)
+        if cached is None:  # a cached tag is always asked: never answered from the memory
+            self._lookups.check(absence)
+        revalidation = self._lookups.guard(
+            absence, self._tag_heads.run(key, lambda: self._revalidate(client, key)),
+            remember=cached is None)
+        try:
+            if cached is None:
+                return await revalidation
+            return await asyncio.wait_for(revalidation, self._cache.revalidate_timeout)
+        except TimeoutError as exc:
+            if cached is None:
+                raise
+            timeout = self._cache.revalidate_timeout
+            client.health.no_answer(str(exc) or f"no answer to a tag HEAD within {timeout:g}s")
+            return self._stale(key, cached, str(exc) or "no answer in time")
+        except UpstreamError as exc:
+            if cached is None:
+                raise
+            return self._stale(key, cached, str(exc))
 
     def _stale(self, key: tuple[str, str, str], cached: ManifestAnswer,
                why: str) -> ManifestAnswer:
@@ -181,13 +195,11 @@ class RegistryService:
         return await self._lookups.guard(key, self._manifest_fetches.run(
             key, lambda: self._manifests.download(client, repository, reference)), remember)
 
-    # ---- blobs --------------------------------------------------------------------------------
-
     def known_size(self, target: Target) -> int | None:
         """The blob's size if we know it without asking anyone (cached, or downloading) and the
         route may know it without asking either: a size says the blob exists, and so would
         asking its upstream (a 404 or a 503 where a blob we do not hold gets neither)."""
-        digest = Digest.parse(target.reference)
+        digest = target.content_digest()
         fill = self._fills.get(digest)
         if not self._claims.free(target, {fill.upstream} if fill is not None else frozenset()):
             return None
@@ -210,7 +222,7 @@ class RegistryService:
         return fill, stored
 
     async def blob(self, target: Target, head: bool) -> BlobAnswer:
-        digest = Digest.parse(target.reference)
+        digest = target.content_digest()
         client = self._upstreams[target.upstream]
         key: Key = (target.upstream, target.repository, "blobs", target.reference)
         attempts = 0
@@ -254,20 +266,12 @@ class RegistryService:
 
         return opener
 
-    # ---- tags ---------------------------------------------------------------------------------
-
     async def tags(self, target: Target, query: TagQuery) -> tuple[TagPage, str]:
         """The page of the upstream's tag list (`proxy/tags.py`: sorted, paged by us), or of the
         tags we know of when it cannot answer; and the source ("upstream" or "stale")."""
         client = self._upstreams[target.upstream]
         try:
-            try:
-                tags, link = await client.list_tags(target.repository, query.upstream())
-            except UpstreamBadResponse:  # maybe n + 1 over the upstream's own limit
-                if query.n is None:
-                    raise
-                tags, link = await client.list_tags(target.repository, query.upstream(extra=0))
-            return page(tags, query, link), "upstream"
+            return await upstream_page(client, target.repository, query), "upstream"
         except UpstreamError:
             known = self._store.tags(target.upstream, target.repository)
             if not known:

@@ -3,7 +3,9 @@
 The call runs as its own task, shielded from callers: a client that disconnects does not cancel
 the fetch that other clients (and the cache) are waiting for. So the task outlives its callers,
 and this object is its owner: `close()` (at shutdown, before the clients and index the calls use
-are closed) cancels every call still running and waits until each has ended.
+are closed) cancels every call still running and waits until each has ended. A call may also
+be a future that cannot be cancelled once running (a thread's work): its owner stops what feeds
+it and then `drain()`s instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ class SingleFlight(Generic[K, V]):
     def __init__(self) -> None:
         self._calls: dict[K, asyncio.Task[V]] = {}
         self._closed = False
+
+    def __len__(self) -> int:
+        """Calls in flight."""
+        return len(self._calls)
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._calls
 
     async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
         return await asyncio.shield(self.start(key, call))
@@ -43,6 +52,10 @@ class SingleFlight(Generic[K, V]):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait until every call in flight has ended, cancelling none."""
+        await asyncio.gather(*self._calls.values(), return_exceptions=True)
 
     def _done(self, key: K, task: asyncio.Task[V]) -> None:
         if self._calls.get(key) is task:

@@ -18,6 +18,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from edgecache.errors import UpstreamBadResponse
+from edgecache.upstream.client import UpstreamClient
+
 MAX_PAGE = 10_000  # a larger `n` gets this many and a Link, as the spec allows
 _NEXT = re.compile(r'rel\s*=\s*"?next"?', re.IGNORECASE)
 
@@ -66,3 +69,15 @@ def page(tags: Iterable[object], query: TagQuery, upstream_link: str | None = No
         more = more or len(found) > query.n
         found = found[: query.n]
     return TagPage(found, more and bool(found))
+
+
+async def upstream_page(client: UpstreamClient, repository: str, query: TagQuery) -> TagPage:
+    """The page of the upstream's list; an upstream that refuses n + 1 (over its own limit) is
+    asked for n."""
+    try:
+        tags, link = await client.list_tags(repository, query.upstream())
+    except UpstreamBadResponse:
+        if query.n is None:
+            raise
+        tags, link = await client.list_tags(repository, query.upstream(extra=0))
+    return page(tags, query, link)

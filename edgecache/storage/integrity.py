@@ -15,8 +15,10 @@ takes a durable index write per publish (synchronous=NORMAL loses the last commi
 loss while the renamed file survives), and a file whose pending row was lost is the same
 unknown. The cost here falls only on the few files a crash caught: one HEAD per route.
 
-`verify` re-hashes every blob (the `edgecache verify` command): what does not match its name is
-reported and, with repair, removed together with its index row.
+`verify` re-hashes every blob (the `edgecache verify` command) and reports what does not match
+its name, rows without files and files without rows. With repair it reconciles first (as
+above), then removes each corrupt blob with the manifests that reference it and their rows: the
+index never claims an image it cannot serve whole.
 """
 
 from __future__ import annotations
@@ -29,14 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecache.errors import EdgecacheError
-from edgecache.oci import ALGORITHMS, Digest, manifest_children, manifest_media_type
+from edgecache.oci import (
+    ALGORITHMS,
+    MANIFEST_LIMIT,
+    Digest,
+    Hashing,
+    manifest_children,
+    manifest_media_type,
+)
 from edgecache.policy import with_parents
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import UNKNOWN_OWNER, Index
 
 log = logging.getLogger(__name__)
 
-MANIFEST_SNIFF_LIMIT = 4 * 1024 * 1024
 HASH_CHUNK = 1 << 20
 
 
@@ -89,7 +97,7 @@ def _published(blobs: BlobStore) -> Iterator[tuple[str, str | None]]:
 def _adopt(blobs: BlobStore, index: Index, path: Path, digest: Digest) -> None:
     size = path.stat().st_size
     media_type, children = None, []
-    if size <= MANIFEST_SNIFF_LIMIT:
+    if size <= MANIFEST_LIMIT:
         with path.open("rb") as handle:
             head = handle.read(1)
         if head == b"{":
@@ -133,11 +141,11 @@ def verify(blobs: BlobStore, index: Index, repair: bool,
             continue
         report.checked += 1
         digest = Digest.parse(key)
-        hasher = digest.hasher()
+        hashing = Hashing(digest)
         with open(path, "rb") as handle:
             while chunk := handle.read(HASH_CHUNK):
-                hasher.update(chunk)
-        ok = hasher.hexdigest() == digest.hex
+                hashing.update(chunk)
+        ok = hashing.matches()
         if progress is not None:
             progress(str(digest), ok)
         if ok:

@@ -1,13 +1,16 @@
 """Keeping the cache within its budget: accounting, space reservations, eviction batches.
 
-`used` is exact: the index's sum of sizes at start (after reconciliation), then kept by every
-publish and eviction. A blob of known size reserves its bytes before the first one is written;
-when no room can be made (everything left is pinned, or the blob is larger than the whole
-budget) the reservation is refused and the blob is streamed to clients without being cached.
+`used` is the index's sum of sizes at start (after reconciliation), then kept by every publish
+and eviction here, and re-read from the index (one row) by every janitor pass: `edgecache
+import` publishes, and may evict, from another process. A blob of known size reserves its bytes
+before the first one is written; when no room can be made (everything left is pinned, or the
+blob is larger than the whole budget) the reservation is refused and the blob is streamed to
+clients without being cached.
 Eviction runs only when usage crosses the high watermark, never because time passed, and never
 on the event loop: `storage/eviction.py` runs it in a child process, one run at a time. A
 reservation that needs room awaits it; `check()` after a publish only asks for it, and the
-janitor (app.py) runs it. Everything on the loop here is O(1): the index keeps its totals.
+janitor (app.py) runs it. Nothing on the loop here grows with the store: the index keeps its
+totals (flushing access times before an eviction costs what was accessed since the last flush).
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,6 @@ class UpstreamHealth:
                  on_change: StateChange | None = None) -> None:
         self.name = name
         self.up = True
-        self.last_success: float | None = None
         self._probe = probe
         self._threshold = max(1, threshold)
         self._backoff_initial = backoff_initial
@@ -51,7 +49,6 @@ class UpstreamHealth:
     def success(self) -> None:
         """One exchange succeeded whole (for a GET: its body read to the end)."""
         self._failures = 0
-        self.last_success = time.time()
         self.answered()
         if not self.up:
             self._set(True, "answering again")

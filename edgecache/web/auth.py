@@ -45,6 +45,7 @@ from aiohttp import web
 
 from edgecache.config import AuthConfig
 from edgecache.errors import TooManyRequests, Unauthorized
+from edgecache.proxy.singleflight import SingleFlight
 from edgecache.web import challenge
 from edgecache.web.challenge import Refusal
 from edgecache.web.tokens import TokenSigner
@@ -119,7 +120,7 @@ class ClientAuth:
         self._max_checks = max(1, max_checks)
         self._max_waiting = max(0, max_waiting)
         self._pool: ThreadPoolExecutor | None = None  # made at the first check
-        self._checks: dict[bytes, asyncio.Future[bool]] = {}  # running or queued, by key
+        self._checks: SingleFlight[bytes, bool] = SingleFlight()  # running or queued, by key
         self.hashes_checked = 0  # bcrypt computations started: what a guesser costs us
         self._reload()
 
@@ -235,23 +236,15 @@ class ClientAuth:
     async def _bcrypt(self, key: bytes, password: bytes, hashed: bytes) -> bool:
         """bcrypt on this object's threads; a caller that leaves does not free its place
         (the thread cannot be stopped), so the bound counts computations, not waiters."""
-        check = self._checks.get(key)
-        if check is None:
-            if len(self._checks) >= self._max_checks + self._max_waiting:
-                raise TooManyRequests("too many password checks in progress; retry shortly")
+        def compute() -> asyncio.Future[bool]:  # only when no check of `key` is in flight
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._max_checks, thread_name_prefix="bcrypt")
-            check = asyncio.wrap_future(self._pool.submit(checkpw, password, hashed))
-            self._checks[key] = check
             self.hashes_checked += 1
-            check.add_done_callback(lambda done: self._checked(key, done))
-        return await asyncio.shield(check)
+            return asyncio.wrap_future(self._pool.submit(checkpw, password, hashed))
 
-    def _checked(self, key: bytes, check: asyncio.Future[bool]) -> None:
-        if self._checks.get(key) is check:
-            del self._checks[key]
-        if not check.cancelled():
-            check.exception()  # retrieved: every caller may have left
+        if key not in self._checks and len(self._checks) >= self._max_checks + self._max_waiting:
+            raise TooManyRequests("too many password checks in progress; retry shortly")
+        return await self._checks.run(key, compute)
 
     async def close(self) -> None:
         """At shutdown: queued checks are dropped, running ones (at most `max_checks`, each a
@@ -260,7 +253,7 @@ class ClientAuth:
         if pool is None:
             return
         pool.shutdown(wait=False, cancel_futures=True)
-        await asyncio.gather(*self._checks.values(), return_exceptions=True)
+        await self._checks.drain()
 
 
 def checkpw(password: bytes, hashed: bytes) -> bool:

@@ -117,6 +117,15 @@ def body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
     return len(body) if isinstance(body, bytes | bytearray) else response.body_length
 
 
+class AccessFields(dict[str, Any]):
+    """A JSON access line, kept as fields until a handler formats it: the JSON formatter puts
+    them into its own document (one encoding per request, not encode, decode and encode again);
+    any other handler gets the JSON text."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, separators=(",", ":"))
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request; `log_format` json or plain (chosen by the composition root).
     `bytes` is the body bytes sent (`body_bytes`), never the headers."""
@@ -127,7 +136,7 @@ class AccessLogger(AbstractAccessLogger):
         access: Mapping[str, str] = request.get(ACCESS) or _NO_ACCESS
         sent = body_bytes(request, response)
         if self.json_format:
-            self.logger.info(json.dumps({
+            self.logger.info(AccessFields({
                 "id": request.get(REQUEST_ID, "-"),
                 "remote": request.remote,
                 "method": request.method,
@@ -138,7 +147,7 @@ class AccessLogger(AbstractAccessLogger):
                 "route": access.get("route", "-"),
                 "upstream": access.get("upstream", "-"),
                 "result": access.get("result", "-"),
-            }, separators=(",", ":")))
+            }))
         else:  # formatted here: one string argument is the cheapest LogRecord to make
             self.logger.info(
                 f'{request.get(REQUEST_ID, "-")} {request.remote} "{request.method} '
@@ -195,13 +204,12 @@ class _MalformedRequests(logging.Filter):
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == "aiohttp.access" and message.startswith("{"):
+        if isinstance(record.msg, AccessFields):
             doc: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname,
-                                   "logger": "access", **json.loads(message)}
+                                   "logger": "access", **record.msg}
         else:
             doc = {"time": self.formatTime(record), "level": record.levelname,
-                   "logger": record.name, "message": message}
+                   "logger": record.name, "message": record.getMessage()}
             if record.exc_info:
                 doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, separators=(",", ":"))

@@ -6,15 +6,21 @@ of what warm fetched.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
+
 from edgecache import config as config_mod
+from edgecache.airgap.endpoint import find_service, local_service
 from edgecache.airgap.platform import parse_platforms
 from edgecache.airgap.progress import Progress
-from edgecache.airgap.warm import find_service, read_image_list, warm
+from edgecache.airgap.warm import Warmer, read_image_list, warm
+from edgecache.cli import main
 from edgecache.config import Config
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import make_image, make_index, make_layer, sha256
@@ -186,3 +192,35 @@ async def test_a_manifest_that_arrives_in_pieces_is_read_to_its_end(
         relay.close()
     assert not report.failed, report.lines()
     assert stored(edge.storage)[sha256(body)] == body
+
+
+def test_an_image_list_that_is_not_utf8_is_one_line_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_bytes(b"docker.io/library/alpine:3.20\n\xff\xfe\n")
+    assert main(["warm", "--file", str(listing), "--storage-path", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(listing) in err[0] and "UTF-8" in err[0], err
+
+
+async def test_blob_fetches_do_not_outlive_a_cancelled_warm(
+        fake: FakeRegistry, tmp_path: Path) -> None:
+    """A blob fetch is shielded from the image waiting on it; cancelling the warm itself must
+    still cancel and await it, whatever the session or server does next."""
+    image = make_image([make_layer(64 * 1024, 11)])
+    fake.add_image("team/held", image, tags=["1"])
+    layer = sha256(image.layers[0].data)
+    arrived = fake.arrival(f"/blobs/{layer}", method="GET")
+    gate = fake.hold(f"/blobs/{layer}", method="GET")
+    config = make_config(tmp_path, fake)
+    async with local_service(config) as endpoint, aiohttp.ClientSession() as session:
+        warmer = Warmer(session, endpoint, quiet())
+        task = asyncio.create_task(warmer.warm([f"{UPSTREAM}/team/held:1"]))
+        await asyncio.wait_for(arrived.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fetches = [t for t in asyncio.all_tasks()
+                   if getattr(t.get_coro(), "__qualname__", "") == "Warmer._fetch_blob"]
+        gate.set()  # let the service's own fill finish before it stops
+        assert fetches == []

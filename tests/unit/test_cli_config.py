@@ -3,6 +3,8 @@ quota, and a bad configuration is one stderr line per problem with exit code 2."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import yaml
 
 from edgecache import cli
 from edgecache.config import Size
+from tests.support.registry import free_port
 
 # every subcommand that takes --storage-path, with the arguments it needs to parse
 SUBCOMMANDS = [
@@ -61,3 +64,29 @@ def test_check_config_prints_one_line_per_problem(tmp_path: Path,
         "cache.revalidate_timeout"]
     assert all(line.startswith("edgecache: config: ") for line in captured.err.splitlines())
     assert "secret" not in captured.err
+
+
+def test_an_upstream_password_file_that_is_not_utf8_stops_serve_in_one_line(
+        tmp_path: Path) -> None:
+    """The password is read when the upstream's client is made (at start), not at load: a
+    file that is not UTF-8 must still be one line naming the key, not a traceback."""
+    password, tokens = tmp_path / "password", tmp_path / "tokens"
+    password.write_bytes(b"\xff\xfe\n")
+    tokens.write_text("a-client-token-of-enough-length-0123456789\n")
+    for secret in (password, tokens):
+        secret.chmod(0o600)
+    config = tmp_path / "edgecache.yaml"
+    config.write_text(yaml.safe_dump({
+        "listen": {"http": f"127.0.0.1:{free_port()}", "https": None},
+        "storage": {"path": str(tmp_path / "cache")}, "metrics": {"listen": None},
+        "auth": {"tokens_file": str(tokens)},
+        "upstreams": {"private.test": {"url": "http://127.0.0.1:9", "username": "u",
+                                       "password_file": str(password)}},
+        "default_upstream": "private.test"}))
+
+    # its own process: serve configures the root logger
+    done = subprocess.run([sys.executable, "-m", "edgecache", "serve", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    err = done.stderr.strip().splitlines()
+    assert err == [f"edgecache: upstreams.private.test.password_file {password}: not UTF-8"], err

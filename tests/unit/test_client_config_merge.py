@@ -184,3 +184,27 @@ def test_a_symlinked_file_is_written_through_the_link(tmp_path: Path) -> None:
     assert json.loads(managed.read_text())["registry-mirrors"] == ["http://127.0.0.1:30080"]
     assert json.loads(link.with_name("daemon.json.edgecache-bak").read_text()) == {
         "data-root": "/srv/docker"}
+
+
+@pytest.mark.parametrize("address", ["../../x", "../../x:5000", "a/b", ":5000", "[mirror]",
+                                     "host:99999", "mirror.example:5000/x", ""])
+def test_an_address_that_is_not_host_or_host_port_is_refused_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], address: str) -> None:
+    """`--address` names a directory (`certs.d/<address>/`) and a mirror URL: a path in it
+    would write outside the tree."""
+    config, root = write_config(tmp_path), tmp_path / "root"
+    assert run("--config", str(config), "--out", str(root), "--address", address) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgecache: --address"), err
+    assert not root.exists() and not (tmp_path / "x").exists()
+
+
+def test_host_and_host_port_addresses_are_accepted(tmp_path: Path) -> None:
+    config, root = write_config(tmp_path), tmp_path / "root"
+    assert run("--config", str(config), "--out", str(root), "--address", "mirror.example",
+               "--address", "10.0.0.5:5000", "--address", "[fd00::1]:5000",
+               "--address", "fd00::2", "--address", "[fd00::3]") == 0
+    hosts = tomllib.loads((root / "etc/containerd/certs.d/docker.io/hosts.toml").read_text())
+    for url in ("http://mirror.example:30080", "http://10.0.0.5:5000",
+                "http://[fd00::1]:5000", "http://[fd00::2]:30080", "http://[fd00::3]:30080"):
+        assert url in hosts["host"], hosts

@@ -7,13 +7,13 @@ inputs, against a declarative statement of the rule rather than a copy of the al
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecache.policy import Entry, Limits, Usage, budget, bytes_to_free, closure, select_victims
+from edgecache.policy import Entry, Limits, Usage, budget, bytes_to_free, choose_victims, closure
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -109,7 +109,7 @@ def test_bytes_to_free_lands_at_the_low_watermark(max_size: int | None, min_free
         assert after - need <= total * low + 1  # at (or below) the low watermark
 
 
-# ---- select_victims -----------------------------------------------------------------------------
+# ---- choose_victims -----------------------------------------------------------------------------
 
 
 class Graph:
@@ -140,27 +140,33 @@ class Graph:
 
 
 def entries_of(spec: dict[str, tuple[int, float]]) -> list[Entry]:
-    return [Entry(d, size, access) for d, (size, access) in spec.items()]
+    """In the order `Index.lru` reads them: oldest access first, then by digest."""
+    return sorted((Entry(d, size, access) for d, (size, access) in spec.items()),
+                  key=lambda e: (e.last_access, e.digest))
 
 
 def sizes_of(spec: dict[str, tuple[int, float]]) -> dict[str, int]:
     return {d: size for d, (size, _) in spec.items()}
 
 
+def size_of(spec: dict[str, tuple[int, float]]) -> Callable[[str], int]:
+    return sizes_of(spec).__getitem__
+
+
 def test_least_recently_used_goes_first_and_only_as_much_as_needed() -> None:
     spec = {"new": (10, 300.0), "old": (10, 100.0), "mid": (10, 200.0)}
-    victims = select_victims(entries_of(spec), 15, set(), Graph().parents, sizes_of(spec))
+    victims = choose_victims(entries_of(spec), 15, set(), Graph().parents, size_of(spec))
     assert victims == ["old", "mid"]
 
 
 def test_nothing_needed_nothing_chosen() -> None:
     spec = {"a": (10, 1.0)}
-    assert select_victims(entries_of(spec), 0, set(), Graph().parents, sizes_of(spec)) == []
+    assert choose_victims(entries_of(spec), 0, set(), Graph().parents, size_of(spec)) == []
 
 
 def test_a_protected_digest_is_never_chosen_even_when_that_frees_too_little() -> None:
     spec = {"pinned": (100, 1.0), "other": (10, 2.0)}
-    victims = select_victims(entries_of(spec), 1000, {"pinned"}, Graph().parents, sizes_of(spec))
+    victims = choose_victims(entries_of(spec), 1000, {"pinned"}, Graph().parents, size_of(spec))
     assert victims == ["other"]
 
 
@@ -169,7 +175,7 @@ def test_a_blob_takes_the_manifests_that_reference_it_along() -> None:
     graph = Graph([("index", "manifest"), ("manifest", "layer"), ("manifest", "config")])
     spec = {"layer": (50, 1.0), "config": (1, 9.0), "manifest": (2, 9.0), "index": (1, 9.0),
             "unrelated": (50, 5.0)}
-    victims = select_victims(entries_of(spec), 10, set(), graph.parents, sizes_of(spec))
+    victims = choose_victims(entries_of(spec), 10, set(), graph.parents, size_of(spec))
     assert sorted(victims) == ["index", "layer", "manifest"]
     assert "unrelated" not in victims
 
@@ -180,16 +186,16 @@ def test_a_blob_whose_parent_is_protected_stays() -> None:
                    ("other-manifest", "own")])
     spec = {"shared": (50, 1.0), "own": (50, 2.0), "other-manifest": (1, 3.0),
             "pinned-manifest": (1, 4.0)}
-    victims = select_victims(entries_of(spec), 10, {"pinned-manifest"}, graph.parents,
-                             sizes_of(spec))
+    victims = choose_victims(entries_of(spec), 10, {"pinned-manifest"}, graph.parents,
+                             size_of(spec))
     assert sorted(victims) == ["other-manifest", "own"]
 
 
 def test_a_blob_whose_grandparent_is_protected_stays() -> None:
     graph = Graph([("pinned-index", "manifest"), ("manifest", "layer")])
     spec = {"layer": (50, 1.0), "manifest": (1, 1.0), "pinned-index": (1, 1.0)}
-    victims = select_victims(entries_of(spec), 10, {"pinned-index"}, graph.parents,
-                             sizes_of(spec))
+    victims = choose_victims(entries_of(spec), 10, {"pinned-index"}, graph.parents,
+                             size_of(spec))
     assert victims == []
 
 
@@ -221,7 +227,8 @@ def test_victims_are_the_shortest_lru_prefix_of_evictable_entries_with_their_par
         case: tuple[dict[str, tuple[int, float]], Graph, set[str], int]) -> None:
     spec, graph, protected, need = case
     sizes = sizes_of(spec)
-    victims = select_victims(entries_of(spec), need, protected, graph.parents, sizes)
+    victims = choose_victims(entries_of(spec), need, protected, graph.parents,
+                             sizes.__getitem__)
 
     assert len(victims) == len(set(victims))
     chosen = set(victims)

@@ -188,7 +188,7 @@ def test_sighup_reload_swaps_the_chain_in_the_live_context(tmp_path: Path) -> No
 
     cert.write_bytes((b / "server.crt").read_bytes())
     key.write_bytes((b / "server.key").read_bytes())
-    tls.reload()
+    tls.apply(tls.resolve())
     assert tls.context is context
     handshake(ssl.create_default_context(cafile=str(b / "ca.crt")), context, "two.edge.test")
     with pytest.raises(ssl.SSLCertVerificationError):  # the old chain is no longer served
@@ -212,7 +212,7 @@ def test_a_failed_reload_keeps_serving_the_current_certificate(tmp_path: Path) -
         cert.write_bytes((b / "server.crt").read_bytes())  # the new certificate...
         key.write_bytes(broken_key)  # ...with the old key, or a key file cut short
         with pytest.raises(ConfigError):
-            tls.reload()
+            tls.apply(tls.resolve())
         handshake(trust_a, tls.context, "one.edge.test")
 
 
@@ -222,7 +222,8 @@ def test_the_serving_side_never_imports_cryptography(tmp_path: Path) -> None:
     short-lived `python -m edgecache.ca` child."""
     code = ("import sys; from pathlib import Path; from edgecache.tls import ServerTls\n"
             f"tls = ServerTls('', '', {EXTRA!r}, Path({str(tmp_path / 'tls')!r}))\n"
-            "tls.reload(); ServerTls('', '', (), tls.files.cert.parent).reload()\n"
+            "tls.apply(tls.resolve())\n"
+            "again = ServerTls('', '', (), tls.files.cert.parent); again.apply(again.resolve())\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
