@@ -25,7 +25,7 @@ from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.images import DOCKER_MANIFEST
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo, verify_dir_layout, verify_oci_layout
-from tests.unit.test_quota import fill_disk, mounted_tmpfs
+from tests.unit.storage.test_quota import fill_disk, mounted_tmpfs
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import make_layer
-from tests.unit.test_quota import Store, fetch, published, serving, start_fake
+from tests.unit.storage.test_quota import Store, fetch, published, serving, start_fake
 
 KiB = 1 << 10
 POLLS = 1000  # x 10 ms: every wait below is bounded
