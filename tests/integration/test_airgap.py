@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.support.edgecache import StartEdgecache
 from tests.support.images import OCI_MANIFEST, make_image, make_layer
 from tests.support.registry import DockerRegistry, free_port
 from tests.support.skopeo import Skopeo, verify_dir_layout, verify_oci_layout
+from tests.support.waiting import holds_within
 
 pytestmark = pytest.mark.integration
 
@@ -217,10 +217,9 @@ def test_a_skopeo_oci_archive_imports_into_a_running_service_and_serves(
             assert data == blobs[digest], digest  # what skopeo wrote is what is served
 
     on_disk = sum(served.stored_blobs().values())
-    for _ in range(100):  # bounded: the janitor runs every second
-        if _cache_size_metric(served.metrics_url) == on_disk:
-            break
-        time.sleep(0.1)
+    # the janitor runs every second
+    holds_within(lambda: _cache_size_metric(served.metrics_url) == on_disk, timeout=10.0,
+                 interval=0.1)
     assert _cache_size_metric(served.metrics_url) == on_disk
 
 

@@ -20,8 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
@@ -33,6 +31,7 @@ from tests.support.httpclient import fetch
 from tests.support.images import Blob, Image, make_image
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo, verify_oci_layout
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -143,16 +142,6 @@ def file_sha256(path: Path) -> str:
 def blob_file(storage: Path, digest: str) -> Path:
     hexpart = digest.removeprefix("sha256:")
     return storage / "blobs" / "sha256" / hexpart[:2] / hexpart
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Bounded poll for a state (not a duration assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"never happened: {what}")
 
 
 def part_files(storage: Path) -> list[Path]:

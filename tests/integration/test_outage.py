@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.images import Blob, make_image, make_layer
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo, verify_dir_layout, verify_oci_layout
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +54,8 @@ def start(edgecaches: StartEdgecache, name: str, upstream_url: str,
 
 
 def wait_for_log(ec: EdgecacheProcess, needle: str, count: int = 1) -> None:
-    deadline = time.monotonic() + LOG_WAIT
-    while time.monotonic() < deadline:
-        if ec.log().count(needle) >= count:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"edgecache did not log {needle!r} ({count}x) within {LOG_WAIT:g}s; log tail:\n"
-                f"{ec.log()[-3000:]}", pytrace=False)
+    wait_until(lambda: ec.log().count(needle) >= count, f"edgecache to log {needle!r} ({count}x)",
+               timeout=LOG_WAIT, interval=0.05, describe=lambda: f"log tail:\n{ec.log()[-3000:]}")
 
 
 def stale_serves(ec: EdgecacheProcess, seeded: Seeded) -> int:

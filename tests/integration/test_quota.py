@@ -18,14 +18,14 @@ from tests.integration.test_crash import (
     edgecache_cli,
     part_files,
     verify_clean,
-    wait_until,
 )
 from tests.support.corpus import HUB, Corpus, MiB, Seeded
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.images import DOCKER_MANIFEST
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo, verify_dir_layout, verify_oci_layout
-from tests.unit.test_quota import fill_disk, mounted_tmpfs
+from tests.support.waiting import wait_until
+from tests.unit.storage.test_quota import fill_disk, mounted_tmpfs
 
 pytestmark = pytest.mark.integration
 

@@ -374,7 +374,7 @@ def test_slow_loris_is_cut_at_the_idle_timeout_while_others_are_served(
                     closed[name] = time.monotonic() - started
             # meanwhile, another client is served
             assert status_of(raw_exchange(ec.port, get("/v2/"), timeout=5)) == 200
-            time.sleep(0.1)
+            time.sleep(0.1)  # the lorises' drip rate: the attack's pace, not an event stand-in
     finally:
         for sock in [*lorises, idle, keepalive]:
             sock.close()

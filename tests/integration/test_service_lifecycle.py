@@ -35,6 +35,7 @@ from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.images import Blob
 from tests.support.registry import DockerRegistry, free_port, stop
 from tests.support.throttle import ThrottledRelay
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +45,7 @@ NOWHERE = {"docker.io": "http://127.0.0.1:9"}  # an upstream these tests never r
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    wait_until(predicate, what, timeout=timeout)
 
 
 def served_cert(port: int) -> x509.Certificate:
@@ -184,7 +180,7 @@ def test_sighup_swaps_the_certificate_for_new_connections_while_a_download_strea
                     return
                 hasher.update(chunk)
                 received += len(chunk)
-                time.sleep(0.002)
+                time.sleep(0.002)  # a slow client is the scenario, not a wait for an event
 
         read_slowly(8 * MiB)
         assert 8 * MiB <= received < len(blob.data)

@@ -37,5 +37,5 @@ def wait_listening(host: str, port: int, timeout: float = 15.0) -> None:
             with socket.create_connection((host, port), timeout=1):
                 return
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval of a deadline-bounded readiness wait
     raise TimeoutError(f"[{host}]:{port} did not open within {timeout}s")

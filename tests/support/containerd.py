@@ -131,7 +131,7 @@ class Containerd:
                     f"containerd exited with code {self.proc.returncode} at startup "
                     f"(root={self.root}); its log ends with:\n{self.log_tail()}")
             if not Path(self.address).exists():
-                time.sleep(0.05)
+                time.sleep(0.05)  # poll interval of a deadline-bounded readiness wait
                 continue
             try:
                 result = subprocess.run(self._ctr_argv("version"),
@@ -142,7 +142,7 @@ class Containerd:
             if result.returncode == 0:
                 return
             last = result.stderr.decode(errors="replace").strip()
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval of a deadline-bounded readiness wait
         raise RuntimeError(f"containerd did not answer on {self.address} within {timeout}s "
                            f"(last ctr error: {last}); log:\n{self.log_tail()}")
 

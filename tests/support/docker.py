@@ -91,7 +91,7 @@ class Dockerd:
                 if result.returncode == 0:
                     return
                 last = result.stderr.strip()
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval of a deadline-bounded readiness wait
         raise RuntimeError(f"dockerd did not answer on {self.host} within {timeout}s ({last}); "
                            f"log:\n{self.log_tail()}")
 

@@ -114,5 +114,5 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval of a deadline-bounded readiness wait
     raise TimeoutError(f"port {port} did not open within {timeout}s")

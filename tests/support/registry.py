@@ -40,7 +40,7 @@ def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | N
             return
         except OSError as exc:
             last = exc
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval of a deadline-bounded readiness wait
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
 
 
@@ -82,7 +82,7 @@ def settle_log(base_url: str, read: Callable[[], list[RequestLog]], timeout: flo
     while time.monotonic() < deadline:
         if any(marker in entry.path for entry in read()):
             return
-        time.sleep(0.02)
+        time.sleep(0.02)  # poll interval of a deadline-bounded readiness wait
     raise TimeoutError(f"{base_url} did not log the marker request within {timeout}s")
 
 

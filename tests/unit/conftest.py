@@ -17,6 +17,7 @@ from edgecache import config as config_mod
 from edgecache.app import METRICS, build_app
 from edgecache.metrics import Metrics
 from tests.fakes.registry import FakeRegistry
+from tests.support.waiting import eventually
 
 UPSTREAM = "fake.test"
 
@@ -60,11 +61,7 @@ class Edge:
     async def wait_published(self, digest: str, rounds: int = 400) -> bool:
         """Whether the blob appears in the store within `rounds` short polls (bounded)."""
         path = self.blob_path(digest)
-        for _ in range(rounds):
-            if path.exists():
-                return True
-            await asyncio.sleep(0.025)
-        return path.exists()
+        return await eventually(path.exists, timeout=rounds * 0.025, interval=0.025)
 
     async def raw(self, method: str, target: str, headers: dict[str, str] | None = None,
                   body: bytes = b"") -> RawResponse:

@@ -5,7 +5,6 @@ leaves (aiohttp's default, `edgecache warm`'s in-process runner), and the real a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from edgecache.app import METRICS, build_app
 from edgecache.metrics import Metrics
 from edgecache.web.observability import AccessLogger
 from tests.fakes.registry import FakeRegistry
+from tests.support.waiting import eventually
 from tests.unit.conftest import UPSTREAM
 
 POLL_ROUNDS = 400  # x 25 ms
@@ -47,11 +47,7 @@ class Served:
 
 async def poll(check: Callable[[], bool], rounds: int = POLL_ROUNDS) -> bool:
     """Whether `check` holds within `rounds` short polls (bounded)."""
-    for _ in range(rounds):
-        if check():
-            return True
-        await asyncio.sleep(0.025)
-    return check()
+    return await eventually(check, timeout=rounds * 0.025, interval=0.025)
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import Image, make_image, make_layer
+from tests.support.waiting import eventually
 
 PRIVATE, PUBLIC = "private.test", "public.test"
 
@@ -163,11 +164,12 @@ async def readers(pair: Pair, digest: str, count: int) -> None:
     """Until `count` requests follow the download of `digest` (bounded poll of the service's
     downloads: joining one is invisible from outside until its size is known)."""
     fills = pair.client.app[SERVICE]._fills  # type: ignore[index]
-    for _ in range(int(JOIN_BOUND / 0.01)):
+
+    def joined() -> bool:
         fill = fills.get(Digest.parse(digest))
-        if fill is not None and fill.readers >= count:
-            return
-        await asyncio.sleep(0.01)
+        return fill is not None and fill.readers >= count
+
+    await eventually(joined, timeout=JOIN_BOUND)
 
 
 def secret_image(private: FakeRegistry) -> Image:

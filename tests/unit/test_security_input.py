@@ -19,6 +19,7 @@ from pytest_aiohttp import AiohttpServer
 
 from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import make_image, make_layer
+from tests.support.waiting import await_until
 from tests.unit.conftest import UPSTREAM, Edge, MakeEdge, RawResponse
 
 REPO = "team/app"
@@ -230,14 +231,6 @@ async def test_an_upstream_rate_limit_header_that_is_not_ascii_is_ignored(
 
 # ---- concurrency bounds --------------------------------------------------------------------------
 
-async def wait_until(predicate, what: str, rounds: int = 400) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(rounds):  # bounded
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def fetch(edge: Edge, path: str) -> tuple[int, bytes]:
     async with edge.client.get(path) as resp:
         return resp.status, await resp.read()
@@ -252,7 +245,7 @@ async def test_readers_beyond_the_limit_get_429_with_retry_after(
     path = f"/v2/{REPO}/blobs/{digest}"
     followers = [asyncio.create_task(fetch(edge, path)) for _ in range(3)]
     try:
-        await wait_until(lambda: edge.sample("edgecache_download_readers") == 3, "three readers")
+        await await_until(lambda: edge.sample("edgecache_download_readers") == 3, "three readers")
         for _ in range(4):  # the excess, one after another while the download is held
             async with edge.client.get(path) as resp:
                 assert resp.status == 429
@@ -276,18 +269,18 @@ async def test_downloads_beyond_the_limit_wait_their_turn(
     a, b = fake.add_blob(first), fake.add_blob(second)
     gate = fake.fault(a, BlobFault(gate_after=10_000)).gate
     task_a = asyncio.create_task(fetch(edge, f"/v2/{REPO}/blobs/{a}"))
-    await wait_until(lambda: fake.api_requests("GET"), "the first download")
+    await await_until(lambda: fake.api_requests("GET"), "the first download")
     task_b = asyncio.create_task(fetch(edge, f"/v2/{REPO}/blobs/{b}"))
     try:
-        await wait_until(lambda: edge.sample("edgecache_downloads_in_flight") == 2,
+        await await_until(lambda: edge.sample("edgecache_downloads_in_flight") == 2,
                          "the second fill to be queued")
         for _ in range(20):  # while the first is held, the second never reaches the upstream
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a window to prove an absence in, not an event stand-in
             assert [r.path for r in fake.api_requests("GET")] == [f"/v2/{REPO}/blobs/{a}"]
         assert not task_b.done()
     finally:
         gate.set()
-    await wait_until(lambda: len(fake.api_requests("GET")) == 2, "the second download")
+    await await_until(lambda: len(fake.api_requests("GET")) == 2, "the second download")
     assert fake.completed.get(a) == 1  # it started after the first one's body was sent whole
     assert await asyncio.wait_for(task_a, 10) == (200, first.data)
     assert await asyncio.wait_for(task_b, 10) == (200, second.data)

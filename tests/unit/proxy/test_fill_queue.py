@@ -14,8 +14,8 @@ import aiohttp
 from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import make_layer
 from tests.unit.edge_runner import poll
-from tests.unit.test_fills import READ_TIMEOUT, upstream_gets
-from tests.unit.test_stalled_clients import running
+from tests.unit.proxy.test_fills import READ_TIMEOUT, upstream_gets
+from tests.unit.web.test_stalled_clients import running
 
 REPO = "team/app"
 ONE_SLOT = {"limits": {"max_downloads": 1}}

@@ -13,6 +13,7 @@ from edgecache.proxy import download
 from edgecache.web.responses import parse_range
 from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import make_layer
+from tests.support.waiting import await_until
 from tests.unit.conftest import UPSTREAM, Edge
 
 REPO = "team/app"
@@ -286,14 +287,14 @@ async def test_access_log_counts_the_bytes_sent_to_readers_of_a_download(
             r.release()
     assert bodies == [blob.data] * 3
 
-    async with asyncio.timeout(READ_TIMEOUT):  # the lines are written after the responses end
-        while True:
-            lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"
-                     and f"GET {blob_url(digest)} " in r.getMessage()
-                     and '"edgecache/' not in r.getMessage()]  # not the fake upstream's line
-            if len(lines) == 3:
-                break
-            await asyncio.sleep(0.01)
+    def access_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"
+                and f"GET {blob_url(digest)} " in r.getMessage()
+                and '"edgecache/' not in r.getMessage()]  # not the fake upstream's line
+
+    await await_until(lambda: len(access_lines()) == 3,  # written after the responses end
+                      "the three access lines", timeout=READ_TIMEOUT)
+    lines = access_lines()
     for line in lines:
         match = re.search(r'" 200 (\d+) ', line)
         assert match is not None, line

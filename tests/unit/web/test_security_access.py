@@ -22,6 +22,7 @@ from pytest_aiohttp import AiohttpServer
 
 from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import Image, make_image, make_layer
+from tests.support.waiting import eventually
 from tests.unit.conftest import Edge, MakeEdge
 
 PRIVATE = "fake.test"
@@ -309,10 +310,7 @@ async def test_a_private_download_in_progress_is_not_joined_through_a_public_rou
     private = asyncio.create_task(
         get(edge, f"/v2/{REPO}/blobs/{layer.digest}", {"Authorization": basic(USER, PASSWORD)}))
     try:
-        for _ in range(400):  # bounded: until the download holds at the gate
-            if fake.api_requests("GET"):
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: fake.api_requests("GET"), timeout=4.0)  # held at the gate
         assert fake.api_requests("GET"), "the private download did not start"
         # the status is enough: a reader that joined gets 200 as soon as the size is known
         async with edge.client.get(f"/v2/{PUBLIC}/{REPO}/blobs/{layer.digest}") as resp:

@@ -50,6 +50,7 @@ from tests.support.images import (
     make_layer,
 )
 from tests.support.images import Index as ImageIndex
+from tests.support.waiting import await_until
 from tests.unit.conftest import UPSTREAM, Edge
 
 KiB = 1 << 10
@@ -757,11 +758,8 @@ def fill_disk(directory: Path, size: int = TINY_FS) -> Path:
 
 async def wait_for(edge: Edge, metric: str, value: float, rounds: int = 400) -> None:
     """Bounded poll until a gauge reaches `value` (it reports state, not time)."""
-    for _ in range(rounds):
-        if edge.sample(metric) == value:
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"{metric} stayed at {edge.sample(metric)}, never {value}")
+    await await_until(lambda: edge.sample(metric) == value, f"{metric} to reach {value}",
+                      timeout=rounds * 0.01, describe=lambda: f"at {edge.sample(metric)}")
 
 
 def write_config(tmp_path: Path, storage: Path, fake_url: str) -> Path:

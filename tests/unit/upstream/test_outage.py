@@ -20,6 +20,7 @@ import pytest
 
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import Image, make_image, make_layer, sha256
+from tests.support.waiting import eventually
 from tests.unit.conftest import UPSTREAM, Edge, MakeEdge
 
 REPO = "team/app"
@@ -99,11 +100,7 @@ def up_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def wait_for_gauge(edge: Edge, value: float) -> bool:
-    for _ in range(POLL_ROUNDS):
-        if upstream_up(edge) == value:
-            return True
-        await asyncio.sleep(POLL_DELAY)
-    return upstream_up(edge) == value
+    return await poll(lambda: upstream_up(edge) == value)
 
 
 # ---- 1. tag TTL ---------------------------------------------------------------------------------
@@ -288,10 +285,7 @@ async def test_probe_marks_the_upstream_up_and_a_moved_tag_is_picked_up(
     assert await tag(edge) == (old.digest, old.manifest)  # the cached one, stale or fresh
 
     # A probe answered with the outage's status does not count as the upstream being back.
-    for _ in range(POLL_ROUNDS):
-        if len(fake.api_requests("GET", "/v2/")) >= 2:
-            break
-        await asyncio.sleep(POLL_DELAY)
+    await poll(lambda: len(fake.api_requests("GET", "/v2/")) >= 2)
     assert [r.status for r in fake.api_requests("GET", "/v2/")][:2] == [outage, outage]
     assert upstream_up(edge) == 0
 
@@ -532,10 +526,7 @@ async def test_failures_in_flight_when_marked_down_log_the_change_once(
             return resp.status, resp.headers.get("Docker-Content-Digest", "")
 
     pending = asyncio.gather(*(head(d) for d in digests))
-    for _ in range(POLL_ROUNDS):
-        if relay.swallowed_requests("HEAD ") == len(digests):
-            break
-        await asyncio.sleep(POLL_DELAY)
+    await poll(lambda: relay.swallowed_requests("HEAD ") == len(digests))
     assert relay.swallowed_requests("HEAD ") == len(digests)
     assert upstream_up(edge) == 1  # nothing has failed yet: all five are waiting
     relay.drop()
@@ -578,11 +569,7 @@ def checked_at(edge: Edge, name: str) -> float:
 
 
 async def poll(condition: Callable[[], bool]) -> bool:
-    for _ in range(POLL_ROUNDS):
-        if condition():
-            return True
-        await asyncio.sleep(POLL_DELAY)
-    return condition()
+    return await eventually(condition, timeout=POLL_ROUNDS * POLL_DELAY, interval=POLL_DELAY)
 
 
 def head_statuses(fake: FakeRegistry, url: str) -> list[int | None]:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from edgecache.cli import main
-from tests.unit.test_client_config_merge import HOSTS, write_config
+from tests.unit.clientconfig.test_client_config_merge import HOSTS, write_config
 
 USER, PASSWORD = "node", "Pw-4Rf:5Tg 6Yh"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()

@@ -20,7 +20,7 @@ from tests.fakes.registry import BlobFault, FakeRegistry
 from tests.support.images import make_image, make_layer
 from tests.unit.conftest import Edge, MakeEdge
 from tests.unit.edge_runner import poll, serve
-from tests.unit.test_fills import READ_TIMEOUT, blob_url, read_until_broken, upstream_gets
+from tests.unit.proxy.test_fills import READ_TIMEOUT, blob_url, read_until_broken, upstream_gets
 
 REPO = "team/app"
 

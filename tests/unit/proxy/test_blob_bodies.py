@@ -26,6 +26,7 @@ from edgecache.web import responses
 from edgecache.web.responses import BlobFileResponse, parse_range
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import make_layer
+from tests.support.waiting import await_until, eventually
 from tests.unit.conftest import Edge
 
 SIZE = 24 * 1024 * 1024 + 12345  # several sendfile windows and TLS pieces, not a multiple
@@ -68,8 +69,9 @@ def run_server(path: Path, test: Callable[[int, int, ssl.SSLContext], Awaitable[
         try:
             before = open_fds()
             await asyncio.wait_for(test(ports[0], ports[1], client_ctx), 60)
-            await asyncio.sleep(0.2)  # the server closes its side of finished connections
-            assert open_fds() <= before, "a descriptor leaked"
+            # the server closes its side of finished connections: wait for that, then judge
+            assert await eventually(lambda: open_fds() <= before, timeout=10), \
+                "a descriptor leaked"
         finally:
             await runner.cleanup()
 
@@ -95,7 +97,7 @@ async def get(port: int, tls: ssl.SSLContext | None, headers: str = "",
         since += len(data)
         if pause_every and since >= pause_every:
             since = 0
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the scenario: a slow client, not a wait for an event
     writer.close()
     return head, bytes(body)
 
@@ -135,6 +137,7 @@ def test_client_leaving_mid_body_leaks_nothing(blob: tuple[Path, bytes]) -> None
     path, _ = blob
 
     async def test(port: int, tls_port: int, ctx: ssl.SSLContext) -> None:
+        idle = open_fds()  # no client connected yet
         for p, c in ((port, None), (tls_port, ctx)):
             for _ in range(5):
                 reader, writer = await asyncio.open_connection(
@@ -142,7 +145,8 @@ def test_client_leaving_mid_body_leaks_nothing(blob: tuple[Path, bytes]) -> None
                 writer.write(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
                 await reader.readexactly(1 << 20)
                 writer.transport.abort()
-        await asyncio.sleep(0.5)  # the server notices and ends those responses
+        await await_until(lambda: open_fds() <= idle,  # the server noticed and ended them
+                          "the server to close the aborted connections", timeout=10)
         _, body = await get(port, None)  # and still serves
         assert len(body) == SIZE
 
@@ -173,7 +177,8 @@ async def test_readers_joining_while_a_fill_is_published_get_its_bytes(
     first = asyncio.create_task(get())
     assert await asyncio.to_thread(published.wait, 10)
     joiners = [asyncio.create_task(get()) for _ in range(5)]
-    await asyncio.sleep(0.2)  # they reach the fill and open their readers
+    await await_until(lambda: edge.sample("edgecache_download_readers") == 6,
+                      "the five joiners to open their readers of the fill")
     release.set()
     for status, body in await asyncio.gather(first, *joiners):
         assert status == 200

@@ -27,7 +27,7 @@ from edgecache.storage.layout import Layout
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import OCI_INDEX, OCI_MANIFEST, make_image, make_index, make_layer
 from tests.unit.conftest import UPSTREAM
-from tests.unit.test_quota import content_of, published, pull, serving
+from tests.unit.storage.test_quota import content_of, published, pull, serving
 
 
 class Store:

@@ -19,7 +19,7 @@ from edgecache.app import AUTH
 from edgecache.web.tokens import TokenSigner
 from tests.fakes.registry import FakeRegistry
 from tests.unit.conftest import Edge, MakeEdge
-from tests.unit.test_security_access import (
+from tests.unit.web.test_security_access import (
     PASSWORD,
     PUBLIC,
     REPO,

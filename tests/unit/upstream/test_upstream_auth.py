@@ -160,6 +160,7 @@ async def test_expired_token_is_not_reused(fake: FakeRegistry, edge: Edge) -> No
         assert resp.status == 200
     assert len(fake.token_requests) == 1
 
+    # The scenario is time passing (the token's lifetime), not an event to wait for.
     await asyncio.sleep(0.75)
     async with edge.client.head(f"/v2/{REPO}/manifests/latest") as resp:
         assert resp.status == 200

@@ -21,7 +21,8 @@ import pytest
 
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import make_layer
-from tests.unit.test_quota import Store, fetch, published, serving, start_fake
+from tests.support.waiting import await_until
+from tests.unit.storage.test_quota import Store, fetch, published, serving, start_fake
 
 KiB = 1 << 10
 POLLS = 1000  # x 10 ms: every wait below is bounded
@@ -39,11 +40,7 @@ def write_lock(storage: Path) -> Iterator[sqlite3.Connection]:
 
 
 async def until(condition: object, what: str) -> None:
-    for _ in range(POLLS):
-        if condition():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"never happened: {what}")
+    await await_until(condition, what, timeout=POLLS * 0.01)  # type: ignore[arg-type]
 
 
 async def test_cached_blobs_are_served_while_an_eviction_is_in_progress(

@@ -23,6 +23,7 @@ from edgecache.config import AuthConfig
 from edgecache.errors import TooManyRequests
 from edgecache.web.auth import ClientAuth, checkpw, dummy_hash
 from tests.fakes.registry import FakeRegistry
+from tests.support.waiting import eventually
 from tests.unit.conftest import Edge, MakeEdge
 
 USER, PASSWORD = "alice", "correct horse battery staple"
@@ -39,11 +40,7 @@ def entry(user: str, password: str, cost: int) -> str:
 
 
 async def poll(condition: Callable[[], bool]) -> bool:
-    for _ in range(POLL_ROUNDS):
-        if condition():
-            return True
-        await asyncio.sleep(POLL_DELAY)
-    return condition()
+    return await eventually(condition, timeout=POLL_ROUNDS * POLL_DELAY, interval=POLL_DELAY)
 
 
 async def locked_edge(make_edge: MakeEdge, tmp_path: Path, *entries: str) -> Edge:
