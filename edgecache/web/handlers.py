@@ -94,7 +94,7 @@ class RegistryHandlers:
         headers = {
             CACHE_HEADER: self._result(request, answer.source),
             "Content-Type": answer.media_type,
-            "Docker-Content-Digest": answer.digest,
+            "Docker-Content-Digest": str(answer.digest),
             "ETag": f'"{answer.digest}"',
             "Content-Length": str(answer.size),
         }
@@ -121,7 +121,7 @@ class RegistryHandlers:
         headers = {
             CACHE_HEADER: RESULTS[answer.source],
             "Content-Type": "application/octet-stream",
-            "Docker-Content-Digest": answer.digest,
+            "Docker-Content-Digest": str(answer.digest),
             "ETag": f'"{answer.digest}"',
             "Accept-Ranges": "bytes",
         }
