@@ -25,11 +25,11 @@ class Claims:
         self._private = private
 
     def free(self, target: Target, owners: Set[str] = frozenset()) -> bool:
-        """Whether content of `target.reference` from `owners` (and wherever the index says it
+        """Whether content of `target.digest` from `owners` (and wherever the index says it
         came from) may answer `target`'s route without asking its upstream."""
         if not self._private:
             return True
-        owners = owners | self._store.links(target.reference)
+        owners = owners | self._store.links(target.content_digest())
         return target.upstream in owners or not (owners & self._private)
 
     async def check(self, target: Target, client: UpstreamClient,
@@ -44,5 +44,5 @@ class Claims:
             await self._lookups.head_blob(client, target.repository, target.reference)
         else:
             await self._lookups.head_manifest(client, target.repository, target.reference)
-        self._store.link(target.upstream, target.reference)
+        self._store.link(target.upstream, target.content_digest())
         return True

@@ -191,16 +191,15 @@ class Fills:
         self._max_readers = max_readers
         self._store = store
         self._metrics = metrics
-        self._active: dict[str, Fill] = {}
+        self._active: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def get(self, digest: Digest) -> Fill | None:
-        return self._active.get(str(digest))
+        return self._active.get(digest)
 
     def start(self, digest: Digest, upstream: str, opener: Opener) -> Fill:
         """The fill for `digest`, started unless one is already running."""
-        key = str(digest)
-        fill = self._active.get(key)
+        fill = self._active.get(digest)
         if fill is not None:
             return fill
         if len(self._active) >= self.max_fills:
@@ -209,8 +208,8 @@ class Fills:
         fill = Fill(digest, self._store.begin(digest), upstream, opener, self._metrics,
                     self._stall_timeouts.get(upstream, DEFAULT_STALL))
         fill.max_readers = self._max_readers
-        self._active[key] = fill
-        task = asyncio.create_task(self._run(fill), name=f"fill {key}")
+        self._active[digest] = fill
+        task = asyncio.create_task(self._run(fill), name=f"fill {digest}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         fill.abandon = lambda: self._drop(fill, task)
@@ -219,8 +218,8 @@ class Fills:
 
     def _drop(self, fill: Fill, task: asyncio.Task[None]) -> None:
         """Forget a queued fill at once (a new request starts afresh) and cancel its task."""
-        if self._active.get(str(fill.digest)) is fill:
-            del self._active[str(fill.digest)]
+        if self._active.get(fill.digest) is fill:
+            del self._active[fill.digest]
         task.cancel()
 
     async def close(self) -> None:
@@ -239,8 +238,8 @@ class Fills:
                 fill._finish(UpstreamUnavailable(
                     fill.upstream, f"download of {fill.digest} was cancelled"))
             fill._writer.abort()  # a no-op once published; a fill dropped while queued has a file
-            if self._active.get(str(fill.digest)) is fill:
-                del self._active[str(fill.digest)]
+            if self._active.get(fill.digest) is fill:
+                del self._active[fill.digest]
             self._metrics.downloads_in_flight.dec()
 
     async def _download(self, fill: Fill) -> None:

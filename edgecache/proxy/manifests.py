@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ManifestAnswer:
-    digest: str
+    digest: Digest
     media_type: str
     size: int
     body: bytes | None  # None for a HEAD
@@ -36,25 +36,26 @@ class Manifests:
         self._store = store
         self._metrics = metrics
 
-    def local(self, digest: str, head: bool) -> ManifestAnswer | None:
+    def local(self, digest: Digest, head: bool) -> ManifestAnswer | None:
         if head:
-            stored = self._store.manifest(Digest.parse(digest))
+            stored = self._store.manifest(digest)
             if stored is None or stored.media_type is None:
                 return None
             return ManifestAnswer(digest, stored.media_type, stored.size, None, "cache")
         media_type = self._store.media_type(digest)
         if media_type is None:
             return None
-        body = self._store.read(Digest.parse(digest))
+        body = self._store.read(digest)
         if body is None:
             return None
         self._store.touch(digest)  # pulling a manifest uses every blob it references
         return ManifestAnswer(digest, media_type, len(body), body, "cache")
 
     async def download(self, client: UpstreamClient, repository: str,
-                       reference: str) -> ManifestAnswer:
-        body, info = await client.get_manifest(repository, reference)
-        expected = (Digest.parse(reference) if ":" in reference
+                       reference: str | Digest) -> ManifestAnswer:
+        """`reference` a tag, or the digest the manifest must match."""
+        body, info = await client.get_manifest(repository, str(reference))
+        expected = (reference if isinstance(reference, Digest)
                     else parse_upstream_digest(client.name, info.digest))
         actual = Digest.of(body, expected.algorithm if expected else "sha256")
         if expected is not None and actual != expected:
@@ -65,17 +66,17 @@ class Manifests:
         stored = self._store.manifest(actual)
         if stored is not None and stored.media_type and stored.size == len(body):
             # The same bytes came through another route or repository meanwhile: kept once.
-            self._store.link(client.name, str(actual))
-            self._store.touch(str(actual))
-            return ManifestAnswer(str(actual), stored.media_type, len(body), body, "upstream")
+            self._store.link(client.name, actual)
+            self._store.touch(actual)
+            return ManifestAnswer(actual, stored.media_type, len(body), body, "upstream")
         try:  # the row and its link are one transaction: no crash between
             await self._store.put(actual, body, media_type, manifest_children(body),
                                   upstreams=(client.name,))
         except StorageError as exc:  # verified and in memory: serve it even if it cannot stay
             log.warning("could not store manifest %s: %s", actual, exc)
-            return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
-        self._store.touch(str(actual))  # its references, already cached or not, are used too
-        return ManifestAnswer(str(actual), media_type, len(body), body, "upstream")
+            return ManifestAnswer(actual, media_type, len(body), body, "upstream")
+        self._store.touch(actual)  # its references, already cached or not, are used too
+        return ManifestAnswer(actual, media_type, len(body), body, "upstream")
 
 
 def parse_upstream_digest(upstream: str, value: str | None) -> Digest | None:

@@ -49,8 +49,8 @@ async def list_referrers(client: UpstreamClient, target: Target,
     except (NotFound, UpstreamError) as exc:
         log.debug("referrers of %s/%s@%s: %s", target.upstream, target.repository,
                   target.reference, exc)
-        algorithm, _, hexpart = target.reference.partition(":")
-        tag = f"{algorithm}-{hexpart[:64]}"  # the schema keeps 64 characters of the digest
+        digest = target.content_digest()
+        tag = f"{digest.algorithm}-{digest.hex[:64]}"  # the schema keeps 64 characters of it
         raise NotOffered(f"{_FALLBACK.format(tag=tag)} ({exc})"[:500]) from None
     if filters is not None and not _FILTERS.fullmatch(filters.strip()):
         filters = None

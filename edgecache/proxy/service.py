@@ -65,7 +65,7 @@ JOIN_ATTEMPTS = 3  # a joined download that failed for another route, then one o
 
 @dataclass(frozen=True, slots=True)
 class BlobAnswer:
-    digest: str
+    digest: Digest
     size: int | None
     stored: Stored | None = None  # cached: `stored.open()` reads it
     reader: FillReader | None = None  # a download in progress
@@ -102,7 +102,8 @@ class RegistryService:
     async def _by_digest(self, target: Target, client: UpstreamClient,
                          head: bool) -> ManifestAnswer:
         """Cached (after the claim check) or asked: a HEAD without the body when it can."""
-        local = self._manifests.local(target.reference, head)
+        digest = target.content_digest()
+        local = self._manifests.local(digest, head)
         if local is not None:
             await self._claims.check(target, client)
             return local
@@ -110,9 +111,8 @@ class RegistryService:
             info = await self._lookups.head_manifest(client, target.repository,
                                                      target.reference)
             if info.media_type and info.size is not None:
-                return ManifestAnswer(target.reference, info.media_type, info.size, None,
-                                      "upstream")
-        return await self._fetch_manifest(client, target.repository, target.reference)
+                return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
+        return await self._fetch_manifest(client, target.repository, digest)
 
     async def _by_tag(self, target: Target, client: UpstreamClient,
                       head: bool) -> ManifestAnswer:
@@ -128,7 +128,7 @@ class RegistryService:
         info = await self._revalidated(target, client, key, cached)
         if isinstance(info, ManifestAnswer):
             return info  # stale
-        digest = _upstream_digest(target.upstream, info.digest)
+        digest = parse_upstream_digest(target.upstream, info.digest)
         if digest is not None:
             local = self._manifests.local(digest, head)
             if local is not None:
@@ -179,17 +179,18 @@ class RegistryService:
         """HEAD the tag; when its digest is cached, confirm the tag. Runs to the end even if
         every waiter has given up, so a late answer still refreshes the index."""
         info = await client.head_manifest(key[1], key[2])
-        digest = _upstream_digest(client.name, info.digest)
+        digest = parse_upstream_digest(client.name, info.digest)
         if digest is not None and self._store.media_type(digest) is not None:
             self._store.set_tag(*key, digest)
         return info
 
-    async def _fetch_manifest(self, client: UpstreamClient, repository: str, reference: str,
-                              check: bool = True, remember: bool = True) -> ManifestAnswer:
+    async def _fetch_manifest(self, client: UpstreamClient, repository: str,
+                              reference: str | Digest, check: bool = True,
+                              remember: bool = True) -> ManifestAnswer:
         """One GET per upstream, repository and reference at a time. Never shared wider: a
         request on another route (or for another repository) must not get this one's answer,
         neither its manifest (another route's claim) nor its failure."""
-        key: Key = (client.name, repository, "manifests", reference)
+        key: Key = (client.name, repository, "manifests", str(reference))
         if check:
             self._lookups.check(key)
         return await self._lookups.guard(key, self._manifest_fetches.run(
@@ -231,13 +232,13 @@ class RegistryService:
             fill, stored = await self._shared_blob(target, digest)
             if fill is None and stored is not None:
                 if not head:
-                    self._store.touch(target.reference)
-                return BlobAnswer(target.reference, stored.size, stored=stored)
+                    self._store.touch(digest)
+                return BlobAnswer(digest, stored.size, stored=stored)
             if head:
                 if fill is not None and fill.size is not None:
-                    return BlobAnswer(target.reference, fill.size, source="upstream")
+                    return BlobAnswer(digest, fill.size, source="upstream")
                 size = await self._lookups.head_blob(client, target.repository, target.reference)
-                return BlobAnswer(target.reference, size, source="upstream")
+                return BlobAnswer(digest, size, source="upstream")
             joined = fill is not None
             if fill is None:
                 self._lookups.check(key)
@@ -254,7 +255,7 @@ class RegistryService:
                 if isinstance(exc, NotFound):
                     raise absent(key) from None
                 raise
-            return BlobAnswer(target.reference, size, reader=reader, source="upstream",
+            return BlobAnswer(digest, size, reader=reader, source="upstream",
                               joined=joined)
 
     def _opener(self, client: UpstreamClient, key: Key) -> Opener:
@@ -289,8 +290,3 @@ def _not_ours(exc: EdgecacheError, fill: Fill, client: UpstreamClient) -> bool:
     upstream, or the content (or the right to it) is missing in the repository it was started
     for. An upstream that fails outright fails everyone on it; asking again would double it."""
     return fill.upstream != client.name or isinstance(exc, NotFound | UpstreamAuthError)
-
-
-def _upstream_digest(upstream: str, value: str | None) -> str | None:
-    digest = parse_upstream_digest(upstream, value)
-    return None if digest is None else str(digest)

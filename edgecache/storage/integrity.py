@@ -140,21 +140,20 @@ def verify(blobs: BlobStore, index: Index, repair: bool,
             report.removed.append(path)
             continue
         report.checked += 1
-        digest = Digest.parse(key)
-        hashing = Hashing(digest)
+        hashing = Hashing(Digest.parse(key))  # `key` is already canonical: reported as is
         with open(path, "rb") as handle:
             while chunk := handle.read(HASH_CHUNK):
                 hashing.update(chunk)
         ok = hashing.matches()
         if progress is not None:
-            progress(str(digest), ok)
+            progress(key, ok)
         if ok:
             continue
-        report.corrupt.append(str(digest))
+        report.corrupt.append(key)
         if repair:
             # the manifests that reference it go too: the index must never claim an image it
             # cannot serve whole (a later pull fetches them again)
-            group = sorted(with_parents(str(digest), index.parents))
+            group = sorted(with_parents(key, index.parents))
             for member in group:
                 blobs.remove(Digest.parse(member))
             index.forget(group)

@@ -36,10 +36,10 @@ from edgecache.errors import StorageError
 from edgecache.oci import Digest
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.files import BlobFile
-from edgecache.storage.index import Index, TagRecord
+from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
 
-__all__ = ["BlobFile", "BlobWriter", "Record", "Store", "Stored"]
+__all__ = ["BlobFile", "BlobWriter", "Record", "Store", "Stored", "Tag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,14 @@ class Record:
     upstreams: Iterable[str] = ()  # where it came from: links that scope private content
 
 
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """What a tag resolved to (the index's row, its digest parsed where it leaves SQL)."""
+
+    digest: Digest
+    checked_at: float
+
+
 class Store:
     def __init__(self, blobs: BlobStore, index: Index, quota: Quota) -> None:
         self._blobs = blobs
@@ -87,16 +95,16 @@ class Store:
 
     def manifest(self, digest: Digest) -> Stored | None:
         """The manifest if the index knows its media type and its file is here."""
-        media_type = self._index.media_type(str(digest))
+        media_type = self.media_type(digest)
         if media_type is None:
             return None
         size = self._blobs.size(digest)
         return None if size is None else Stored(digest, size, media_type,
                                                 self._blobs.name(digest))
 
-    def media_type(self, digest: str) -> str | None:
+    def media_type(self, digest: Digest) -> str | None:
         """The media type the index keeps (None: not a manifest we know)."""
-        return self._index.media_type(digest)
+        return self._index.media_type(str(digest))
 
     def read(self, digest: Digest) -> bytes | None:
         """Small content (a manifest) whole; None when it is not here."""
@@ -162,22 +170,24 @@ class Store:
 
     # ---- what the index keeps beside the content ----------------------------------------------
 
-    def touch(self, digest: str) -> None:
+    def touch(self, digest: Digest) -> None:
         """A use, for eviction's LRU (a manifest's refreshes what it references)."""
-        self._index.touch(digest)
+        self._index.touch(str(digest))
 
-    def link(self, upstream: str, digest: str) -> None:
+    def link(self, upstream: str, digest: Digest) -> None:
         """`upstream` has `digest` too: content scoped to it may answer its routes."""
-        self._index.link(upstream, digest)
+        self._index.link(upstream, str(digest))
 
-    def links(self, digest: str) -> set[str]:
-        return self._index.links(digest)
+    def links(self, digest: Digest) -> set[str]:
+        return self._index.links(str(digest))
 
-    def tag(self, upstream: str, repository: str, tag: str) -> TagRecord | None:
-        return self._index.tag(upstream, repository, tag)
+    def tag(self, upstream: str, repository: str, tag: str) -> Tag | None:
+        """The digest the tag last resolved to, and when that was confirmed."""
+        record = self._index.tag(upstream, repository, tag)
+        return None if record is None else Tag(Digest.parse(record.digest), record.checked_at)
 
-    def set_tag(self, upstream: str, repository: str, tag: str, digest: str) -> None:
-        self._index.set_tag(upstream, repository, tag, digest)
+    def set_tag(self, upstream: str, repository: str, tag: str, digest: Digest) -> None:
+        self._index.set_tag(upstream, repository, tag, str(digest))
 
     def tags(self, upstream: str, repository: str) -> list[str]:
         return self._index.tags(upstream, repository)

@@ -91,11 +91,12 @@ class RegistryHandlers:
     async def _manifest(self, request: web.Request, target: Target) -> web.StreamResponse:
         head = request.method == "HEAD"
         answer: ManifestAnswer = await self._service.manifest(target, head)
+        digest = str(answer.digest)  # leaves here: a header
         headers = {
             CACHE_HEADER: self._result(request, answer.source),
             "Content-Type": answer.media_type,
-            "Docker-Content-Digest": answer.digest,
-            "ETag": f'"{answer.digest}"',
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
             "Content-Length": str(answer.size),
         }
         if head:
@@ -118,11 +119,12 @@ class RegistryHandlers:
 
     async def _blob_answer(self, request: web.Request, answer: BlobAnswer,
                            head: bool) -> web.StreamResponse:
+        digest = str(answer.digest)  # leaves here: a header
         headers = {
             CACHE_HEADER: RESULTS[answer.source],
             "Content-Type": "application/octet-stream",
-            "Docker-Content-Digest": answer.digest,
-            "ETag": f'"{answer.digest}"',
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
             "Accept-Ranges": "bytes",
         }
         span = (parse_range(request.headers.get("Range"), answer.size)

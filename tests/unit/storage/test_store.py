@@ -71,7 +71,7 @@ async def test_publish_places_indexes_links_and_counts(parts: Parts) -> None:
         assert reader.pread(5, 0) == data[:5]
     assert reader.closed
     assert parts.index.size(str(digest)) == len(data)
-    assert parts.store.links(str(digest)) == {"up.test"}
+    assert parts.store.links(digest) == {"up.test"}
     assert parts.quota.used == len(data) and parts.quota.reserved == 0
     assert parts.tmp() == []
 
@@ -83,7 +83,7 @@ async def test_wrong_bytes_publish_nothing_and_settle_the_reservation(parts: Par
         await parts.store.publish(writer, upstreams=("up.test",), reserved=9)
     assert parts.store.blob(writer.digest) is None
     assert parts.index.size(str(writer.digest)) is None
-    assert parts.store.links(str(writer.digest)) == set()
+    assert parts.store.links(writer.digest) == set()
     assert parts.quota.used == 0 and parts.quota.reserved == 0
     assert parts.tmp() == []
 
@@ -118,7 +118,7 @@ async def test_a_batch_indexes_content_already_in_place_without_a_writer(parts: 
     manifest = parts.store.manifest(Digest.of(body))
     assert manifest is not None and manifest.media_type == OCI_MANIFEST
     assert parts.index.children(str(Digest.of(body))) == [str(Digest.of(layer))]
-    assert parts.store.links(str(Digest.of(layer))) == {"up.test"}
+    assert parts.store.links(Digest.of(layer)) == {"up.test"}
     assert parts.quota.used == len(layer) + len(body)
 
 
