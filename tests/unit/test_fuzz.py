@@ -31,9 +31,10 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -251,15 +252,13 @@ async def _serve(app: web.Application) -> TestServer:
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     """One event loop, one fake, one edgecache for every example (built once: fast)."""
-    loop = asyncio.new_event_loop()
     fake, bystander = FakeRegistry(), FakeRegistry()
     fake.add_image("team/app", IMAGE, tags=("latest", "1.0"))
     fake.add_image("library/app", IMAGE, tags=("latest",))
     fake.add_index("team/multi", INDEX, tags=("2",))
     bystander.add_image("team/app", IMAGE, tags=("latest",))
-    servers: list[TestServer] = []
 
-    async def start() -> tuple[str, int]:
+    async def start(servers: list[TestServer]) -> tuple[str, int]:
         for registry in (fake, bystander):
             server = await _serve(registry.app)
             servers.append(server)
@@ -277,14 +276,29 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         assert server.port is not None
         return "127.0.0.1", server.port
 
+    with serving(start) as (loop, host, port, errors):
+        yield Rig(loop, host, port, fake, bystander, errors, tmp_path / "cache")
+
+
+Start = Callable[[list[TestServer]], Coroutine[Any, Any, tuple[str, int]]]
+
+
+@contextlib.contextmanager
+def serving(start: Start) -> Iterator[
+        tuple[asyncio.AbstractEventLoop, str, int, list[logging.LogRecord]]]:
+    """A fresh loop running what `start` serves (it adds every server it starts to the list
+    it is given), every ERROR of edgecache and aiohttp collected; at the end the servers close
+    in reverse order, then the loop."""
+    loop = asyncio.new_event_loop()
+    servers: list[TestServer] = []
     errors: list[logging.LogRecord] = []
     handler = _Collect(errors)
     watched = [logging.getLogger(name) for name in ("edgecache", "aiohttp")]
     for logger in watched:
         logger.addHandler(handler)
     try:
-        host, port = loop.run_until_complete(start())
-        yield Rig(loop, host, port, fake, bystander, errors, tmp_path / "cache")
+        host, port = loop.run_until_complete(start(servers))
+        yield loop, host, port, errors
     finally:
         for logger in watched:
             logger.removeHandler(handler)
@@ -295,6 +309,13 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 async def exchange(host: str, port: int, request: bytes) -> tuple[int, bytes]:
     """Send raw bytes; the status (0 when the server closed without answering) and body."""
+    status, _, body = await exchange_with_headers(host, port, request)
+    return status, body
+
+
+async def exchange_with_headers(host: str, port: int, request: bytes
+                                ) -> tuple[int, dict[str, str], bytes]:
+    """Raw bytes in; the status (0 if the server closed without answering), headers, body."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(request)
@@ -306,7 +327,11 @@ async def exchange(host: str, port: int, request: bytes) -> tuple[int, bytes]:
             await writer.wait_closed()
     head, _, body = data.partition(b"\r\n\r\n")
     match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
-    return (int(match.group(1)) if match else 0), body
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return (int(match.group(1)) if match else 0), headers, body
 
 
 UPSTREAM_PATH = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<ref>[^/]+)")

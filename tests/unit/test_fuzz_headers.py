@@ -17,10 +17,7 @@ early, never fails); EDGECACHE_FUZZ_RANDOM=1 draws new examples each run.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import logging
 import re
 import time
 from collections.abc import Iterator
@@ -46,12 +43,13 @@ from tests.unit.test_fuzz import (
     INDEX,
     Request,
     Rig,
-    _Collect,
     _parser_refusal,
     _serve,
     digitish,
+    exchange_with_headers,
     header_junk,
     header_text,
+    serving,
     tricky_ranges,
 )
 
@@ -165,7 +163,6 @@ def requests(draw: st.DrawFn) -> tuple[Request, bool]:
 def rig(tmp_path: Path) -> Iterator[Rig]:
     """One loop, a public and a private fake, one edgecache with client auth for the private
     one (bcrypt cost 4: the fuzz is about parsing, not hashing)."""
-    loop = asyncio.new_event_loop()
     public, private = FakeRegistry(), FakeRegistry()
     for fake in (public, private):
         fake.add_image("team/app", IMAGE, tags=("latest", "1.0"))
@@ -174,9 +171,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     htpasswd.write_text(f"{USER}:{hashed.replace('$2b$', '$2y$', 1)}\n")
     tokens.write_text(f"ci:{TOKEN}\n")
-    servers: list[TestServer] = []
 
-    async def start() -> tuple[str, int]:
+    async def start(servers: list[TestServer]) -> tuple[str, int]:
         for fake in (public, private):
             server = await _serve(fake.app)
             servers.append(server)
@@ -197,40 +193,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         assert server.port is not None
         return "127.0.0.1", server.port
 
-    errors: list[logging.LogRecord] = []
-    handler = _Collect(errors)
-    watched = [logging.getLogger(name) for name in ("edgecache", "aiohttp")]
-    for logger in watched:
-        logger.addHandler(handler)
-    try:
-        host, port = loop.run_until_complete(start())
+    with serving(start) as (loop, host, port, errors):
         yield Rig(loop, host, port, public, private, errors, tmp_path / "cache")
-    finally:
-        for logger in watched:
-            logger.removeHandler(handler)
-        for server in reversed(servers):
-            loop.run_until_complete(server.close())
-        loop.close()
-
-
-async def exchange(host: str, port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Raw bytes in; the status (0 if the server closed without answering), headers, body."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 15)  # a hang fails here
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
-    headers = {}
-    for line in head.decode("latin-1").split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return (int(match.group(1)) if match else 0), headers, body
 
 
 BLOB = f"/v2/team/app/blobs/{IMAGE.blobs[1].digest}"
@@ -262,7 +226,8 @@ def _fuzz_headers(rig: Rig, drawn: tuple[Request, bool]) -> None:
     wire = req.wire(rig.host, rig.port)
     errors_before = len(rig.errors)
 
-    status, headers, body = rig.loop.run_until_complete(exchange(rig.host, rig.port, wire))
+    status, headers, body = rig.loop.run_until_complete(
+        exchange_with_headers(rig.host, rig.port, wire))
 
     rig.statuses[status] = rig.statuses.get(status, 0) + 1
     assert status != 500, (wire[:300], body[:300])
