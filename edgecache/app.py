@@ -33,10 +33,11 @@ from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import UNKNOWN_OWNER, Index, checkpoint
+from edgecache.storage.index import Index, checkpoint
 from edgecache.storage.integrity import reconcile
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import Quota
+from edgecache.storage.schema import UNKNOWN_OWNER
 from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth

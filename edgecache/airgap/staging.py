@@ -21,9 +21,10 @@ from edgecache.config import Config
 from edgecache.errors import BundleInvalid, DigestMismatch, StorageError
 from edgecache.oci import Digest, Hashing
 from edgecache.storage.blobs import BlobStore, BlobWriter
-from edgecache.storage.index import UNKNOWN_OWNER, Index
+from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import disk_usage
+from edgecache.storage.schema import UNKNOWN_OWNER
 from edgecache.usage import human
 
 MAX_MEMBERS = 100_000

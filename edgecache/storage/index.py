@@ -26,59 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecache.policy import Entry
+from edgecache.storage.schema import SCHEMA, SCHEMA_VERSION, SEED_TOTALS
 
-SCHEMA_VERSION = 3
-UNKNOWN_OWNER = "(unknown)"  # not an upstream name: config names are host[:port]
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS blobs (
-    digest      TEXT PRIMARY KEY,
-    size        INTEGER NOT NULL,
-    media_type  TEXT,               -- set for manifests, NULL for layers and configs
-    added_at    REAL NOT NULL,
-    last_access REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS blobs_by_access ON blobs(last_access);
-CREATE TABLE IF NOT EXISTS refs (   -- manifest → what it references
-    parent TEXT NOT NULL,
-    child  TEXT NOT NULL,
-    PRIMARY KEY (parent, child)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS refs_by_child ON refs(child);
-CREATE TABLE IF NOT EXISTS links (  -- which upstream a digest came from (scopes private content)
-    upstream TEXT NOT NULL,
-    digest   TEXT NOT NULL,
-    PRIMARY KEY (digest, upstream)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tags (
-    upstream    TEXT NOT NULL,
-    repository  TEXT NOT NULL,
-    tag         TEXT NOT NULL,
-    digest      TEXT NOT NULL,
-    checked_at  REAL NOT NULL,
-    PRIMARY KEY (upstream, repository, tag)
-);
-CREATE TABLE IF NOT EXISTS totals (  -- one row, kept by the triggers below
-    id        INTEGER PRIMARY KEY CHECK (id = 0),
-    bytes     INTEGER NOT NULL,
-    blobs     INTEGER NOT NULL,
-    manifests INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS totals_insert AFTER INSERT ON blobs BEGIN
-    UPDATE totals SET bytes=bytes+NEW.size, blobs=blobs+1,
-                      manifests=manifests+(NEW.media_type IS NOT NULL) WHERE id=0;
-END;
-CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON blobs BEGIN
-    UPDATE totals SET bytes=bytes-OLD.size, blobs=blobs-1,
-                      manifests=manifests-(OLD.media_type IS NOT NULL) WHERE id=0;
-END;
-CREATE TRIGGER IF NOT EXISTS totals_update AFTER UPDATE OF size, media_type ON blobs BEGIN
-    UPDATE totals SET bytes=bytes-OLD.size+NEW.size,
-                      manifests=manifests-(OLD.media_type IS NOT NULL)
-                                         +(NEW.media_type IS NOT NULL) WHERE id=0;
-END;
-"""
-_SEED_TOTALS = ("INSERT INTO totals(id, bytes, blobs, manifests)"
-                " SELECT 0, COALESCE(SUM(size), 0), COUNT(*), COUNT(media_type) FROM blobs")
 _CHILDREN_SQL = "SELECT child FROM refs WHERE parent=?"
 _PARENTS_SQL = "SELECT parent FROM refs WHERE child=?"
 
@@ -111,10 +60,11 @@ class Index:
         """Create or upgrade the schema; written only when the version differs, so opening an
         index to read it (an import that is then refused) leaves the file as it was."""
         with self._transaction():
-            for statement in _statements(SCHEMA):
-                self._db.execute(statement)
+            for part in SCHEMA:
+                for statement in _statements(part):
+                    self._db.execute(statement)
             if self._db.execute("SELECT 1 FROM totals").fetchone() is None:
-                self._db.execute(_SEED_TOTALS)  # once, from the rows a version 2 index has
+                self._db.execute(SEED_TOTALS)  # once, from the rows a version 2 index has
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -260,6 +210,16 @@ class Index:
             "SELECT upstream, repository, tag, digest FROM tags ORDER BY 1, 2, 3")]
 
     # ---- plumbing -----------------------------------------------------------------------------
+
+    @property
+    def sql(self) -> sqlite3.Connection:
+        """The connection, for the query modules beside this one (one noun each: a table
+        group's queries live with their table, the connection and its rules live here)."""
+        return self._db
+
+    def transaction(self) -> _Transaction:
+        """BEGIN IMMEDIATE ... COMMIT: what the query modules beside this one write together."""
+        return _Transaction(self._db)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -41,7 +41,8 @@ from edgecache.oci import (
 )
 from edgecache.policy import with_parents
 from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import UNKNOWN_OWNER, Index
+from edgecache.storage.index import Index
+from edgecache.storage.schema import UNKNOWN_OWNER
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
-from edgecache.storage.index import SCHEMA_VERSION, UNKNOWN_OWNER, Index
+from edgecache.storage.index import Index
+from edgecache.storage.schema import SCHEMA_VERSION, UNKNOWN_OWNER
 
 V2_SCHEMA = """
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT,
