@@ -32,6 +32,7 @@ from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
+from edgecache.statuswiring import status_source
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index, checkpoint
 from edgecache.storage.integrity import reconcile
@@ -41,6 +42,7 @@ from edgecache.storage.schema import UNKNOWN_OWNER
 from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth
+from edgecache.web.catalog import Catalog
 from edgecache.web.challenge import TOKEN_PATH
 from edgecache.web.errors import API_VERSION, error_middleware
 from edgecache.web.handlers import RegistryHandlers
@@ -51,6 +53,8 @@ from edgecache.web.observability import (
     response_headers,
 )
 from edgecache.web.stalls import WRITE_TIMEOUT
+from edgecache.web.status import add_status_routes
+from edgecache.web.statusdata import StatusSource
 from edgecache.web.token_service import TokenService
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,7 @@ METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
 AUTH = web.AppKey("auth", ClientAuth)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
+STATUS = web.AppKey("status", StatusSource)
 
 
 @dataclass
@@ -111,6 +116,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     router = Router(config.upstreams, config.default_upstream)
 
     handlers: RegistryHandlers | None = None  # made on the first request: after start-up
+    catalog = Catalog(lambda: app.get(STATUS), auth)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         nonlocal handlers
@@ -118,12 +124,17 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
             handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth)
         if request.path in ("/v2", "/v2/"):
             return await handlers.base(request)
+        if request.method in ("GET", "HEAD") and (listing := router.catalog(
+                request.rel_url.raw_path.removeprefix("/v2/"),
+                request.query.get("ns") if request.query_string else None)):
+            return await catalog.list(request, listing)
         return await handlers.dispatch(request)
 
     app.router.add_route("*", TOKEN_PATH, TokenService(auth).handle)  # before the catch-all
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    add_status_routes(app, lambda: app.get(STATUS), auth, challenge=True)
     return app
 
 
@@ -145,6 +156,8 @@ async def _components(app: web.Application, config: Config,
     service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         store, clients, fills, metrics, config.cache,
         private=private | {UNKNOWN_OWNER} if private else private)
+    status = app[STATUS] = status_source(config, store, storage.index, storage.quota, clients,
+                                         metrics)  # local=config.local.registry with issue 17
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
         yield
@@ -154,6 +167,7 @@ async def _components(app: web.Application, config: Config,
         # the janitor and password checks, then flights (tag revalidations, manifest fetches)
         # and downloads, which use the upstream clients, which go before the index.
         await _cancel(janitor)
+        await status.close()
         await auth.close()
         await service.close()
         await fills.close()

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edgecache import systemd
-from edgecache.app import METRICS, READY, _cancel, build_app, warn_open_secrets
+from edgecache.app import AUTH, METRICS, READY, STATUS, _cancel, build_app, warn_open_secrets
 from edgecache.config import Config, parse_hostport
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.web.observability import access_logger_for, metrics_app
+from edgecache.web.status import add_status_routes
 
 if TYPE_CHECKING:  # imported only when HTTPS is configured
     from edgecache.tls import ServerTls
@@ -98,8 +99,9 @@ class _MetricsListener:
         if not self._address:
             return
         app = self._app
-        self._runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
-                                     access_log=None, shutdown_timeout=1.0)
+        scrapes = metrics_app(app[METRICS], lambda: app.get(READY))
+        add_status_routes(scrapes, lambda: app.get(STATUS), app[AUTH], challenge=False)
+        self._runner = web.AppRunner(scrapes, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         host, port = parse_hostport(self._address, "metrics.listen")
         await _listen(web.TCPSite(self._runner, host, port, reuse_address=True),

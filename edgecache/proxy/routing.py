@@ -66,6 +66,13 @@ class Target:
         return self.digest
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogRoute:
+    """`/v2/_catalog` of one upstream (named by `?ns=` or a path prefix), or of all (None)."""
+
+    upstream: str | None
+
+
 class Router:
     def __init__(self, upstreams: Iterable[str], default: str | None) -> None:
         self._upstreams = frozenset(upstreams)
@@ -100,6 +107,20 @@ class Router:
         elif kind == "manifests" and not is_tag(ref):
             raise ManifestUnknown(f"manifest unknown: {ref[:200]!r} is neither a tag nor a digest")
         return Target(upstream, repository, kind, ref, digest)  # type: ignore[arg-type]
+
+    def catalog(self, path: str, ns: str | None) -> CatalogRoute | None:
+        """The catalog a path after `/v2/` asks for (`_catalog`, `<registry>/_catalog`, either
+        with `?ns=`), or None when it is not a catalog request."""
+        head, _, tail = path.rstrip("/").rpartition("/")
+        if tail != "_catalog" or "%" in path or "\\" in path or "\x00" in path:
+            return None
+        named = ns if ns is not None else (head or None)
+        if named is None:
+            return CatalogRoute(None)
+        upstream = self._canonical(named)
+        if upstream is None or (ns is not None and head and self._canonical(head) != upstream):
+            raise NameUnknown(f"registry {named[:100]!r} is not configured on this mirror")
+        return CatalogRoute(upstream)
 
     def _split(self, name: str, ns: str | None) -> tuple[str, str]:
         head, sep, rest = name.partition("/")

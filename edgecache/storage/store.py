@@ -36,10 +36,12 @@ from edgecache.errors import StorageError
 from edgecache.oci import Digest
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.files import BlobFile
+from edgecache.storage.holdings import Holdings, ImageRow, Page, Part
 from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
 
-__all__ = ["BlobFile", "BlobWriter", "Record", "Store", "Stored", "Tag"]
+__all__ = ["BlobFile", "BlobWriter", "Holdings", "ImageRow", "Page", "Part", "Record", "Store",
+           "Stored", "Tag"]
 
 
 @dataclass(frozen=True, slots=True)

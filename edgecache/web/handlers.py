@@ -30,6 +30,7 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers"}
 RESULTS = {"cache": "hit", "upstream": "miss", "stale": "stale"}
 CACHE_HEADER = "X-Edgecache-Cache"
+STALE_WARNING = '110 edgecache "Response is Stale: the upstream could not be asked"'
 # A Range checked against an unbounded size before anything is fetched: a malformed one is
 # refused without starting an upstream download; bounds are checked once the size is known.
 _ANY_SIZE = 1 << 62
@@ -161,11 +162,15 @@ class RegistryHandlers:
 
     async def _tags(self, request: web.Request, target: Target) -> web.StreamResponse:
         """Sorted and paged by edgecache (`proxy/tags.py`); the Link is ours, never the
-        upstream's: it names the next page as this client asked for it, `ns` kept."""
+        upstream's: it names the next page as this client asked for it, `ns` kept. A list from
+        the tags we know of (the upstream could not answer) says so: `X-Edgecache-Cache: stale`
+        and a Warning."""
         query = TagQuery.parse(request.query)
         page, source = await self._service.tags(target, query)
-        self._result(request, source)
         response = web.json_response({"name": target.repository, "tags": page.tags})
+        response.headers[CACHE_HEADER] = self._result(request, source)
+        if source == "stale":  # the tags we know of: the upstream could not be asked
+            response.headers["Warning"] = STALE_WARNING
         if page.more:
             following = {"n": str(query.n)} if query.n is not None else {}
             following["last"] = page.tags[-1]
