@@ -70,7 +70,7 @@ def overview_html(doc: dict[str, Any]) -> str:
     share = min(100.0, 100.0 * used / quota) if quota else 0.0
     hour, start = rates["last_hour"], rates["since_start"]
     cards = (
-        f"<div class=card id=disk>Disk<div class=big>{size(used)} / {size(quota)}</div>"
+        f"<div class=card id=disk>Disk used / quota<div class=big>{size(used)} / {size(quota)}</div>"
         f"<div class=bar><i style='width:{share:.1f}%'></i></div>"
         f"<span class=mut>{size(disk['free_bytes'])} free of "
         f"{size(disk['filesystem_bytes'])}</span></div>"
