@@ -88,7 +88,8 @@ class StatusPages:
             peers, viewer, len(hidden))
         doc["images"] = {"rows": [row_json(row, platforms) for row, platforms in rows],
                          "offset": page.offset, "more": page.more, "next": following,
-                         "q": search, "sort": sort, "order": "desc" if descending else "asc"}
+                         "q": search, "sort": page.sort, "order": "desc" if descending else "asc",
+                         "note": page.note}
         if query.get("format") == "json":
             return web.json_response(doc)
         return _html(overview_html(doc))

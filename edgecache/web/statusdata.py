@@ -25,6 +25,7 @@ SAMPLE_EVERY = 60.0
 WINDOW = 3600.0
 CONFIG_READ_LIMIT = 64 * 1024  # an image config larger than this is not read for its platform
 MAX_PARTS = 500
+MAX_READS = 64  # platform manifests of an index read for their parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +163,9 @@ class StatusSource:
             found = (_platform(m.get("platform")) for m in _list(doc, "manifests"))
             return sorted({p for p in found if p and not p.startswith("unknown/")})
         config = doc.get("config")
-        if isinstance(config, dict) and isinstance(config.get("size"), int) \
-                and config["size"] <= CONFIG_READ_LIMIT:
-            found_one = _platform(self._document(config.get("digest")))
-            return [found_one] if found_one else []
-        return []
+        found_one = _platform(self._document(config.get("digest"), config=True)
+                              if isinstance(config, dict) else None)
+        return [found_one] if found_one else []
 
     def parts(self, row: ImageRow) -> tuple[list[Part], list[str]]:
         """An image's manifests, configs and layers (held or not; a platform manifest's own
@@ -179,16 +178,27 @@ class StatusSource:
         for _ in range(2):  # index -> platform manifests -> configs and layers
             nxt = []
             for digest in frontier:
-                for item in _descriptors(self._document(digest)):
+                for item in _descriptors(self._document(digest)):  # held manifests only
                     media_types.setdefault(item[0], item[1])
                     order.append(item[0])
                     nxt.append(item[0])
-            frontier = nxt[:MAX_PARTS]
+            frontier = nxt[:MAX_READS]
         return self.holdings.parts(order[:MAX_PARTS], media_types), self.platforms(row)
 
-    def _document(self, digest: object) -> dict[str, Any] | None:
+    def _document(self, digest: object, config: bool = False) -> dict[str, Any] | None:
+        """A held manifest's JSON (or, with `config`, a held blob's of at most
+        CONFIG_READ_LIMIT bytes); None for anything else: a layer is never read."""
         try:
-            body = self.store.read(Digest.parse(digest)) if isinstance(digest, str) else None
+            parsed = Digest.parse(digest) if isinstance(digest, str) else None
+            if parsed is None:
+                return None
+            if config:
+                stored = self.store.blob(parsed)
+                if stored is None or stored.size > CONFIG_READ_LIMIT:
+                    return None
+            elif self.store.media_type(parsed) is None:
+                return None
+            body = self.store.read(parsed)
             return manifest_document(body) if body is not None else None
         except EdgecacheError:
             return None

@@ -70,7 +70,8 @@ def overview_html(doc: dict[str, Any]) -> str:
     share = min(100.0, 100.0 * used / quota) if quota else 0.0
     hour, start = rates["last_hour"], rates["since_start"]
     cards = (
-        f"<div class=card id=disk>Disk used / quota<div class=big>{size(used)} / {size(quota)}</div>"
+        f"<div class=card id=disk>Disk used / quota<div class=big>{size(used)} / "
+        f"{size(quota)}</div>"
         f"<div class=bar><i style='width:{share:.1f}%'></i></div>"
         f"<span class=mut>{size(disk['free_bytes'])} free of "
         f"{size(disk['filesystem_bytes'])}</span></div>"
@@ -136,12 +137,13 @@ def _images(doc: dict[str, Any]) -> str:
             f"<td>{flags}</td></tr>")
     more = (f"<p><a id=next href='{_e(images['next'])}'>next page</a></p>"
             if images["next"] else "")
+    note = f"<p class=warn id=note>{_e(images['note'])}</p>" if images["note"] else ""
     return (
         "<h2>Images held</h2><form method=get action='/'>"
         f"<input type=search name=q value='{_e(q)}' placeholder='search upstream/repository:tag'>"
         f"<input type=hidden name=sort value='{_e(sort)}'>"
         f"<input type=hidden name=order value='{_e(order)}'> <button>Search</button> "
-        f"<a href='/?format=json'>JSON</a></form><table id=images><tr>"
+        f"<a href='/?format=json'>JSON</a></form>{note}<table id=images><tr>"
         f"<th>Upstream</th>{head('name', 'Repository')}<th>Tag</th><th>Platforms</th>"
         f"{head('size', 'Size', ' class=n')}{head('pulled', 'Last pulled')}<th></th></tr>"
         + ("".join(rows) or "<tr><td colspan=7 class=mut>no images</td></tr>")

@@ -22,7 +22,7 @@ from edgecache.app import AUTH, READY, STATUS
 from edgecache.web.observability import metrics_app
 from edgecache.web.status import add_status_routes
 from tests.fakes.registry import FakeRegistry
-from tests.support.images import Image, make_image, make_index, make_layer
+from tests.support.images import Blob, Image, make_image, make_index, make_layer
 from tests.unit.conftest import UPSTREAM, Edge, MakeEdge
 from tests.unit.web.test_security_access import (
     PASSWORD,
@@ -320,3 +320,20 @@ async def test_the_catalog_pages_in_byte_order(fake: FakeRegistry, edge: Edge) -
     after = await doc(edge.client, f"/v2/_catalog?n=2&last={UPSTREAM}/a/b")
     assert after == {"repositories": [f"{UPSTREAM}/{r}" for r in expected if r > "a/b"][:2]}
     assert await doc(edge.client, "/v2/_catalog?last=zzz") == {"repositories": []}
+
+
+async def test_an_image_page_reads_manifests_only_never_a_layer(
+        fake: FakeRegistry, edge: Edge) -> None:
+    """A layer that happens to be JSON shaped like a manifest is bytes, not a manifest: the
+    page never reads it (a layer may be gigabytes) and lists nothing it would name."""
+    named = "sha256:" + "ab" * 32
+    layer = Blob(json.dumps({"schemaVersion": 2, "layers": [
+        {"digest": named, "size": 1, "mediaType": "x"}]}).encode())
+    image = make_image([layer])
+    fake.add_image("team/json", image, tags=["1"])
+    await pull(edge, "team/json:1", image)
+    detail = await doc(edge.client, f"/image?upstream={UPSTREAM}&repository=team/json&tag=1"
+                       "&format=json")
+    assert [b["digest"] for b in detail["blobs"]] == [image.digest, image.config.digest,
+                                                     layer.digest]
+
