@@ -16,6 +16,7 @@ from edgecache.metrics import Metrics
 from edgecache.storage.holdings import Holdings
 from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
+from edgecache.storage.schema import UNKNOWN_OWNER
 from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.statusdata import Disk, Peer, StatusSource, UpstreamState
@@ -38,6 +39,7 @@ def status_source(config: Config, store: Store, index: Index, quota: Quota,
                 for name, c in sorted(clients.items())]
 
     source = StatusSource(store, Holdings(index, config.pins, local), metrics, disk, upstreams,
-                          private, public, peers)
+                          private, public, peers,  # adopted after a crash: restricted too
+                          restricted=private | {UNKNOWN_OWNER} if private else private)
     source.rates.start()
     return source

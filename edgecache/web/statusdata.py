@@ -142,6 +142,8 @@ class StatusSource:
     private: frozenset[str]  # upstreams whose content only an authenticated viewer sees
     public: frozenset[str]  # every other route name (public upstreams, the local registry)
     peers: Callable[[], list[Peer]] | None = None  # None: cluster mode off
+    # owners whose content another route sees only once linked to it (the claim rule)
+    restricted: frozenset[str] = frozenset()
     rates: Rates = field(init=False)
 
     def __post_init__(self) -> None:
@@ -156,20 +158,22 @@ class StatusSource:
     def platforms(self, row: ImageRow) -> list[str]:
         """`os/arch[/variant]` of a held image: an index's entries (attestations left out), or
         a single image's config (when it is held and small)."""
-        doc = self._document(row.digest) if row.media_type else None
+        doc = self._document(row.digest, None) if row.media_type else None
         if doc is None:
             return []
         if row.media_type in INDEX_TYPES:
             found = (_platform(m.get("platform")) for m in _list(doc, "manifests"))
             return sorted({p for p in found if p and not p.startswith("unknown/")})
         config = doc.get("config")
-        found_one = _platform(self._document(config.get("digest"), config=True)
+        found_one = _platform(self._document(config.get("digest"), row.upstream, config=True)
                               if isinstance(config, dict) else None)
         return [found_one] if found_one else []
 
     def parts(self, row: ImageRow) -> tuple[list[Part], list[str]]:
         """An image's manifests, configs and layers (held or not; a platform manifest's own
-        parts when it is held) and its platforms: bounded by MAX_PARTS."""
+        parts when it is held) and its platforms: bounded by MAX_PARTS. A part this route
+        could not be handed without its upstream's word (`proxy/claims.py`: it came from
+        another, private upstream) is shown as not cached, and never read."""
         media_types: dict[str, str] = {}
         order = [row.digest]
         if row.media_type:
@@ -178,19 +182,35 @@ class StatusSource:
         for _ in range(2):  # index -> platform manifests -> configs and layers
             nxt = []
             for digest in frontier:
-                for item in _descriptors(self._document(digest)):  # held manifests only
+                doc = self._document(digest, None if digest == row.digest else row.upstream)
+                for item in _descriptors(doc):  # held manifests only
                     media_types.setdefault(item[0], item[1])
                     order.append(item[0])
                     nxt.append(item[0])
             frontier = nxt[:MAX_READS]
-        return self.holdings.parts(order[:MAX_PARTS], media_types), self.platforms(row)
+        parts = [part if part.digest == row.digest or self._free(row.upstream, part.digest)
+                 else Part(part.digest, None, part.media_type, False)
+                 for part in self.holdings.parts(order[:MAX_PARTS], media_types)]
+        return parts, self.platforms(row)
 
-    def _document(self, digest: object, config: bool = False) -> dict[str, Any] | None:
+    def _free(self, route: str, digest: str) -> bool:
+        """The claim rule (`proxy/claims.py` `free`): content held for `route` to see."""
+        if not self.restricted:
+            return True
+        try:
+            owners = self.store.links(Digest.parse(digest))
+        except EdgecacheError:
+            return False
+        return route in owners or not (owners & self.restricted)
+
+    def _document(self, digest: object, route: str | None,
+                  config: bool = False) -> dict[str, Any] | None:
         """A held manifest's JSON (or, with `config`, a held blob's of at most
-        CONFIG_READ_LIMIT bytes); None for anything else: a layer is never read."""
+        CONFIG_READ_LIMIT bytes) that `route` may see (None: the tag's own); None for anything
+        else: a layer is never read."""
         try:
             parsed = Digest.parse(digest) if isinstance(digest, str) else None
-            if parsed is None:
+            if parsed is None or (route is not None and not self._free(route, str(parsed))):
                 return None
             if config:
                 stored = self.store.blob(parsed)

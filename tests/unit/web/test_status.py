@@ -337,3 +337,29 @@ async def test_an_image_page_reads_manifests_only_never_a_layer(
     assert [b["digest"] for b in detail["blobs"]] == [image.digest, image.config.digest,
                                                      layer.digest]
 
+
+
+async def test_a_public_image_does_not_show_what_only_a_private_pull_cached(
+        fake: FakeRegistry, locked: Edge) -> None:
+    """The claim rule (proxy/claims.py) on the page: a layer a public image shares with a
+    private one is "not cached" to the public route until that route's upstream has confirmed
+    it (as a pull through the public route would have to)."""
+    shared = make_layer(5000, 81)
+    secret = make_image([shared, make_layer(1000, 82)])
+    public = make_image([shared])
+    fake.add_image("team/s2", secret, tags=["1"])
+    fake.add_image("team/p2", public, tags=["1"])
+    await pull(locked, f"{PRIVATE}/team/s2:1", secret, CREDENTIALS)
+    assert (await get(locked.client, f"/v2/{PUBLIC}/team/p2/manifests/1"))[0] == 200
+    anonymous = await anonymous_token(locked)
+    page = f"/image?upstream={PUBLIC}&repository=team/p2&tag=1&format=json"
+
+    def cached(detail: dict[str, Any]) -> dict[str, tuple[bool, int | None]]:
+        return {b["digest"]: (b["cached"], b["size_bytes"]) for b in detail["blobs"]}
+
+    assert cached(await doc(locked.client, page, anonymous))[shared.digest] == (False, None)
+    for blob in public.blobs:  # the public route's own pull: its upstream confirms the layer
+        assert (await get(locked.client, f"/v2/{PUBLIC}/team/p2/blobs/{blob.digest}",
+                          anonymous))[0] == 200
+    assert cached(await doc(locked.client, page, anonymous))[shared.digest] == (
+        True, len(shared.data))
