@@ -38,8 +38,9 @@ def status_source(config: Config, store: Store, index: Index, quota: Quota,
                               name in private, *c.ratelimit)
                 for name, c in sorted(clients.items())]
 
-    source = StatusSource(store, Holdings(index, config.pins, local), metrics, disk, upstreams,
-                          private, public, peers,  # adopted after a crash: restricted too
-                          restricted=private | {UNKNOWN_OWNER} if private else private)
+    restricted = private | {UNKNOWN_OWNER} if private else private  # adopted after a crash
+    holdings = Holdings(index, config.pins, local, restricted=restricted)
+    source = StatusSource(store, holdings, metrics, disk, upstreams, private, public, peers,
+                          restricted=restricted)
     source.rates.start()
     return source

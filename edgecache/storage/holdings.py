@@ -26,15 +26,9 @@ from edgecache.storage.index import Index
 
 MAX_PAGE = 200
 CATALOG_MAX = 1000
-# the bytes held for a tag: its manifest, what that references, and one level further down
-# (index -> platform manifests -> configs and layers), each digest counted once
-_SIZE = ("(SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN ("
-         "SELECT t.digest UNION SELECT child FROM refs WHERE parent=t.digest"
-         " UNION SELECT r2.child FROM refs r1 JOIN refs r2 ON r2.parent=r1.child"
-         " WHERE r1.parent=t.digest))")
 _SORTS = {
     "name": "t.upstream {0}, t.repository {0}, t.tag {0}",
-    "size": _SIZE + " {0}, t.upstream, t.repository, t.tag",
+    "size": "{size} {0}, t.upstream, t.repository, t.tag",
     "pulled": "(SELECT last_access FROM blobs WHERE digest=t.digest) {0}, t.upstream,"
               " t.repository, t.tag",
 }
@@ -76,8 +70,12 @@ class Page:
 
 class Holdings:
     def __init__(self, index: Index, pins: Iterable[str] = (), local: str | None = None,
-                 sort_limits: Mapping[str, int] = SORT_LIMITS) -> None:
+                 sort_limits: Mapping[str, int] = SORT_LIMITS,
+                 restricted: Collection[str] = ()) -> None:
+        """`restricted`: the owners (private upstreams) whose content counts towards another
+        upstream's image only once linked to it, as `proxy/claims.py` hands it out."""
         self._db = index.sql
+        self._size = _size_sql(restricted)
         self._sort_limits = sort_limits
         self._local = local
         self._pins = [ref for ref in map(_reference, pins) if ref is not None]
@@ -104,7 +102,7 @@ class Holdings:
             note = f"sorting by {sort} is offered for at most {bound} images: search to narrow"
             sort = "name"
         sort = sort if sort in _SORTS else "name"
-        order = _SORTS[sort].format("DESC" if descending else "ASC")
+        order = _SORTS[sort].format("DESC" if descending else "ASC", size=self._size)
         rows = self._db.execute(  # the tags alone: rows skipped by OFFSET cost no join
             f"SELECT t.upstream, t.repository, t.tag, t.digest FROM tags t WHERE {where}"
             f" ORDER BY {order} LIMIT ? OFFSET ?", (*args, limit + 1, offset)).fetchall()
@@ -162,8 +160,8 @@ class Holdings:
         upstream, repository, tag, digest = row
         held = self._db.execute("SELECT media_type, last_access FROM blobs WHERE digest=?",
                                 (digest,)).fetchone()
-        size = self._db.execute(f"SELECT {_SIZE} FROM (SELECT ? AS digest) t",
-                                (digest,)).fetchone()[0]
+        size = self._db.execute(f"SELECT {self._size} FROM (SELECT ? AS digest, ? AS upstream) t",
+                                (digest, upstream)).fetchone()[0]
         return ImageRow(upstream, repository, tag, digest, held[0] if held else None,
                         int(size), float(held[1]) if held else None,
                         _pinned(pins, upstream, repository, tag, digest), upstream == self._local)
@@ -184,6 +182,23 @@ def _pinned(pins: list[ImageReference], upstream: str, repository: str, tag: str
     return any(ref.digest == digest or (
         ref.registry == upstream and ref.tag == tag
         and official_repository(upstream, ref.repository) == repository) for ref in pins)
+
+
+def _size_sql(restricted: Collection[str]) -> str:
+    """The bytes held for tag `t`: its manifest, what that references and one level further
+    down (index -> platform manifests -> configs and layers), each digest counted once; a
+    digest linked to a `restricted` owner only if it is linked to `t`'s upstream too. (The
+    owners are configuration names, quoted as SQL literals.)"""
+    claim = ""
+    if restricted:
+        names = ",".join("'" + name.replace("'", "''") + "'" for name in sorted(restricted))
+        claim = (" AND (EXISTS (SELECT 1 FROM links l WHERE l.digest=b.digest"
+                 " AND l.upstream=t.upstream) OR NOT EXISTS (SELECT 1 FROM links l"
+                 f" WHERE l.digest=b.digest AND l.upstream IN ({names})))")
+    return ("(SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN ("
+            "SELECT t.digest UNION SELECT child FROM refs WHERE parent=t.digest"
+            " UNION SELECT r2.child FROM refs r1 JOIN refs r2 ON r2.parent=r1.child"
+            f" WHERE r1.parent=t.digest){claim})")
 
 
 def _reference(text: object) -> ImageReference | None:

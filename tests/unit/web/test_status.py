@@ -358,8 +358,15 @@ async def test_a_public_image_does_not_show_what_only_a_private_pull_cached(
         return {b["digest"]: (b["cached"], b["size_bytes"]) for b in detail["blobs"]}
 
     assert cached(await doc(locked.client, page, anonymous))[shared.digest] == (False, None)
+
+    async def listed_size() -> int:
+        rows = (await doc(locked.client, "/?format=json&q=p2", anonymous))["images"]["rows"]
+        return int(rows[0]["size_bytes"])
+
+    assert await listed_size() == len(public.manifest)  # the layer is not counted either
     for blob in public.blobs:  # the public route's own pull: its upstream confirms the layer
         assert (await get(locked.client, f"/v2/{PUBLIC}/team/p2/blobs/{blob.digest}",
                           anonymous))[0] == 200
     assert cached(await doc(locked.client, page, anonymous))[shared.digest] == (
         True, len(shared.data))
+    assert await listed_size() == len(public.manifest) + sum(len(b.data) for b in public.blobs)
