@@ -87,8 +87,9 @@ def _runner(app: web.Application, config: Config) -> web.AppRunner:
 
 
 class _MetricsListener:
-    """Probes and scrapes are answered while requests drain; the scrape-time gauges read the
-    index, so the metrics listener stops before the components (the index) close."""
+    """Probes, scrapes and the status page (`web/status.py`) are answered while requests
+    drain; the scrape-time gauges read the index, so the metrics listener stops before the
+    components (the index) close."""
 
     def __init__(self, app: web.Application, config: Config) -> None:
         self._app = app
