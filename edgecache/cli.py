@@ -145,6 +145,8 @@ def _ca_pem(config: Config) -> bytes | None:
 
     if config.tls.cert_file:
         return None
+    if config.tls.ca_cert_file:  # the site CA: one certificate trusts every node
+        return Path(config.tls.ca_cert_file).read_bytes()
     files = ensure_self_managed(config.storage.path / "tls", config.tls.extra_names)
     assert files.ca is not None
     return files.ca.read_bytes()

@@ -45,6 +45,8 @@ class TlsConfig:
     key_file: str = ""
     extra_names: tuple[str, ...] = ()
     client_ca_file: str = ""  # set: clients must present a certificate signed by it (mTLS)
+    ca_cert_file: str = ""  # a site CA (edgecache/siteca.py): each node issues its own from it
+    ca_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,6 @@ def secret_files(config: Config) -> list[tuple[str, str]]:
              for name, u in config.upstreams.items() if u.password_file]
     found += [(f"auth.{k}", v) for k, v in (("htpasswd_file", config.auth.htpasswd_file),
                                              ("tokens_file", config.auth.tokens_file)) if v]
-    if config.tls.key_file:
-        found.append(("tls.key_file", config.tls.key_file))
+    found += [(f"tls.{k}", v) for k, v in (("key_file", config.tls.key_file),
+                                            ("ca_key_file", config.tls.ca_key_file)) if v]
     return found

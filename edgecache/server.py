@@ -40,7 +40,8 @@ def server_tls(config: Config) -> ServerTls | None:
         return None
     from edgecache.tls import ServerTls
     return ServerTls(config.tls.cert_file, config.tls.key_file, config.tls.extra_names,
-                     config.storage.path / "tls", config.tls.client_ca_file)
+                     config.storage.path / "tls", config.tls.client_ca_file,
+                     (config.tls.ca_cert_file, config.tls.ca_key_file))
 
 
 async def serve(config: Config) -> None:
