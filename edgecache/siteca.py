@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecache import configfields as fields
-from edgecache.configvalues import Problems
+from edgecache.config import Config
+from edgecache.configvalues import Problems, parse_hostport
 from edgecache.tls import TlsFiles, ensure_issued, host_names
 
 SITE_CA_KEYS = frozenset({"ca_cert_file", "ca_key_file"})
@@ -70,6 +71,19 @@ def _check_pair(cert: str, key: str) -> str:
     except (OSError, ValueError):
         return f"tls.ca_key_file: cannot read {key}"
     return ""
+
+
+def certificate_names(config: Config) -> tuple[str, ...]:
+    """`tls.extra_names` plus the HTTPS listener's own address when it names one (not a
+    wildcard): an address the listener binds without it being an interface's (a second
+    loopback address, a VIP added later) is still one the certificate must name. The server
+    and the CLI (`ca`, `client-config`) ask here, so they never issue for different names."""
+    names = config.tls.extra_names
+    if config.listen.https:
+        host = parse_hostport(config.listen.https, "listen.https")[0]
+        if host not in ("", "0.0.0.0", "::") and host not in names:
+            names = (*names, host)
+    return names
 
 
 def ensure_site_issued(storage_tls: Path, ca_cert: str, ca_key: str,

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from edgecache import cli
 from edgecache.config import load
 from edgecache.errors import ConfigError
-from edgecache.siteca import ensure_site_issued
+from edgecache.siteca import certificate_names, ensure_site_issued
 from edgecache.tls import ServerTls, ensure_self_managed
 from tests.unit.test_tls import handshake, load_cert, sans
 
@@ -220,3 +220,18 @@ def test_ca_command_prints_the_site_ca(tmp_path: Path,
     assert cli.main(["ca", "--config", str(path)]) == 0
     assert capsys.readouterr().out == cert.read_text()
     assert not (tmp_path / "storage" / "tls" / "ca.key").exists()  # no CA of our own made
+
+
+def test_a_listener_bound_to_one_address_names_it(tmp_path: Path) -> None:
+    """127.0.0.2 is no interface's address (lo has 127.0.0.1/8), yet a listener bound to it is
+    reached by it; a wildcard adds nothing (the interfaces' addresses are there already)."""
+    cert, key = write_ca(tmp_path, trustme.CA())
+    tls: dict[str, object] = {"ca_cert_file": str(cert), "ca_key_file": str(key),
+                              "extra_names": ["site.test"]}
+    path = config_file(tmp_path, tls)
+    for https, names in (("127.0.0.2:8443", ("site.test", "127.0.0.2")),
+                         ("0.0.0.0:30003", ("site.test",)), ("[::]:30003", ("site.test",))):
+        text = path.read_text().replace("https: 127.0.0.1:0", f"https: '{https}'")
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(text)
+        assert certificate_names(load(str(changed))) == names, https
