@@ -56,13 +56,13 @@ def entrypoint() -> list[str]:
     return value
 
 
-def pod_argv(spec: Mapping[str, Any], paths: Mapping[str, str], edgecache: str) -> list[str]:
+def pod_argv(spec: Mapping[str, Any], paths: Mapping[str, str], edgecache: list[str]
+             ) -> list[str]:
     """What the container runs (`command` replaces the ENTRYPOINT, `args` follow it), with pod
     paths mapped to test paths and the image's `edgecache` to this checkout's."""
     argv = list(spec["command"]) if "command" in spec else [*entrypoint(), *spec.get("args", [])]
-    if argv[0] == "edgecache":
-        argv[0] = edgecache
-    return [map_path(arg, paths) for arg in argv]
+    program = edgecache if argv[0] == "edgecache" else argv[:1]
+    return [*program, *(map_path(arg, paths) for arg in argv[1:])]
 
 
 def map_path(value: str, paths: Mapping[str, str]) -> str:
