@@ -1,4 +1,6 @@
 """The local CA and the server certificate it issues: the only module that imports `cryptography`.
+With a site CA (`tls.ca_cert_file`, edgecache/siteca.py) the issuer is the operator's CA instead,
+checked here the slow way and never written.
 
 `cryptography` costs ~9 MiB of RSS for as long as a process has imported it, and a server needs
 it only on the rare occasions a certificate is checked the slow way or (re)issued. So the server

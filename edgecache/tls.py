@@ -4,7 +4,8 @@ When the operator gives no certificate, edgecache keeps its own CA under `storag
 (key mode 0600) and issues a server certificate whose SANs hold `localhost`, 127.0.0.1, ::1,
 every address of the host, its host names and `tls.extra_names`: the fix for the "x509: cannot
 validate certificate for <ip> because it doesn't contain any IP SANs" that NodePort mirrors are
-known for. The certificate is re-issued from the same CA when the address set changes (checked
+known for. (With a site CA the same certificate comes from the operator's CA: siteca.py.)
+The certificate is re-issued from the same CA when the address set changes (checked
 at start and on SIGHUP) or when it nears expiry. Reloading swaps the chain in the live
 `SSLContext`: new handshakes get the new certificate, open connections carry on.
 
