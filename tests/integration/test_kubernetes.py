@@ -79,7 +79,7 @@ def edgecache() -> list[str]:
     for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
         if os.access(python, os.X_OK) and run(as_uid([python, "-c", probe])).returncode == 0:
             return [python, "-m", "edgecache"]
-    pytest.skip(f"no Python {version} with this checkout's packages is runnable by uid {UID}")
+    pytest.fail(f"no Python {version} with this checkout's packages is runnable by uid {UID}")
 
 
 @pytest.fixture
