@@ -42,10 +42,11 @@ def parse_local(raw: object, auth: AuthConfig, upstreams: Iterable[str],
         p.add(f"local.registry: {name} is also an upstream; the local registry needs a name "
               "of its own")
     push = p.value(lambda: fields.choice(section, "push", "local", "authenticated",
-                                         ("authenticated", "anonymous")), "authenticated")
+                                         ("authenticated", "anonymous")), "")
     if push == "authenticated" and not (auth.htpasswd_file or auth.tokens_file):
         p.add("local.push: authenticated pushes need client credentials; set "
               "auth.htpasswd_file or auth.tokens_file (or push: anonymous)")
     timeout = p.value(lambda: fields.positive_duration(
         section, "upload_timeout", "local", DEFAULT_UPLOAD_TIMEOUT), DEFAULT_UPLOAD_TIMEOUT)
-    return LocalConfig(registry=name, push=push, upload_timeout=timeout) if name else None
+    return LocalConfig(registry=name, push=push or "authenticated",
+                       upload_timeout=timeout) if name else None
