@@ -17,13 +17,14 @@ from tests.unit.local.conftest import (  # noqa: F401 - fixtures
 from tests.unit.local.test_manifests import EMPTY, artifact
 
 
-async def doc(pusher: Pusher, path: str) -> Any:
-    async with pusher.edge.client.get(path, headers=pusher.headers) as resp:
+async def doc(client: Pusher, path: str) -> Any:
+    async with client.edge.client.get(path, headers=client.headers) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
 
 
-async def test_pushed_images_are_local_and_show_their_referrers(pusher: Pusher) -> None:
+async def test_pushed_images_are_local_and_show_their_referrers(
+        pusher: Pusher) -> None:  # noqa: F811 - the fixture's value
     image = make_image([make_layer(700, 91)])
     assert (await pusher.image(image, "v1")).status == 201
     await pusher.blob(EMPTY)
