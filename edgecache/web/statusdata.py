@@ -9,7 +9,6 @@ at shutdown); "since start" is the counters themselves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -76,7 +75,7 @@ class Rate:
     saved_bytes: int
 
 
-def _sample(metrics: Metrics) -> Sample:
+def _sample(metrics: Metrics, at: float) -> Sample:
     hits = lookups = 0.0
     for family in metrics.requests.collect():
         for s in family.samples:
@@ -87,15 +86,16 @@ def _sample(metrics: Metrics) -> Sample:
     served = sum(metrics.registry.get_sample_value("edgecache_served_bytes_total",
                                                    {"source": source}) or 0.0
                  for source in ("cache", "upstream"))
-    return Sample(time.time(), hits, lookups, saved, served)
+    return Sample(at, hits, lookups, saved, served)
 
 
 class Rates:
     """Per-minute samples of the request and byte counters, an hour of them."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
         self._metrics = metrics
-        self._start = _sample(metrics)
+        self._clock = clock
+        self._start = self._now()
         self._ring: deque[Sample] = deque([self._start], maxlen=int(WINDOW / SAMPLE_EVERY) + 1)
         self._task: asyncio.Task[None] | None = None
 
@@ -103,22 +103,30 @@ class Rates:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="status rates")
 
     async def close(self) -> None:
+        """Cancel the sampling task and wait until it has ended."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(SAMPLE_EVERY)
-            self._ring.append(_sample(self._metrics))
+            self.sample()
+
+    def _now(self) -> Sample:
+        return _sample(self._metrics, self._clock())
+
+    def sample(self) -> None:
+        """Keep the counters as they are now (every SAMPLE_EVERY; the oldest falls out)."""
+        self._ring.append(self._now())
 
     def since_start(self) -> Rate:
-        return _rate(self._start, _sample(self._metrics))
+        return _rate(self._start, self._now())
 
     def last_hour(self) -> Rate:
-        now = _sample(self._metrics)
+        """From the oldest sample at most an hour old (since start, before an hour has run)."""
+        now = self._now()
         first = next((s for s in self._ring if now.at - s.at <= WINDOW + 1), self._ring[-1])
         return _rate(first, now)
 
