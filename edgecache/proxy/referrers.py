@@ -36,6 +36,7 @@ from yarl import URL
 from edgecache import jsondoc
 from edgecache.config import CacheConfig
 from edgecache.errors import (
+    DigestInvalid,
     ManifestUnknown,
     NameUnknown,
     NotFound,
@@ -79,14 +80,22 @@ def index_body(descriptors: list[dict[str, Any]]) -> bytes:
 
 
 def descriptors_of(body: bytes | None) -> list[dict[str, Any]]:
-    """The entries of an index that are descriptors (a mapping with a string digest)."""
+    """The entries of an index that are descriptors (a mapping with a valid digest): they
+    are pulled next, by digest, so nothing else is passed on."""
     try:
         doc = jsondoc.parse(body or b"", MANIFEST_LIMIT)
     except jsondoc.JsonUnreadable:
         return []
     items = doc.get("manifests") if isinstance(doc, dict) else None
-    return [item for item in items or () if isinstance(item, dict)
-            and isinstance(item.get("digest"), str)] if isinstance(items, list) else []
+    return [item for item in items if isinstance(item, dict) and _is_digest(item.get("digest"))
+            ] if isinstance(items, list) else []
+
+
+def _is_digest(value: object) -> bool:
+    try:
+        return isinstance(value, str) and bool(Digest.parse(value))
+    except DigestInvalid:
+        return False
 
 
 def shaped(descriptors: list[dict[str, Any]], query: Mapping[str, str],

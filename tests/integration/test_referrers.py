@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.artifacts import (
-    SBOM,
-    SIGNATURE,
-    descriptor,
-    make_artifact,
-    schema_index,
-    schema_tag,
-)
+from tests.support.artifacts import SBOM, SIGNATURE, descriptor, push_signed
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.httpclient import fetch
 from tests.support.images import OCI_INDEX, Image, make_image, make_layer
@@ -36,13 +29,7 @@ def signed(tmp_path: Path) -> Iterator[tuple[DockerRegistry, Image, list[Image]]
     """An image with a signature and an SBOM pushed the way a signer does without the API."""
     registry = DockerRegistry(tmp_path / "registry")
     try:
-        image = make_image([make_layer(2000, 401)])
-        registry.push_image(REPO, "v1", image)
-        artifacts = [make_artifact(image, SIGNATURE, b'{"signed": "v1"}'),
-                     make_artifact(image, SBOM, b'{"packages": []}')]
-        for artifact in artifacts:
-            registry.push_image(REPO, artifact.digest, artifact)
-        registry.push_manifest(REPO, schema_tag(image), schema_index(artifacts), OCI_INDEX)
+        image, artifacts = push_signed(registry, REPO, "v1", 401)
         yield registry, image, artifacts
     finally:
         registry.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tests.support.images import OCI_INDEX, OCI_MANIFEST, Blob, Image
+from tests.support.images import OCI_INDEX, OCI_MANIFEST, Blob, Image, make_image, make_layer
+from tests.support.registry import DockerRegistry
 
 EMPTY_CONFIG = Blob(b"{}", "application/vnd.oci.empty.v1+json")
 SIGNATURE = "application/vnd.example.signature.v1"
@@ -42,3 +43,17 @@ def schema_index(artifacts: list[Image]) -> bytes:
     """The index the `sha256-<hex>` tag names: one descriptor per referrer."""
     return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
                        "manifests": [descriptor(a) for a in artifacts]}).encode()
+
+
+def push_signed(registry: DockerRegistry, repo: str, tag: str, seed: int) -> tuple[Image,
+                                                                                 list[Image]]:
+    """An image with a signature and an SBOM, pushed as a signer does to a registry without the
+    referrers API (Distribution 2.8): the artifacts by digest, then the `sha256-<hex>` tag."""
+    image = make_image([make_layer(2000, seed)])
+    registry.push_image(repo, tag, image)
+    artifacts = [make_artifact(image, SIGNATURE, b'{"signed": "%d"}' % seed),
+                 make_artifact(image, SBOM, b'{"packages": [%d]}' % seed)]
+    for artifact in artifacts:
+        registry.push_image(repo, artifact.digest, artifact)
+    registry.push_manifest(repo, schema_tag(image), schema_index(artifacts), OCI_INDEX)
+    return image, artifacts
