@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecache.configfile import read_document
 from edgecache.configvalues import (
@@ -24,6 +24,9 @@ from edgecache.configvalues import (
     parse_size,
 )
 from edgecache.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgecache.local.settings import LocalConfig
 
 __all__ = ["Config", "InvalidConfig", "Size", "from_mapping", "load", "parse_duration",
            "parse_hostport", "parse_size", "secret_files"]
@@ -133,6 +136,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pins: tuple[str, ...] = ()
+    local: LocalConfig | None = None  # the site's own registry (edgecache/local/settings.py)
 
 
 DEFAULT_UPSTREAMS: dict[str, dict[str, Any]] = {

@@ -42,10 +42,11 @@ from edgecache.configvalues import (
     valid_host,
 )
 from edgecache.errors import EdgecacheError
+from edgecache.local.settings import parse_local
 from edgecache.oci import ImageReference
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",
-            "health", "log", "metrics", "limits", "pins"}
+            "health", "log", "metrics", "limits", "pins", "local"}
 
 
 def build(raw: object, p: Problems) -> Config:
@@ -73,8 +74,7 @@ def build(raw: object, p: Problems) -> Config:
         upstreams=upstreams, default_upstream=_default_upstream(top, names, p),
         cache=_cache(top.get("cache"), p), health=_health(top.get("health"), p),
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
-        pins=_pins(top.get("pins"), names, p),
-    )
+        pins=_pins(top.get("pins"), names, p), local=parse_local(top.get("local"), auth, names, p))
 
 
 # ---- sections -----------------------------------------------------------------------------------

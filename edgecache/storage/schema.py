@@ -5,7 +5,7 @@ bumps the version; an index of an older version gains the new tables on its next
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 UNKNOWN_OWNER = "(unknown)"  # not an upstream name: config names are host[:port]
 BASE = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -70,4 +70,13 @@ CREATE TABLE IF NOT EXISTS referrers (
 );
 """
 
-SCHEMA: tuple[str, ...] = (BASE, REFERRERS)
+SUBJECTS = """
+CREATE TABLE IF NOT EXISTS subjects (  -- a pushed manifest's `subject` (the referrers API)
+    digest        TEXT PRIMARY KEY,
+    subject       TEXT NOT NULL,
+    artifact_type TEXT
+);
+CREATE INDEX IF NOT EXISTS subjects_by_subject ON subjects(subject);
+"""
+
+SCHEMA: tuple[str, ...] = (BASE, SUBJECTS, REFERRERS)

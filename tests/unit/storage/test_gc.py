@@ -18,6 +18,7 @@ from edgecache.storage import gc
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
+from edgecache.storage.localindex import LocalIndex
 from edgecache.storage.quota import DiskUsage, Quota
 from edgecache.storage.store import Store
 
@@ -67,9 +68,8 @@ class Site:
         digest = Digest.of(body)
         await self.store.put(digest, body, media_type, children, [LOCAL])
         if subject is not None:  # what the push API records beside a manifest with a subject
-            self.index.sql.execute(
-                "INSERT INTO subjects(digest, subject, artifact_type) VALUES (?, ?, ?)",
-                (str(digest), subject, "application/vnd.example.signature.v1"))
+            LocalIndex(self.index, LOCAL).record_subject(
+                str(digest), subject, "application/vnd.example.signature.v1")
         return str(digest)
 
     def tag(self, tag: str, digest: str) -> None:
@@ -91,9 +91,6 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     made = Site(tmp_path / "store")
-    made.index.sql.executescript(  # the push API's table (edgecache/storage/schema.py there)
-        "CREATE TABLE IF NOT EXISTS subjects (digest TEXT PRIMARY KEY, subject TEXT NOT NULL,"
-        " artifact_type TEXT)")
     try:
         yield made
     finally:
