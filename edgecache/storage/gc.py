@@ -23,8 +23,12 @@ after the sweep removed it (as in Distribution, whose GC wants the registry read
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sqlite3
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -36,6 +40,7 @@ from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
 
 BATCH = 128
+NICE = 10  # as eviction: the server's loop comes first when the CPUs are busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +121,22 @@ def plan(index: Index, registry: str, grace: float, now: float | None = None) ->
 
 
 def collect(index: Index, layout: Layout, registry: str, grace: float, dry_run: bool = False,
-            now: float | None = None) -> Collected:
+            now: float | None = None, stop: threading.Event | None = None) -> Collected:
     """Plan, then (unless `dry_run`) sweep what the plan found."""
     result = plan(index, registry, grace, now)
-    return result if dry_run else sweep(index, layout, registry, result, grace, now)
+    return result if dry_run else sweep(index, layout, registry, result, grace, now, stop)
 
 
 def sweep(index: Index, layout: Layout, registry: str, result: Collected, grace: float,
-          now: float | None = None) -> Collected:
-    """Remove what `result` found, in batches, each item checked again as it goes."""
+          now: float | None = None, stop: threading.Event | None = None) -> Collected:
+    """Remove what `result` found, in batches, each item checked again as it goes; `stop`
+    (SIGTERM in the service's child) is looked at between batches."""
     started = time.monotonic()
     cutoff = (time.time() if now is None else now) - grace
     victims = {g.digest for g in result.found}
     for start in range(0, len(result.found), BATCH):
+        if stop is not None and stop.is_set():
+            break
         batch = result.found[start:start + BATCH]
         for garbage in _remove_rows(index, registry, batch, victims, cutoff, result):
             if _remove_file(layout, garbage.digest, cutoff):
@@ -211,11 +219,30 @@ def _remove_file(layout: Layout, digest: str, cutoff: float) -> bool:
     return True
 
 
-def run(root: Path, registry: str, grace: float, dry_run: bool = False) -> Collected:
+def run(root: Path, registry: str, grace: float, dry_run: bool = False,
+        stop: threading.Event | None = None) -> Collected:
     """A collection on the storage at `root` (the CLI's, and the service's child's)."""
     layout = Layout(root)
     index = Index(layout.index_file)
     try:
-        return collect(index, layout, registry, grace, dry_run)
+        return collect(index, layout, registry, grace, dry_run, stop=stop)
     finally:
         index.close()
+
+
+def main() -> int:
+    """The service's periodic collection, in a child as eviction is (it reads every local row
+    and unlinks many files): the request as JSON on stdin, the counts as JSON on stdout."""
+    os.nice(NICE)
+    request = json.loads(sys.stdin.read())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    result = run(Path(request["root"]), request["registry"], float(request["grace"]), stop=stop)
+    sys.stdout.write(json.dumps({"removed": result.removed, "freed": result.freed,
+                                 "unlinked": result.unlinked, "kept": result.kept,
+                                 "found": len(result.found), "seconds": result.seconds}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
