@@ -1,7 +1,7 @@
 """Garbage collection of the local registry with real pushes into a running edgecache: a tag
 moved, `edgecache gc` (beside the service) removes exactly the old manifest and the blobs only
-it referenced, while a push that is under way (a blob uploaded, a chunked upload half done,
-their manifest still to come) loses nothing."""
+it referenced (a signature pushed by digest stays with the image it signs), while a push under
+way (a blob uploaded, a chunked upload half done, their manifest still to come) loses nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.artifacts import SIGNATURE, make_artifact
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.httpclient import fetch
 from tests.support.images import Blob, Image, make_image, make_layer
@@ -96,6 +97,10 @@ def test_a_moved_tag_is_collected_while_a_push_goes_on(edgecaches: StartEdgecach
     new = make_image([shared, make_layer(2000, 603)])
     pusher.image(old, "latest")
     pusher.image(new, "latest")  # the tag moves: the old manifest is garbage, with its own blobs
+    signature = make_artifact(new, SIGNATURE, b'{"signed": "new"}')  # pushed by digest, as
+    old_signature = make_artifact(old, SIGNATURE, b'{"signed": "old"}')  # signers do
+    pusher.image(signature, signature.digest)
+    pusher.image(old_signature, old_signature.digest)
     pushed = time.time()
 
     assert listed(gc(edge, "--dry-run")) == set()  # within local.gc_grace (1h): nothing
@@ -108,18 +113,22 @@ def test_a_moved_tag_is_collected_while_a_push_goes_on(edgecaches: StartEdgecach
     pusher.blob(whole)
     location = pusher.chunk(pusher.start(), chunked.data[:1000], 0)
 
-    garbage = {old.digest, old.config.digest, old.layers[0].digest}
+    garbage = {old.digest, old.config.digest, old.layers[0].digest,  # the signature of the
+               old_signature.digest, old_signature.layers[0].digest}  # old image goes with it
     dry = gc(edge, "--dry-run", "--grace", f"{GRACE:g}s")
     assert listed(dry) == garbage, dry
     assert all(served(edge, d) == 200 for d in (old.config.digest, old.layers[0].digest))
     done = gc(edge, "--grace", f"{GRACE:g}s")
-    assert "removed 3 items" in done, done
+    assert "removed 5 items" in done, done
 
     assert served(edge, old.digest, "manifests") == 404
     assert all(served(edge, d) == 404 for d in (old.config.digest, old.layers[0].digest))
     for blob in new.blobs:
         assert served(edge, blob.digest) == 200
     assert served(edge, new.digest, "manifests") == 200
+    assert served(edge, signature.digest, "manifests") == 200  # a referrer of a kept image
+    assert all(served(edge, b.digest) == 200 for b in signature.blobs)
+    assert served(edge, old_signature.digest, "manifests") == 404
     # the push goes on and completes: nothing it had sent is gone
     location = pusher.chunk(location, chunked.data[1000:], 1000)
     pusher.finish(location, chunked.digest)
