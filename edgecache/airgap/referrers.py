@@ -37,4 +37,6 @@ def referrers_of(index: Index, upstreams: Container[str], root: Root) -> tuple[s
     tag = schema_tag(subject)
     kept = referrers.answer(index, upstream, repository, str(subject))
     record = kept or index.tag(upstream, repository, tag)
-    return None if record is None else (full_name(upstream, repository, tag), record.digest)
+    if record is None or not index.children(record.digest):
+        return None  # none kept, or no referrers: nothing to carry
+    return full_name(upstream, repository, tag), record.digest

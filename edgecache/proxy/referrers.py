@@ -200,8 +200,9 @@ class ReferrerLists:
             return None
         body = index_body(descriptors)
         digest = Digest.of(body)
-        await self._store.put(digest, body, OCI_INDEX,
-                              children_of({"manifests": descriptors}), [client.name])
+        if client.name not in self._store.links(digest) or self._store.manifest(digest) is None:
+            await self._store.put(digest, body, OCI_INDEX,  # unchanged answers: not rewritten
+                                  children_of({"manifests": descriptors}), [client.name])
         self._store.set_referrers(key[0], key[1], target.content_digest(), digest)
         return descriptors
 
