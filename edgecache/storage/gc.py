@@ -12,6 +12,8 @@ while the image it signs stays. Sweep: every local digest not marked, except
 - what, at the moment of its removal, a tag, a manifest outside the sweep, or a kept subject
   references (a push that finished meanwhile);
 - what another upstream links too (a cached copy for that route): only the local link goes.
+The plan applies the same checks (to a fixpoint), so `--dry-run` lists what the sweep removes,
+unless a push lands in between.
 Removal, per batch: the rows (blob, its refs, links, subject) in one transaction that also makes
 the checks above, then each file is renamed aside and removed unless its mtime says it was
 written since the cutoff (a publish of the same digest between its rename and its rows: the file
@@ -116,8 +118,25 @@ def plan(index: Index, registry: str, grace: float, now: float | None = None) ->
                "no kept manifest references this blob")
         result.found.append(Garbage(digest, size or 0, why, tuple(sorted(
             (others or "").split()))))
+    result.found = _settled(index, registry, result.found, cutoff)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _settled(index: Index, registry: str, found: list[Garbage],
+             cutoff: float) -> list[Garbage]:
+    """Leave out, until nothing changes, what something outside the garbage still references
+    (a young manifest's old layers, a cached upstream manifest's, a young subject's
+    referrer): the dry run then shows what the sweep will remove."""
+    subjects = _has_table(index, "subjects")
+    for _ in range(len(found) + 1):  # each round drops one item at least, or ends
+        victims = {g.digest for g in found}
+        kept = [g for g in found
+                if _still_garbage(index.sql, registry, g.digest, victims, cutoff, subjects)]
+        if len(kept) == len(found):
+            break
+        found = kept
+    return found
 
 
 def collect(index: Index, layout: Layout, registry: str, grace: float, dry_run: bool = False,

@@ -190,3 +190,21 @@ async def test_a_file_written_since_the_cutoff_is_never_removed(site: Site) -> N
     done = gc.sweep(site.index, site.layout, LOCAL, planned, GRACE, now=time.time() + LATER)
     assert site.present(orphan) and done.removed == 0 and done.kept == 1
     assert list(site.layout.tmp_dir.iterdir()) == []
+
+
+async def test_what_young_or_cached_content_references_is_not_even_listed(site: Site) -> None:
+    """The dry run shows what the sweep removes: an old layer a young manifest uses, or a
+    cached upstream manifest uses, is not garbage."""
+    layer = await site.blob(b"old layer, new manifest")
+    await site.manifest(14, shared=[layer])  # untagged, but within the grace period
+    later = GRACE / 2  # the manifest (published "now") is young, the layer is made old below
+    site.index.sql.execute("UPDATE blobs SET added_at=0, last_access=0 WHERE digest=?",
+                           (layer,))
+    assert layer not in {g.digest for g in site.collect(dry_run=True, later=later).found}
+
+    cached = await site.blob(b"in a cached upstream image too")
+    body = json.dumps({"schemaVersion": 2, "layers": [{"digest": cached}]}).encode()
+    await site.store.put(Digest.of(body), body, OCI_MANIFEST, [cached], ["docker.io"])
+    assert cached not in {g.digest for g in site.collect(dry_run=True).found}
+    done = site.collect()
+    assert site.present(cached) and done.kept == 0
