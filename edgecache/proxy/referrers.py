@@ -11,7 +11,9 @@ Two sources, one answer shape (an OCI image index of descriptors, `artifactType`
 - An upstream without the API (Distribution 2.8 answers 404; garbage and 4XX count the same):
   the referrers tag schema, the tag `<alg>-<hex>` naming an index of the referrers, read
   through the ordinary manifest path, so it is cached, revalidated, served stale and scoped as
-  any tag; none is an empty answer. "No API" is remembered per upstream for `cache.tag_ttl`.
+  any tag; none is an empty answer. An answer that is no referrers answer at all (a 400, 405,
+  HTML) is remembered per upstream for `cache.tag_ttl`; a 404 is not (an API may 404 one
+  subject), so Distribution 2.8 is asked once per referrers request before its tag.
   An upstream that cannot be reached, with no kept answer, is asked for the tag too: a copy of
   it may be cached (or imported: `export` carries referrers as that tag).
 edgecache therefore offers the API itself: it never answers 404 to a referrers request for a
@@ -37,8 +39,6 @@ from edgecache import jsondoc
 from edgecache.config import CacheConfig
 from edgecache.errors import (
     DigestInvalid,
-    ManifestUnknown,
-    NameUnknown,
     NotFound,
     UpstreamAuthError,
     UpstreamBadResponse,
@@ -192,9 +192,13 @@ class ReferrerLists:
             return None
         try:
             descriptors = await self._pages(client, target)
-        except NameUnknown:
-            return None  # a repository it does not know: nothing to say about its API
-        except (ManifestUnknown, UpstreamBadResponse) as exc:
+        except NotFound as exc:
+            # Distribution 2.8's "404 page not found", or an API that does not know this
+            # subject or repository (some answer 404 where the spec wants an empty list): not
+            # remembered, so one subject's 404 never hides the API for the others
+            log.debug("no referrers API answer from %s (%s)", client.name, exc)
+            return None
+        except UpstreamBadResponse as exc:
             log.debug("upstream %s offers no referrers API (%s)", client.name, exc)
             self._no_api[client.name] = time.monotonic() + self._cache.tag_ttl
             return None
