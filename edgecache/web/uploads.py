@@ -117,6 +117,8 @@ class UploadHandlers:
         received = 0
         while chunk := await request.content.readany():
             received += len(chunk)
+            if length is not None and received > length:  # a chunked body past its range
+                raise BlobUploadInvalid(f"the body is longer than the {length} bytes announced")
             if received > room:
                 raise PushTooLarge(_disk_full(received, room))
             try:

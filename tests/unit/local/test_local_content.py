@@ -90,3 +90,19 @@ async def test_idle_upload_sessions_expire_and_leave_no_file(tmp_path: Path) -> 
         await uploads.close()
         storage.close(clean=True)
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_local_registry_is_a_route_and_the_default_when_no_upstream_is() -> None:
+    from edgecache.errors import BlobUploadUnknown
+    from edgecache.proxy.routing import Router
+
+    router = Router(["docker.io"], None, LOCAL)
+    upload = router.resolve("team/app/blobs/uploads/", None)
+    assert (upload.upstream, upload.repository, upload.kind, upload.reference) == (
+        LOCAL, "team/app", "uploads", "")
+    assert router.resolve(f"{LOCAL}/team/app/blobs/uploads/abc", None).reference == "abc"
+    assert router.resolve("app/manifests/v1", LOCAL).upstream == LOCAL
+    with pytest.raises(BlobUploadUnknown):  # upstreams take no pushes
+        router.resolve("docker.io/team/app/blobs/uploads/", None)
+    assert Router(["docker.io"], "docker.io", LOCAL).resolve(
+        "app/manifests/v1", None).upstream == "docker.io"

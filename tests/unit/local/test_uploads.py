@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 
 from tests.support.images import sha256
 from tests.unit.conftest import MakeEdge
@@ -120,3 +121,18 @@ async def test_a_push_that_does_not_fit_on_disk_is_refused_at_once(make_edge: Ma
     error = (await resp.json())["errors"][0]
     assert error["code"] == "SIZE_INVALID" and "disk is full" in error["message"]
     assert edge.blob_files() == [] and edge.tmp_files() == []
+
+
+async def test_a_chunk_longer_than_its_content_range_is_refused(pusher: Pusher) -> None:
+    resp = await pusher.request("POST", pusher.url("blobs/uploads/"))
+    location = resp.headers["Location"]
+
+    async def body() -> AsyncIterator[bytes]:  # chunked transfer: no Content-Length
+        yield b"x" * 100
+
+    long = await pusher.request("PATCH", location, data=body(),
+                                headers={"Content-Range": "0-9"})
+    assert long.status == 400
+    assert (await long.json())["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+    status = await pusher.request("GET", location)
+    assert status.headers["Range"] == "0-0"  # nothing past the range was kept
