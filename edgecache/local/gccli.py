@@ -36,8 +36,6 @@ def gc_command(config: Config, args: argparse.Namespace) -> int:
             raise ConfigError("gc: no local registry is configured (local.registry)")
         grace = (config.local.gc.grace if args.grace is None
                  else parse_duration(args.grace, "--grace"))
-        if grace < 0:
-            raise ConfigError("--grace: must be 0 or more")
     except ConfigError as exc:
         print(f"edgecache: {exc}", file=sys.stderr)
         return 2

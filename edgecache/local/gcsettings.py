@@ -37,8 +37,4 @@ def parse_gc(section: Mapping[str, Any], p: Problems) -> GcSettings:
     grace = p.value(lambda: fields.duration(section, "gc_grace", "local", DEFAULT_GRACE),
                     DEFAULT_GRACE)
     interval = p.value(lambda: fields.duration(section, "gc_interval", "local", 0.0), 0.0)
-    if grace < 0:
-        p.add("local.gc_grace: must be 0 or more")
-    if interval < 0:
-        p.add("local.gc_interval: must be 0 (off) or more")
-    return GcSettings(max(grace, 0.0), max(interval, 0.0))
+    return GcSettings(grace, interval)  # durations are never negative (parse_duration)
