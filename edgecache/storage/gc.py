@@ -130,9 +130,9 @@ def _settled(index: Index, registry: str, found: list[Garbage],
     referrer): the dry run then shows what the sweep will remove."""
     subjects = _has_table(index, "subjects")
     for _ in range(len(found) + 1):  # each round drops one item at least, or ends
-        victims = {g.digest for g in found}
-        kept = [g for g in found
-                if _still_garbage(index.sql, registry, g.digest, victims, cutoff, subjects)]
+        victims, tagged = {g.digest for g in found}, _tagged(index.sql, registry)
+        kept = [g for g in found if _still_garbage(index.sql, registry, g.digest, victims,
+                                                   cutoff, subjects, tagged)]
         if len(kept) == len(found):
             break
         found = kept
@@ -175,9 +175,10 @@ def _remove_rows(index: Index, registry: str, batch: Iterable[Garbage], victims:
     subjects = _has_table(index, "subjects")
     gone: list[Garbage] = []
     with index.transaction():
+        tagged = _tagged(db, registry)  # read inside the transaction: a tag set since counts
         for garbage in batch:
             digest = garbage.digest
-            if not _still_garbage(db, registry, digest, victims, cutoff, subjects):
+            if not _still_garbage(db, registry, digest, victims, cutoff, subjects, tagged):
                 result.kept += 1
                 continue
             others = [row[0] for row in db.execute(
@@ -195,8 +196,14 @@ def _remove_rows(index: Index, registry: str, batch: Iterable[Garbage], victims:
     return gone
 
 
+def _tagged(db: sqlite3.Connection, registry: str) -> set[str]:
+    """What local tags name now (one read of them: the table has no index by digest)."""
+    return {row[0] for row in db.execute("SELECT digest FROM tags WHERE upstream=?",
+                                         (registry,))}
+
+
 def _still_garbage(db: sqlite3.Connection, registry: str, digest: str, victims: set[str],
-                   cutoff: float, subjects: bool) -> bool:
+                   cutoff: float, subjects: bool, tagged: set[str]) -> bool:
     """Checked inside the removal's transaction: still local, old, untagged, and referenced by
     nothing that stays (a manifest outside this sweep, or a subject that stays)."""
     if db.execute("SELECT 1 FROM links WHERE digest=? AND upstream=?",
@@ -206,8 +213,7 @@ def _still_garbage(db: sqlite3.Connection, registry: str, digest: str, victims: 
                      (digest,)).fetchone()
     if row is not None and max(row) >= cutoff:
         return False
-    if db.execute("SELECT 1 FROM tags WHERE upstream=? AND digest=? LIMIT 1",
-                  (registry, digest)).fetchone() is not None:
+    if digest in tagged:
         return False
     parents = db.execute("SELECT r.parent FROM refs r JOIN blobs b ON b.digest=r.parent"
                          " WHERE r.child=?", (digest,))
