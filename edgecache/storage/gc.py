@@ -11,7 +11,8 @@ while the image it signs stays. Sweep: every local digest not marked, except
   uploaded again is written anew);
 - what, at the moment of its removal, a tag, a manifest outside the sweep, or a kept subject
   references (a push that finished meanwhile);
-- what another upstream links too (a cached copy for that route): only the local link goes.
+- what another upstream links too (a cached copy for that route): only the local link goes,
+  and what such a manifest references stays with it;
 The plan applies the same checks (to a fixpoint), so `--dry-run` lists what the sweep removes,
 unless a push lands in between.
 Removal, per batch: the rows (blob, its refs, links, subject) in one transaction that also makes
@@ -130,7 +131,7 @@ def _settled(index: Index, registry: str, found: list[Garbage],
     referrer): the dry run then shows what the sweep will remove."""
     subjects = _has_table(index, "subjects")
     for _ in range(len(found) + 1):  # each round drops one item at least, or ends
-        victims, tagged = {g.digest for g in found}, _tagged(index.sql, registry)
+        victims, tagged = _leaving(found), _tagged(index.sql, registry)
         kept = [g for g in found if _still_garbage(index.sql, registry, g.digest, victims,
                                                    cutoff, subjects, tagged)]
         if len(kept) == len(found):
@@ -152,7 +153,7 @@ def sweep(index: Index, layout: Layout, registry: str, result: Collected, grace:
     (SIGTERM in the service's child) is looked at between batches."""
     started = time.monotonic()
     cutoff = (time.time() if now is None else now) - grace
-    victims = {g.digest for g in result.found}
+    victims = _leaving(result.found)
     for start in range(0, len(result.found), BATCH):
         if stop is not None and stop.is_set():
             break
@@ -194,6 +195,12 @@ def _remove_rows(index: Index, registry: str, batch: Iterable[Garbage], victims:
                 db.execute("DELETE FROM subjects WHERE digest=?", (digest,))
             gone.append(garbage)
     return gone
+
+
+def _leaving(found: Iterable[Garbage]) -> set[str]:
+    """What goes altogether: content another upstream keeps stays, and so does what it
+    references (a cached manifest keeps its layers)."""
+    return {g.digest for g in found if not g.others}
 
 
 def _tagged(db: sqlite3.Connection, registry: str) -> set[str]:

@@ -208,3 +208,15 @@ async def test_what_young_or_cached_content_references_is_not_even_listed(site: 
     assert cached not in {g.digest for g in site.collect(dry_run=True).found}
     done = site.collect()
     assert site.present(cached) and done.kept == 0
+
+
+async def test_a_manifest_another_upstream_keeps_keeps_its_layers(site: Site) -> None:
+    layer = await site.blob(b"pushed here, named by a manifest docker.io has too")
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "layers": [{"digest": layer}]}).encode()
+    await site.store.put(Digest.of(body), body, OCI_MANIFEST, [layer], [LOCAL, "docker.io"])
+
+    done = site.collect()
+    assert done.unlinked == 1 and done.removed == 0
+    assert site.present(layer) and site.present(str(Digest.of(body)))
+    assert site.index.links(str(Digest.of(body))) == {"docker.io"}
