@@ -19,7 +19,8 @@ Removal, per batch: the rows (blob, its refs, links, subject) in one transaction
 the checks above, then each file is renamed aside and removed unless its mtime says it was
 written since the cutoff (a publish of the same digest between its rename and its rows: the file
 goes back, and that publish's rows follow). So no index row is ever left without its file; a
-crash after the rows leaves a stray file, which the start-up reconcile adopts as private.
+collection killed after the rows leaves a stray file, private (no link): under tmp/ (swept at
+start) or under blobs/ (adopted by the reconcile after an unclean stop, or `verify --repair`).
 Left to the push path: a manifest PUT that found an old unreferenced blob present and names it
 after the sweep removed it (as in Distribution, whose GC wants the registry read-only).
 """
