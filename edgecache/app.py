@@ -26,6 +26,7 @@ from aiohttp import web
 
 from edgecache.config import Config, secret_files
 from edgecache.errors import StorageError
+from edgecache.local.collector import collect_every
 from edgecache.local.wiring import local_handlers
 from edgecache.metrics import Metrics
 from edgecache.oci import MANIFEST_LIMIT
@@ -169,6 +170,9 @@ async def _components(app: web.Application, config: Config,
     status = app[STATUS] = status_source(config, store, storage.index, storage.quota, clients,
                                          metrics, config.local.registry if config.local else None)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
+    collector = (asyncio.create_task(collect_every(storage.layout.root, config.local.registry,
+                                                   config.local.gc), name="local-gc")
+                 if config.local is not None and config.local.gc.interval > 0 else None)
     try:
         yield
     finally:
@@ -176,7 +180,7 @@ async def _components(app: web.Application, config: Config,
         # owner cancels and awaits its background work before what that work uses is closed:
         # the janitor and password checks, then flights (tag revalidations, manifest fetches)
         # and downloads, which use the upstream clients, which go before the index.
-        await _cancel(janitor)
+        await _cancel(janitor, collector)
         await status.close()
         if uploads is not None:
             await uploads.close()  # before the index: sessions' files are abandoned

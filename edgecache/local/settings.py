@@ -15,11 +15,13 @@ fell back to anonymous) anybody could.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgecache import configfields as fields
 from edgecache.config import AuthConfig
 from edgecache.configvalues import Problems, upstream_name
+from edgecache.local.gcsettings import KEYS as GC_KEYS
+from edgecache.local.gcsettings import GcSettings, parse_gc
 
 DEFAULT_UPLOAD_TIMEOUT = 3600.0
 
@@ -29,6 +31,7 @@ class LocalConfig:
     registry: str  # a route name like an upstream's; its content is `links.upstream` = this
     push: str = "authenticated"  # or "anonymous"
     upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT
+    gc: GcSettings = field(default_factory=GcSettings)  # local.gc_* (local/gcsettings.py)
 
 
 def parse_local(raw: object, auth: AuthConfig, upstreams: Iterable[str],
@@ -36,7 +39,7 @@ def parse_local(raw: object, auth: AuthConfig, upstreams: Iterable[str],
     """The section, or None when it is absent (every problem recorded in `p`)."""
     if raw is None:
         return None
-    section = fields.section(raw, "local", {"registry", "push", "upload_timeout"}, p)
+    section = fields.section(raw, "local", {"registry", "push", "upload_timeout", *GC_KEYS}, p)
     name = p.value(lambda: upstream_name(section.get("registry"), "local.registry"), "")
     if name and name in set(upstreams):
         p.add(f"local.registry: {name} is also an upstream; the local registry needs a name "
@@ -48,5 +51,6 @@ def parse_local(raw: object, auth: AuthConfig, upstreams: Iterable[str],
               "auth.htpasswd_file or auth.tokens_file (or push: anonymous)")
     timeout = p.value(lambda: fields.positive_duration(
         section, "upload_timeout", "local", DEFAULT_UPLOAD_TIMEOUT), DEFAULT_UPLOAD_TIMEOUT)
+    gc = parse_gc(section, p)
     return LocalConfig(registry=name, push=push or "authenticated",
-                       upload_timeout=timeout) if name else None
+                       upload_timeout=timeout, gc=gc) if name else None

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from edgecache.errors import StorageError
 from edgecache.oci import Digest
+from edgecache.storage import referrers
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.files import BlobFile
 from edgecache.storage.holdings import Holdings, ImageRow, Page, Part
@@ -202,3 +203,12 @@ class Store:
 
     def tags(self, upstream: str, repository: str) -> list[str]:
         return self._index.tags(upstream, repository)
+
+    def referrers(self, upstream: str, repository: str, subject: Digest) -> Tag | None:
+        """The stored index that last answered the upstream's referrers of `subject`, and when."""
+        record = referrers.answer(self._index, upstream, repository, str(subject))
+        return None if record is None else Tag(Digest.parse(record.digest), record.checked_at)
+
+    def set_referrers(self, upstream: str, repository: str, subject: Digest,
+                      digest: Digest) -> None:
+        referrers.set_answer(self._index, upstream, repository, str(subject), str(digest))

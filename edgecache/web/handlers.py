@@ -7,13 +7,11 @@ access log line; the time to answer is observed per route.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
 from edgecache.errors import BlobUploadUnknown, RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
@@ -26,7 +24,6 @@ from edgecache.web.observability import ACCESS
 from edgecache.web.pushes import LocalHandlers
 from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
 
-_LINK_RE = re.compile(r"<([^>]*)>")
 READ_METHODS = frozenset({"GET", "HEAD"})
 ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers",
           "uploads": "upload"}
@@ -191,18 +188,12 @@ class RegistryHandlers:
         return response
 
     async def _referrers(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """One answer, every upstream page merged (`proxy/referrers.py`): no Link."""
         answer = await self._service.referrers(target, request.query)
-        self._result(request, "upstream")
         response = web.Response(body=answer.body, headers={
-            CACHE_HEADER: RESULTS["upstream"], "Content-Type": OCI_INDEX})
+            CACHE_HEADER: self._result(request, answer.source), "Content-Type": OCI_INDEX})
         if answer.filters:
             response.headers["OCI-Filters-Applied"] = answer.filters
-        if answer.link and (match := _LINK_RE.search(answer.link)):
-            # the upstream's paging parameters, on our URL; only its query is read (the rest,
-            # the upstream's host and path, may be anything an upstream writes)
-            query = match.group(1).partition("?")[2].partition("#")[0]
-            following = dict(URL.build(path="/", query_string=query).query)
-            response.headers["Link"] = self._link(request, following)
         return response
 
     @staticmethod
