@@ -24,6 +24,7 @@ from edgecache.configvalues import (
     parse_size,
 )
 from edgecache.errors import ConfigError
+from edgecache.prefetchconfig import PrefetchConfig
 
 __all__ = ["Config", "InvalidConfig", "Size", "from_mapping", "load", "parse_duration",
            "parse_hostport", "parse_size", "secret_files"]
@@ -133,6 +134,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pins: tuple[str, ...] = ()
+    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
 
 
 DEFAULT_UPSTREAMS: dict[str, dict[str, Any]] = {

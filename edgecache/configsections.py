@@ -43,9 +43,10 @@ from edgecache.configvalues import (
 )
 from edgecache.errors import EdgecacheError
 from edgecache.oci import ImageReference
+from edgecache.prefetchconfig import parse_prefetch
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",
-            "health", "log", "metrics", "limits", "pins"}
+            "health", "log", "metrics", "limits", "pins", "prefetch"}
 
 
 def build(raw: object, p: Problems) -> Config:
@@ -74,6 +75,7 @@ def build(raw: object, p: Problems) -> Config:
         cache=_cache(top.get("cache"), p), health=_health(top.get("health"), p),
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
         pins=_pins(top.get("pins"), names, p),
+        prefetch=parse_prefetch(top.get("prefetch"), names, p),
     )
 
 

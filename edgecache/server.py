@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edgecache import systemd
-from edgecache.app import METRICS, READY, _cancel, build_app, warn_open_secrets
+from edgecache.admin import mount_admin
+from edgecache.app import METRICS, PINNING, READY, _cancel, build_app, warn_open_secrets
 from edgecache.config import Config, parse_hostport
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.memory import HeapTrimmer, trim_periodically
@@ -98,8 +99,9 @@ class _MetricsListener:
         if not self._address:
             return
         app = self._app
-        self._runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
-                                     access_log=None, shutdown_timeout=1.0)
+        listener = metrics_app(app[METRICS], lambda: app.get(READY))
+        mount_admin(listener, app[PINNING])  # /admin/ (runtime pins), loopback peers only
+        self._runner = web.AppRunner(listener, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         host, port = parse_hostport(self._address, "metrics.listen")
         await _listen(web.TCPSite(self._runner, host, port, reuse_address=True),
