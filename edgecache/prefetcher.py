@@ -63,6 +63,16 @@ class Pacer:
             await asyncio.sleep(wait)  # the pacing itself, not a stand-in for an event
 
 
+class _Quiet(Progress):
+    """Warm's progress with nowhere to draw: the schedule reports in the log, per image."""
+
+    def refresh(self, force: bool = False) -> None:
+        return None
+
+    def finish(self) -> None:
+        return None
+
+
 class Prefetcher:
     def __init__(self, config: PrefetchConfig, clients: Mapping[str, UpstreamClient],
                  store: Store, puller: SelfPull) -> None:
@@ -104,7 +114,7 @@ class Prefetcher:
         info = await self._clients[ref.registry].head_manifest(repository, ref.tag)
         digest = parse_upstream_digest(ref.registry, info.digest)
         wanted = f"{ref.registry}/{ref.repository}" + (f"@{digest}" if digest else f":{ref.tag}")
-        progress = Progress("prefetching", "images", io.StringIO(), tty=False)
+        progress = _Quiet("prefetching", "images", io.StringIO(), tty=False)
         results = await self._puller.pull([wanted], progress, image.platforms,
                                           self._config.concurrency, self._pace)
         if results[0].error:

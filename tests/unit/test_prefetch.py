@@ -4,8 +4,10 @@ blobs a first manifest pull prefetches."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from edgecache.config import from_mapping
 from edgecache.configvalues import InvalidConfig
@@ -79,3 +81,12 @@ def test_an_image_manifest_prefetches_its_config_and_layers_an_index_nothing() -
     assert image_blobs(ManifestAnswer(Digest.of(body), DOCKER_MANIFEST_LIST, len(body), body,
                                       "upstream")) == []
     assert image_blobs(ManifestAnswer(Digest.of(b""), OCI_MANIFEST, 0, None, "upstream")) == []
+
+
+def test_the_commented_section_in_config_example_is_valid() -> None:
+    text = (Path(__file__).resolve().parents[2] / "config.example.yaml").read_text()
+    block = text[text.index("#prefetch:"):].split("\n\n", 1)[0]
+    section = yaml.safe_load("\n".join(line[1:] for line in block.splitlines()))
+    prefetch = from_mapping(section).prefetch
+    assert prefetch.interval == 900.0 and prefetch.bandwidth == 10 << 20
+    assert len(prefetch.images) == 2 and len(prefetch.images[1].platforms) == 2
