@@ -3,8 +3,9 @@
 Not a test: `.venv/bin/python bench/prefetch.py [--reps N]`. On 127.0.0.1 only it starts a
 docker-registry holding `library/bench:1` (ten layers, 24 MiB in all, random bytes), a WAN
 relay in front of it (`WanLink`: 200 Mbit/s shared by every connection, 25 ms each way, so a
-50 ms round trip), a private containerd (tests/support/containerd.py) and, per run, a fresh
-edgecache. Three ways to pull, alternated run by run (the order rotates every repetition):
+50 ms round trip; then again with each connection also held to 50 Mbit/s), a private
+containerd (tests/support/containerd.py) and, per run, a fresh edgecache. Three ways to pull,
+alternated run by run (the order rotates every repetition):
 - direct: containerd pulls from the relay (the upstream over the WAN);
 - edgecache: containerd pulls through a cold edgecache on loopback (the site's LAN), whose
   upstream is the relay; `prefetch.layers` off (the default);
@@ -40,18 +41,34 @@ LAYERS = [8 * MiB, 4 * MiB, 4 * MiB, 2 * MiB, 2 * MiB, 1 * MiB, 1 * MiB, 1 * MiB
           MiB // 2, MiB // 2]
 RATE = 200e6 / 8  # bytes per second
 ONE_WAY = 0.025  # seconds
+FLOW_RATE = 50e6 / 8  # bytes per second per connection, in the second link
 CHUNK = 64 * 1024
 PULL_TIMEOUT = 300.0
 
 
+class _Bucket:
+    """A rate as a schedule: when the bytes booked so far have gone through."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._next = 0.0
+
+    def book(self, size: int, now: float) -> float:
+        self._next = max(now, self._next) + size / self._rate
+        return self._next
+
+
 class WanLink:
     """A TCP relay to a loopback port: answers share one `RATE` (a link, not per connection),
-    and every piece of data in either direction arrives `ONE_WAY` seconds after it left."""
+    optionally also `flow_rate` per connection (a lossy long path bounds each TCP flow: Mathis
+    et al., MSS / (RTT * sqrt(loss))), and every piece of data in either direction arrives
+    `ONE_WAY` seconds after it left."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, flow_rate: float | None = None) -> None:
         self._target = target_port
+        self._flow_rate = flow_rate
         self._loop = asyncio.new_event_loop()
-        self._next = 0.0  # when the link is free again
+        self._link = _Bucket(RATE)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -71,8 +88,17 @@ class WanLink:
         self._loop.run_until_complete(server.wait_closed())
 
     def close(self) -> None:
+        """Every connection's pumps cancelled and awaited, then the loop stopped."""
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _stop(self) -> None:
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _connection(self, client_r: asyncio.StreamReader,
                           client_w: asyncio.StreamWriter) -> None:
@@ -81,19 +107,20 @@ class WanLink:
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(self._pump(client_r, up_w, paced=False),
-                             self._pump(up_r, client_w, paced=True), return_exceptions=True)
+        flow = _Bucket(self._flow_rate) if self._flow_rate else None
+        await asyncio.gather(self._pump(client_r, up_w, None),
+                             self._pump(up_r, client_w, [self._link, *([flow] if flow else [])]),
+                             return_exceptions=True)
 
-    async def _pace(self, size: int) -> None:
-        """Serialise onto the shared link: a piece is sent once the link is free."""
+    async def _pace(self, size: int, buckets: list[_Bucket]) -> None:
+        """Serialise onto the link (and the flow's bound): sent once both let it through."""
         now = self._loop.time()
-        start = max(now, self._next)
-        self._next = start + size / RATE
-        if self._next > now:
-            await asyncio.sleep(self._next - now)  # the link's serialisation time
+        until = max(bucket.book(size, now) for bucket in buckets)
+        if until > now:
+            await asyncio.sleep(until - now)  # the link's serialisation time
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    paced: bool) -> None:
+                    buckets: list[_Bucket] | None) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
@@ -111,8 +138,8 @@ class WanLink:
         delivery = asyncio.ensure_future(deliver())
         try:
             while data := await reader.read(CHUNK):
-                if paced:
-                    await self._pace(len(data))
+                if buckets:
+                    await self._pace(len(data), buckets)
                 queue.put_nowait((self._loop.time() + ONE_WAY, data))
         except OSError:
             pass
@@ -130,12 +157,9 @@ def timed_pull(containerd: Containerd, hosts: Path) -> float:
     return seconds
 
 
-def run(reps: int, workdir: Path) -> dict[str, list[float]]:
-    registry = DockerRegistry(workdir / "registry")
-    image = make_image([make_layer(size, 700 + i) for i, size in enumerate(LAYERS)])
-    registry.push_image("library/bench", "1", image)
-    link = WanLink(registry.port)
-    containerd = Containerd(workdir / "containerd")
+def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containerd,
+        flow_rate: float | None) -> dict[str, list[float]]:
+    link = WanLink(registry.port, flow_rate)
     kinds = ["direct", "edgecache", "prefetch"]
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
@@ -157,23 +181,31 @@ def run(reps: int, workdir: Path) -> dict[str, list[float]]:
                         edge.close()
                 print(f"rep {rep + 1} {kind}: {times[kind][-1]:.2f}s", flush=True)
     finally:
-        containerd.close()
         link.close()
-        registry.close()
     return times
 
 
-def report(times: dict[str, list[float]]) -> str:
-    med = {kind: statistics.median(values) for kind, values in times.items()}
-    total = sum(LAYERS) / MiB
-    lines = [
+def header(reps: int) -> list[str]:
+    return [
         f"# Layer prefetch: a cold `ctr images pull` behind 200 Mbit/s, 50 ms "
         f"({datetime.date.today().isoformat()})",
         "",
-        f"`python bench/prefetch.py --reps {len(times['direct'])}` on {platform.node()} "
-        f"({platform.machine()}); image: 10 layers, {total:.0f} MiB, random bytes; the "
-        "link: one relay, 200 Mbit/s shared, 25 ms each way; edgecache on loopback (the LAN), "
-        "cold each run; runs alternated, order rotated per repetition.",
+        f"`python bench/prefetch.py --reps {reps}` on {platform.node()} "
+        f"({platform.machine()}); image: 10 layers, {sum(LAYERS) / MiB:.0f} MiB, random bytes; "
+        "the link: one relay, 200 Mbit/s shared by every connection, 25 ms each way; "
+        "edgecache on loopback (the LAN), cold each run; containerd 1.6's default of 3 "
+        "downloads at a time; runs alternated, order rotated per repetition. Two links: "
+        "the rate shared only (an ideal link: any one connection can fill it), and also "
+        f"{FLOW_RATE * 8 / 1e6:.0f} Mbit/s per connection (a lossy long path bounds each TCP "
+        "flow).",
+    ]
+
+
+def report(title: str, times: dict[str, list[float]]) -> list[str]:
+    med = {kind: statistics.median(values) for kind, values in times.items()}
+    lines = [
+        "",
+        f"## {title}",
         "",
         "| pull | median s | runs (s) |",
         "|---|---:|---|",
@@ -185,16 +217,32 @@ def report(times: dict[str, list[float]]) -> str:
         f"- edgecache without / direct: {med['edgecache'] / med['direct']:.2f}x",
         f"- the link's floor (bytes / rate): {sum(LAYERS) / RATE:.2f}s",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
+    reps = max(1, args.reps)
+    lines = header(reps)
     with tempfile.TemporaryDirectory(prefix="ec-prefetch-") as tmp:
-        times = run(max(1, args.reps), Path(tmp))
-    text = report(times)
+        workdir = Path(tmp)
+        registry = DockerRegistry(workdir / "registry")
+        image = make_image([make_layer(size, 700 + i) for i, size in enumerate(LAYERS)])
+        registry.push_image("library/bench", "1", image)
+        containerd = Containerd(workdir / "containerd")
+        try:
+            for title, flow in (("the rate shared only", None),
+                                (f"and {FLOW_RATE * 8 / 1e6:.0f} Mbit/s per connection",
+                                 FLOW_RATE)):
+                print(title, flush=True)
+                lines += report(title, run(reps, workdir / title[:8].replace(" ", "-"),
+                                           registry, containerd, flow))
+        finally:
+            containerd.close()
+            registry.close()
+    text = "\n".join(lines) + "\n"
     print(text)
     out = ROOT / "bench" / "results" / f"prefetch-{datetime.date.today().isoformat()}.md"
     out.write_text(text)
