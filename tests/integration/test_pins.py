@@ -81,6 +81,10 @@ def test_a_runtime_pin_is_fetched_survives_a_restart_and_an_eviction_storm_and_u
     listed = pins(ec)
     assert listed[pinned]["source"] == "runtime" and listed[pinned]["state"] == "held"
     assert listed[declared]["source"] == "config"
+    code, out, _ = cli(ec, "pins")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert code == 0 and rows[pinned][0] == "runtime" and rows[pinned][-1] == "held", out
+    assert rows[declared] == ["config", "-", "not", "held"], out
 
     code, _, err = cli(ec, "unpin", declared)  # the declarative base stays
     assert code == 1 and err.count("\n") == 1 and "pinned by the config" in err, err
