@@ -41,12 +41,13 @@ from edgecache.configvalues import (
     upstream_name,
     valid_host,
 )
-from edgecache.errors import EdgecacheError
-from edgecache.oci import ImageReference
+from edgecache.imagerefs import parse_pins
+from edgecache.local.settings import parse_local
 from edgecache.prefetchconfig import parse_prefetch
+from edgecache.siteca import SITE_CA_KEYS, site_ca
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",
-            "health", "log", "metrics", "limits", "pins", "prefetch"}
+            "health", "log", "metrics", "limits", "pins", "local", "prefetch"}
 
 
 def build(raw: object, p: Problems) -> Config:
@@ -74,9 +75,9 @@ def build(raw: object, p: Problems) -> Config:
         upstreams=upstreams, default_upstream=_default_upstream(top, names, p),
         cache=_cache(top.get("cache"), p), health=_health(top.get("health"), p),
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
-        pins=_pins(top.get("pins"), names, p),
-        prefetch=parse_prefetch(top.get("prefetch"), names, p),
-    )
+        pins=parse_pins(top.get("pins"), names, p),
+        local=parse_local(top.get("local"), auth, names, p),
+        prefetch=parse_prefetch(top.get("prefetch"), names, p))
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -212,8 +213,8 @@ def _auth(raw: object, p: Problems) -> AuthConfig:
 
 
 def _tls(raw: object, p: Problems) -> TlsConfig:
-    section = fields.section(raw, "tls",
-                             {"cert_file", "key_file", "extra_names", "client_ca_file"}, p)
+    keys = {"cert_file", "key_file", "extra_names", "client_ca_file", *SITE_CA_KEYS}
+    section = fields.section(raw, "tls", keys, p)
     cert = p.value(lambda: fields.existing_file(section, "cert_file", "tls"), "")
     key = p.value(lambda: fields.existing_file(section, "key_file", "tls"), "")
     if bool(section.get("cert_file")) != bool(section.get("key_file")):
@@ -226,8 +227,9 @@ def _tls(raw: object, p: Problems) -> TlsConfig:
         p.add("tls.extra_names: expected a list of DNS names or IP addresses")
         names = []
     client_ca = p.value(lambda: fields.existing_file(section, "client_ca_file", "tls"), "")
+    ca_cert, ca_key = site_ca(section, p)
     return TlsConfig(cert_file=cert, key_file=key, extra_names=tuple(names),
-                     client_ca_file=client_ca)
+                     client_ca_file=client_ca, ca_cert_file=ca_cert, ca_key_file=ca_key)
 
 
 def _cache(raw: object, p: Problems) -> CacheConfig:
@@ -277,23 +279,3 @@ def _log(raw: object, p: Problems) -> LogConfig:
                                             ("debug", "info", "warning", "error")), "info"),
         format=p.value(lambda: fields.choice(section, "format", "log", "plain", ("plain", "json")),
                        "plain"))
-
-
-def _pins(raw: object, names: set[str], p: Problems) -> tuple[str, ...]:
-    """Image references `registry/repository:tag` or `registry/repository@digest`, parsed as
-    the pin resolver will, whose registry is a configured upstream: a pin that cannot resolve
-    would protect nothing, silently."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-        p.add("pins: expected a list of image references")
-        return ()
-    for i, text in enumerate(raw):
-        try:
-            ref = ImageReference.parse(text)
-        except EdgecacheError as exc:
-            p.add(f"pins[{i}]: {show(text)} is not an image reference: {exc}")
-            continue
-        if ref.registry not in names:
-            p.add(f"pins[{i}]: {show(text)} must start with a configured upstream name")
-    return tuple(raw)

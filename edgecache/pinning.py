@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -27,6 +27,7 @@ from edgecache.airgap.progress import Progress
 from edgecache.airgap.selfpull import SelfPull
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError
+from edgecache.imagerefs import reference_problem
 from edgecache.oci import ImageReference, official_repository
 from edgecache.storage import pins as rows
 from edgecache.storage.index import Index
@@ -79,19 +80,6 @@ class _JobProgress(Progress):
                           "total": self._job.blobs})
 
 
-def check_reference(text: object, upstreams: Iterable[str]) -> str | None:
-    """Why `text` cannot be pinned (one line), or None: the config's rule for `pins:`."""
-    if not isinstance(text, str):
-        return f"{text!r} is not an image reference"
-    try:
-        ref = ImageReference.parse(text)
-    except EdgecacheError as exc:
-        return f"{text[:200]!r} is not an image reference: {exc}"
-    if ref.registry not in set(upstreams):
-        return f"{text[:200]!r} must start with a configured upstream name"
-    return None
-
-
 class Pinning:
     def __init__(self, index: Index, config: Config, puller: SelfPull) -> None:
         self._index = index
@@ -102,7 +90,7 @@ class Pinning:
 
     def problems(self, texts: Sequence[object]) -> list[str]:
         return [why for text in texts
-                if (why := check_reference(text, self._config.upstreams)) is not None]
+                if (why := reference_problem(text, self._config.upstreams)) is not None]
 
     def pin(self, texts: Sequence[str], platforms: Sequence[Platform] = ()) -> list[PinJob]:
         """Record the pins (checked first: `problems`) and fetch each; its job, running or

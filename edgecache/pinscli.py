@@ -22,7 +22,7 @@ from edgecache.airgap.endpoint import WILDCARDS
 from edgecache.airgap.progress import short_digest, table
 from edgecache.config import Config, parse_hostport
 from edgecache.errors import EdgecacheError
-from edgecache.pinning import check_reference
+from edgecache.imagerefs import reference_problem
 from edgecache.usage import human
 
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
@@ -45,7 +45,7 @@ def pin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def pins_command(config: Config, args: argparse.Namespace) -> int:
     if args.command in ("pin", "unpin"):
         bad = [why for text in args.images
-               if (why := check_reference(text, config.upstreams)) is not None]
+               if (why := reference_problem(text, config.upstreams)) is not None]
         if bad:
             for why in bad:
                 print(f"edgecache: {args.command}: {why}", file=sys.stderr)

@@ -22,7 +22,8 @@ from typing import Any
 from edgecache import configfields as fields
 from edgecache.airgap.platform import Platform
 from edgecache.configvalues import Problems, parse_size, show
-from edgecache.errors import ConfigError, EdgecacheError
+from edgecache.errors import ConfigError
+from edgecache.imagerefs import reference_problem
 from edgecache.oci import ImageReference
 
 KEYS = {"images", "interval", "concurrency", "bandwidth", "layers"}
@@ -84,14 +85,11 @@ def _image(item: object, key: str, names: set[str], p: Problems) -> PrefetchImag
     if not isinstance(text, str):
         p.add(f"{key}: expected an image reference or a mapping with image and platforms")
         return None
-    try:
-        ref = ImageReference.parse(text)
-    except EdgecacheError as exc:
-        p.add(f"{key}: {show(text)} is not an image reference: {exc}")
+    problem = reference_problem(text, names)
+    if problem is not None:
+        p.add(f"{key}: {problem}")
         return None
-    if ref.registry not in names:
-        p.add(f"{key}: {show(text)} must start with a configured upstream name")
-        return None
+    ref = ImageReference.parse(text)
     if ref.digest or not ref.tag:
         p.add(f"{key}: {show(text)} must name a tag (a digest never moves)")
         return None
