@@ -16,6 +16,7 @@ from edgecache.airgap.cli import airgap, airgap_parsers
 from edgecache.config import Config, InvalidConfig, load
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.local.gccli import gc_command, gc_parser
+from edgecache.pinscli import pin_parsers, pins_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     du.add_argument("--storage-path", help="override storage.path")
     airgap_parsers(sub)
     gc_parser(sub)
+    pin_parsers(sub)
     return parser
 
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return airgap(config, args)
     if args.command == "gc":
         return gc_command(config, args)
+    if args.command in ("pin", "unpin", "pins"):
+        return pins_command(config, args)
     if args.command in ("verify", "du"):
         try:
             return _verify(config, args.repair) if args.command == "verify" else _du(config)

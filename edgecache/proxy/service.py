@@ -50,6 +50,7 @@ from edgecache.proxy.fill import Fill, FillReader, Fills
 from edgecache.proxy.lookups import Lookups, absent
 from edgecache.proxy.manifests import ManifestAnswer, Manifests, parse_upstream_digest
 from edgecache.proxy.negative import Absences, Key
+from edgecache.proxy.prefetch import LayerPrefetch
 from edgecache.proxy.referrers import ReferrerLists, Referrers
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
@@ -77,7 +78,8 @@ class BlobAnswer:
 class RegistryService:
     def __init__(self, store: Store, upstreams: Mapping[str, UpstreamClient], fills: Fills,
                  metrics: Metrics, cache: CacheConfig | None = None,
-                 private: frozenset[str] = frozenset()) -> None:
+                 private: frozenset[str] = frozenset(), layers: LayerPrefetch | None = None
+                 ) -> None:
         self._cache = cache or CacheConfig()
         self._store = store
         self._upstreams = upstreams
@@ -85,6 +87,8 @@ class RegistryService:
         self._metrics = metrics
         self._manifests = Manifests(store, metrics)
         self._lookups = Lookups(Absences(self._cache.negative_ttl), metrics)
+        self._download = (self._manifests.download if layers is None  # `prefetch.layers`
+                          else layers.after(self._manifests.download, self._lookups))
         self._claims = Claims(store, self._lookups, private)
         self._manifest_fetches: SingleFlight[Key, ManifestAnswer] = SingleFlight()
         self._tag_heads: SingleFlight[tuple[str, ...], ManifestInfo] = SingleFlight()
@@ -196,7 +200,7 @@ class RegistryService:
         if check:
             self._lookups.check(key)
         return await self._lookups.guard(key, self._manifest_fetches.run(
-            key, lambda: self._manifests.download(client, repository, reference)), remember)
+            key, lambda: self._download(client, repository, reference)), remember)
 
     def known_size(self, target: Target) -> int | None:
         """The blob's size if we know it without asking anyone (cached, or downloading) and the
