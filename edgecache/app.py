@@ -46,6 +46,7 @@ from edgecache.web.errors import API_VERSION, error_middleware
 from edgecache.web.handlers import RegistryHandlers
 from edgecache.web.observability import (
     Readiness,
+    RequestIds,
     add_health_routes,
     readiness,
     response_headers,
@@ -98,7 +99,8 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
 
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
+    ids = RequestIds()
+    app = web.Application(middlewares=[ids.middleware(), error_middleware],
                           client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
     app[WRITE_TIMEOUT] = config.listen.idle_timeout  # a blob body's client that reads nothing
@@ -106,7 +108,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
                                     if upstream.access == "authenticated"])
     app[AUTH] = auth
     app.cleanup_ctx.append(lambda a: _components(a, config, auth))
-    app.on_response_prepare.append(response_headers(API_VERSION))
+    app.on_response_prepare.append(response_headers(API_VERSION, ids))
     add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream)
 

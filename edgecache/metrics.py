@@ -4,11 +4,25 @@ Names follow Prometheus conventions (`edgecache_` prefix, base units, `_total` c
 are bounded: upstream names come from the configuration, routes and results from fixed sets; no
 repository, tag or digest is ever a label value. Gauges that describe state (cache size, disk
 free, counts) are read at scrape time through callbacks the composition root attaches.
+
+No `_created` series: one per counter and histogram child doubles what a scrape carries and
+nothing here reads it (counter resets show in the counters themselves). The switch is the
+library's own, process-wide (`disable_created_metrics`), set before any metric is made.
+`edgecache_build_info{version}` is 1, for "which version runs where" on a dashboard.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from edgecache import __version__
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
                    60, 300)
@@ -18,7 +32,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        disable_created_metrics()
         ProcessCollector(registry=r)  # process_resident_memory_bytes, _cpu_seconds_total, fds
+        Gauge("edgecache_build_info", "The running edgecache: 1, labelled with its version.",
+              ["version"], registry=r).labels(__version__).set(1)
         # ---- clients
         self.requests = Counter(
             "edgecache_requests_total", "Client requests by route and cache result.",
@@ -102,3 +119,7 @@ class Metrics:
         self.uncacheable = Counter(
             "edgecache_uncacheable_total",
             "Blobs served without caching because no room could be made.", registry=r)
+        # ---- site (the cluster helper's gossip sets it; declared here so alerts can name it)
+        self.peer_up = Gauge(
+            "edgecache_peer_up", "1 while a peer node of the site answers, 0 while it does not.",
+            ["peer"], registry=r)
