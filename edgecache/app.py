@@ -108,7 +108,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
                                     if upstream.access == "authenticated"])
     app[AUTH] = auth
     app.cleanup_ctx.append(lambda a: _components(a, config, auth))
-    app.on_response_prepare.append(response_headers(API_VERSION, ids))
+    app.on_response_prepare.append(response_headers(API_VERSION, ids, app[METRICS]))
     add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream)
 
@@ -180,6 +180,8 @@ def _scrape_time_gauges(metrics: Metrics, storage: Storage) -> None:
     metrics.fs_size_bytes.set_function(lambda: quota.disk().total)
     metrics.blobs.set_function(lambda: index.counts()[0])
     metrics.manifests.set_function(lambda: index.counts()[1])
+    metrics.watermark_bytes.labels("high").set_function(lambda: quota.watermarks()[0])
+    metrics.watermark_bytes.labels("low").set_function(lambda: quota.watermarks()[1])
 
 
 async def _janitor(storage: Storage, config: Config) -> None:

@@ -32,7 +32,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         ProcessCollector(registry=r)  # process_resident_memory_bytes, _cpu_seconds_total, fds
         Gauge("edgecache_build_info", "The running edgecache: 1, labelled with its version.",
               ["version"], registry=r).labels(__version__).set(1)
@@ -51,6 +51,9 @@ class Metrics:
             "edgecache_saved_bytes_total",
             "Blob bytes served without fetching them from an upstream for that client "
             "(cache hits and readers joining a download in progress).", registry=r)
+        self.responses = Counter(
+            "edgecache_responses_total", "Answers to clients by status class (2xx ... 5xx).",
+            ["code"], registry=r)
         # ---- upstreams
         self.upstream_requests = Counter(
             "edgecache_upstream_requests_total", "Requests sent to each upstream.",
@@ -116,6 +119,18 @@ class Metrics:
             registry=r)
         self.evicted_bytes = Counter(
             "edgecache_evicted_bytes_total", "Bytes evicted to stay within quota.", registry=r)
+        self.watermark_bytes = Gauge(
+            "edgecache_cache_watermark_bytes",
+            "Eviction's thresholds now: it starts above level=high and frees down to level=low.",
+            ["level"], registry=r)
+        self.eviction_shortfall = Gauge(
+            "edgecache_eviction_shortfall_bytes",
+            "Bytes the last eviction pass fell short of the low watermark (0 once usage needs "
+            "no eviction): nothing more could be evicted, or the eviction failed.", registry=r)
+        self.storage_errors = Counter(
+            "edgecache_storage_errors_total",
+            "Writes to the storage that failed (a full, read-only or failing disk); the content "
+            "was served without being kept.", registry=r)
         self.uncacheable = Counter(
             "edgecache_uncacheable_total",
             "Blobs served without caching because no room could be made.", registry=r)

@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgecache.metrics import Metrics
@@ -109,7 +110,7 @@ class RequestIds:
             request[REQUEST_ID] = request_id
         return request_id
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    def middleware(self) -> Middleware:
         @web.middleware
         async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
             token = CURRENT_REQUEST.set(self.assign(request))
@@ -121,13 +122,17 @@ class RequestIds:
 
 
 def response_headers(
-    api_version: tuple[str, str], ids: RequestIds | None = None,
+    api_version: tuple[str, str], ids: RequestIds | None = None, metrics: Metrics | None = None,
 ) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     """The on_response_prepare hook: every answer, streamed or not, carries the API version and
-    the request id. One hook, not one per header: it runs on every response."""
+    the request id, and is counted by status class. One hook, not one per header: it runs on
+    every response."""
     assign = (ids if ids is not None else RequestIds()).assign
+    counted = {n: metrics.responses.labels(f"{n}xx") for n in range(1, 6)} if metrics else {}
 
     async def hook(request: web.Request, response: web.StreamResponse) -> None:
+        if counted:
+            counted.get(response.status // 100, counted[5]).inc()
         headers = response.headers
         headers[api_version[0]] = api_version[1]
         headers["X-Request-Id"] = assign(request)

@@ -78,3 +78,14 @@ def test_lines_outside_a_request_carry_no_id(lines: tuple[Lines, Lines]) -> None
     assert re.fullmatch(rf"{ISO} WARNING edgecache\.test: disk is fine", plain.lines[-1])
     doc = json.loads(as_json.lines[-1])
     assert "id" not in doc and doc["message"] == "disk is fine"
+
+
+async def test_an_absent_blob_is_not_a_warning(fake: FakeRegistry, edge: Edge,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A scan of absent digests is each answered 404; none is edgecache's trouble."""
+    caplog.set_level(logging.DEBUG)
+    for n in range(3):
+        async with edge.client.get(f"/v2/team/app/blobs/sha256:{n:064x}") as resp:
+            assert resp.status == 404
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not warnings, [r.getMessage() for r in warnings]
