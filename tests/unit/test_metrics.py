@@ -259,7 +259,9 @@ async def test_dashboard_and_alerts_use_exported_metric_names(
     dashboard = json.loads((MONITORING / "dashboard.json").read_text())
     expressions = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     alerts = (MONITORING / "alerts.yaml").read_text()
-    for source, text in (("dashboard", expressions), ("alerts", alerts)):
+    alert_tests = (MONITORING / "alerts.test.yaml").read_text()
+    for source, text in (("dashboard", expressions), ("alerts", alerts),
+                         ("alert tests", alert_tests)):
         used = referenced_names(text)
         assert used, source
         assert used <= names, f"{source} uses metrics edgecache does not export: {used - names}"
