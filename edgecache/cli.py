@@ -49,8 +49,11 @@ def _parser() -> argparse.ArgumentParser:
                                            "for the mirror into hosts.toml and registries.yaml")
     client.add_argument("--password-file", help="the file holding --username's password")
     du = sub.add_parser("du", help="show cache usage by upstream and by image")
-    du.add_argument("--config")
-    du.add_argument("--storage-path", help="override storage.path")
+    ls = sub.add_parser("ls", help="list the images held: size, last use, pinned")
+    for reader in (du, ls):
+        reader.add_argument("--config")
+        reader.add_argument("--storage-path", help="override storage.path")
+        reader.add_argument("--json", action="store_true", help="one JSON document")
     airgap_parsers(sub)
     return parser
 
@@ -91,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.command in ("warm", "export", "import"):
         return airgap(config, args)
-    if args.command in ("verify", "du"):
+    if args.command in ("verify", "du", "ls"):
+        from edgecache import cachecli
+
         try:
-            return _verify(config, args.repair) if args.command == "verify" else _du(config)
-        except EdgecacheError as exc:
+            if args.command == "verify":
+                return cachecli.verify(config, args.repair)
+            return (cachecli.du if args.command == "du" else cachecli.ls)(config, args.json)
+        except (EdgecacheError, OSError) as exc:
             print(f"edgecache: {exc}", file=sys.stderr)
             return 1
     from edgecache.web.observability import configure_logging
@@ -114,29 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def _verify(config: Config, repair: bool) -> int:
-    from edgecache.app import open_storage
-    from edgecache.metrics import Metrics
-    from edgecache.storage.integrity import verify
-
-    storage = open_storage(config, Metrics(), sweep=False)
-    try:
-        report = verify(storage.blobs, storage.index, repair)
-    finally:
-        storage.close(clean=False)
-    for digest in report.corrupt:
-        print(f"corrupt: {digest}" + (" (removed)" if repair else ""))
-    for digest in report.forgotten:
-        print(f"missing file: {digest}" + (" (forgotten)" if repair else ""))
-    for digest in report.adopted:
-        print(f"not indexed: {digest}" + (" (adopted)" if repair else ""))
-    for path in report.removed:
-        print(f"stray file: {path}" + (" (removed)" if repair else ""))
-    print(f"checked {report.checked} blobs: {len(report.corrupt)} corrupt, "
-          f"{len(report.forgotten)} missing, {len(report.adopted)} not indexed")
-    return 0 if report.clean or repair else 1
 
 
 def _ca_pem(config: Config) -> bytes | None:
@@ -196,20 +180,6 @@ def _client_config(config: Config, args: argparse.Namespace) -> int:
             apply(change)
             kept = f" (the previous file is {change.backup})" if change.old is not None else ""
             print(f"wrote {change.target}{kept}")
-    return 0
-
-
-def _du(config: Config) -> int:
-    from edgecache.app import open_storage
-    from edgecache.metrics import Metrics
-    from edgecache.usage import usage_report
-
-    storage = open_storage(config, Metrics(), sweep=False)
-    try:
-        report = usage_report(storage.index, storage.quota, config.pins)
-    finally:
-        storage.close(clean=False)
-    print("\n".join(report.lines()))
     return 0
 
 
