@@ -17,6 +17,7 @@ from tests.support.corpus import HUB, Corpus
 from tests.support.edgecache import StartEdgecache
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +237,30 @@ def test_the_cache_commands_refuse_a_damaged_index_in_one_line(tmp_path: Path) -
         assert result.returncode == 1, result
         assert result.stderr.splitlines() == [
             f"edgecache: index {storage / 'index.db'}: file is not a database"], result.stderr
+
+
+def test_serve_says_where_the_data_is_the_quota_the_urls_and_a_command_that_works(
+        hub: DockerRegistry, corpus: Corpus, edgecaches: StartEdgecache, skopeo: Skopeo,
+        tmp_path: Path) -> None:
+    storage = tmp_path / "data"
+    ec = edgecaches("ec", {HUB: hub.url}, default_upstream=HUB, metrics=True, storage=storage,
+                    extra={"storage": {"path": str(storage), "max_size": "3GiB",
+                                       "min_free": "0"}})
+    assert ec.metrics_url is not None
+    wait_until(lambda: "try: " in ec.log(), what="the start-up lines")
+    said = [line.split(" INFO edgecache: ", 1)[1] for line in ec.log().splitlines()
+            if " INFO edgecache: " in line]
+    assert said[0] == f"data in {storage} (blobs/, index.db; 0 B cached)"
+    assert said[1] == ("quota 3.0 GiB now (max_size 3.0 GiB, min_free 0 B; evicts from 95% "
+                       "down to 85% of it)")
+    assert said[2] == f"HTTP    {ec.url}"
+    assert said[3] == f"metrics {ec.metrics_url}/metrics"
+    command = said[4].removeprefix("try: ").split()
+    assert command[:3] == ["skopeo", "inspect", "--tls-verify=false"]
+    assert command[3] == f"docker://{ec.address}/library/alpine:latest"
+    # the same command on an image the test upstream has
+    command[3] = f"docker://{ec.address}/{corpus.alpha.repository}:{corpus.alpha.tag}"
+    result = subprocess.run([skopeo.binary, *command[1:]], env=skopeo.env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["Digest"] == corpus.alpha.top.digest
