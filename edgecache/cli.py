@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument("--username", help="a user of auth.htpasswd_file: put its credentials "
                                            "for the mirror into hosts.toml and registries.yaml")
     client.add_argument("--password-file", help="the file holding --username's password")
+    client.add_argument("--show-secrets", action="store_true",
+                        help="with --username, allow printing (no --out) or --diff, which "
+                             "show the password on stdout")
     du = sub.add_parser("du", help="show cache usage by upstream and by image")
     ls = sub.add_parser("ls", help="list the images held: size, last use, pinned")
     for reader in (du, ls):
@@ -151,6 +154,10 @@ def _check_client_options(args: argparse.Namespace) -> None:
 
         for address in args.address:
             check_address(address)
+        if args.username and (args.diff or not args.out) and not args.show_secrets:
+            # stdout ends up in terminals' scrollback, CI logs and tickets
+            raise ConfigError("client-config: with --username, printing the files (no --out) "
+                              "or --diff shows the password: add --show-secrets, or use --out")
 
 
 def _client_config(config: Config, args: argparse.Namespace) -> int:
