@@ -36,7 +36,8 @@ def _storage(config: Config) -> Iterator[Storage]:
         storage.close(clean=False)
 
 
-def du(config: Config, as_json: bool, out: TextIO = sys.stdout) -> int:
+def du(config: Config, as_json: bool, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # at call time: a test's capture replaces sys.stdout
     with _storage(config) as storage:
         report = usage_report(storage.index, storage.quota, config.pins)
     if as_json:
@@ -47,8 +48,9 @@ def du(config: Config, as_json: bool, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def ls(config: Config, as_json: bool, out: TextIO = sys.stdout) -> int:
+def ls(config: Config, as_json: bool, out: TextIO | None = None) -> int:
     """The images held, by name: size, last use, pinned."""
+    out = out or sys.stdout
     with _storage(config) as storage:
         images = sorted(Inventory(storage.index, config.pins).images(), key=lambda i: i.name)
     if as_json:
@@ -62,11 +64,13 @@ def ls(config: Config, as_json: bool, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def verify(config: Config, repair: bool, out: TextIO = sys.stdout,
-           err: TextIO = sys.stderr) -> int:
+def verify(config: Config, repair: bool, out: TextIO | None = None,
+           err: TextIO | None = None) -> int:
     """Re-hash every blob with progress; with `repair`, name each image it leaves needing a
     fetch from its upstream before it can be pulled again (offline: unpullable)."""
     from edgecache.storage.integrity import verify as verify_blobs
+
+    out, err = out or sys.stdout, err or sys.stderr
 
     with _storage(config) as storage:
         before = Inventory(storage.index, config.pins)
