@@ -1,5 +1,5 @@
-"""`edgecache du`: where the bytes are, by upstream and by image (with each image's last use),
-in units a person reads or as JSON for scripts (`--json`)."""
+"""`edgecache du`: where the bytes are, by upstream and by image, in units a person reads, or
+as JSON for scripts (`--json`, with each image's last use)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ class UsageReport:
                 for name, size in sorted(self.by_upstream.items())]
         out += [f"  {'(not reachable from any tag)':<40} {human(self.untagged):>12}", "",
                 "by image:"]
-        out += [f"  {image.name:<60} {human(image.size):>12}  last used {when(image.last_use)}"
+        # last use is in `ls` and `du --json`: these lines stay "name size" for their readers
+        out += [f"  {image.name:<60} {human(image.size):>12}"
                 for image in sorted(self.images, key=lambda i: i.name)]
         return out
 
