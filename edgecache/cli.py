@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         except (EdgecacheError, OSError) as exc:
             print(f"edgecache: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # a long verify stopped by hand: nothing half-done stays
+            print("edgecache: interrupted", file=sys.stderr)
+            return 130
     from edgecache.web.observability import configure_logging
 
     configure_logging(config.log.level, config.log.format)
