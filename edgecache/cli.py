@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         except (EdgecacheError, OSError) as exc:
             print(f"edgecache: {exc}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:  # a long verify stopped by hand: nothing half-done stays
+        except KeyboardInterrupt:  # a long verify stopped by hand: one line, not a traceback
             print("edgecache: interrupted", file=sys.stderr)
             return 130
     from edgecache.web.observability import configure_logging
