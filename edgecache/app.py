@@ -26,6 +26,7 @@ from aiohttp import web
 
 from edgecache.config import Config, secret_files
 from edgecache.errors import StorageError
+from edgecache.local.wiring import local_handlers
 from edgecache.metrics import Metrics
 from edgecache.oci import MANIFEST_LIMIT
 from edgecache.proxy.download import stall_bound
@@ -51,6 +52,7 @@ from edgecache.web.observability import (
     readiness,
     response_headers,
 )
+from edgecache.web.pushes import LocalHandlers
 from edgecache.web.stalls import WRITE_TIMEOUT
 from edgecache.web.token_service import TokenService
 
@@ -60,6 +62,7 @@ METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
 AUTH = web.AppKey("auth", ClientAuth)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
+LOCAL: web.AppKey[LocalHandlers] = web.AppKey("local")
 
 
 @dataclass
@@ -94,7 +97,8 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
                 reconcile(blobs, index)
     except OSError as exc:
         raise StorageError(f"storage.path {layout.root}: {exc.strerror or exc}") from exc
-    quota = Quota(config.storage, blobs, index, config.pins, metrics)
+    quota = Quota(config.storage, blobs, index, config.pins, metrics,
+                  local=config.local.registry if config.local else None)
     return Storage(layout, blobs, index, quota, Store(blobs, index, quota))
 
 
@@ -105,19 +109,22 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     app[METRICS] = metrics if metrics is not None else Metrics()
     app[WRITE_TIMEOUT] = config.listen.idle_timeout  # a blob body's client that reads nothing
     auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
-                                    if upstream.access == "authenticated"])
+                                    if upstream.access == "authenticated"],
+                      pushes=config.local is not None and config.local.push == "authenticated")
     app[AUTH] = auth
     app.cleanup_ctx.append(lambda a: _components(a, config, auth))
     app.on_response_prepare.append(response_headers(API_VERSION, ids, app[METRICS]))
     add_health_routes(app, lambda: app.get(READY))
-    router = Router(config.upstreams, config.default_upstream)
+    router = Router(config.upstreams, config.default_upstream,
+                    config.local.registry if config.local else None)
 
     handlers: RegistryHandlers | None = None  # made on the first request: after start-up
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         nonlocal handlers
         if handlers is None:
-            handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth)
+            handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth,
+                                        request.app.get(LOCAL))
         if request.path in ("/v2", "/v2/"):
             return await handlers.base(request)
         return await handlers.dispatch(request)
@@ -147,6 +154,9 @@ async def _components(app: web.Application, config: Config,
     service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         store, clients, fills, metrics, config.cache,
         private=private | {UNKNOWN_OWNER} if private else private)
+    uploads = None
+    if config.local is not None:  # the site's own registry (edgecache/local/)
+        app[LOCAL], uploads = local_handlers(config.local, storage.store, storage.index, auth)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
         yield
@@ -156,6 +166,8 @@ async def _components(app: web.Application, config: Config,
         # the janitor and password checks, then flights (tag revalidations, manifest fetches)
         # and downloads, which use the upstream clients, which go before the index.
         await _cancel(janitor)
+        if uploads is not None:
+            await uploads.close()  # before the index: sessions' files are abandoned
         await auth.close()
         await service.close()
         await fills.close()

@@ -131,11 +131,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ca_pem(config: Config) -> bytes | None:
     """The CA clients must trust: ours when self-managed, none for operator certificates."""
+    from edgecache.siteca import certificate_names
     from edgecache.tls import ensure_self_managed
 
     if config.tls.cert_file:
         return None
-    files = ensure_self_managed(config.storage.path / "tls", config.tls.extra_names)
+    if config.tls.ca_cert_file:  # the site CA: one certificate trusts every node
+        return Path(config.tls.ca_cert_file).read_bytes()
+    files = ensure_self_managed(config.storage.path / "tls", certificate_names(config))
     assert files.ca is not None
     return files.ca.read_bytes()
 

@@ -38,9 +38,11 @@ Reload = Callable[[], Coroutine[Any, Any, None]]
 def server_tls(config: Config) -> ServerTls | None:
     if not config.listen.https:
         return None
+    from edgecache.siteca import certificate_names
     from edgecache.tls import ServerTls
-    return ServerTls(config.tls.cert_file, config.tls.key_file, config.tls.extra_names,
-                     config.storage.path / "tls", config.tls.client_ca_file)
+    return ServerTls(config.tls.cert_file, config.tls.key_file, certificate_names(config),
+                     config.storage.path / "tls", config.tls.client_ca_file,
+                     (config.tls.ca_cert_file, config.tls.ca_key_file))
 
 
 async def serve(config: Config) -> None:

@@ -116,6 +116,15 @@ class Store:
         """A writer for `digest` into a temporary file (StorageError if none can be made)."""
         return self._blobs.writer(digest)
 
+    def begin_upload(self) -> BlobWriter:
+        """A writer for a push, whose digest is named at its end (`BlobWriter.name`)."""
+        return self._blobs.upload()
+
+    def room(self) -> int:
+        """Bytes the disk can still take above `storage.min_free`, less reservations: a push
+        is refused beyond it, and never evicts anything to make room."""
+        return self._quota.room()
+
     async def reserve(self, size: int) -> bool:
         """Room for `size` more bytes (evicting if needed); False when it cannot be made."""
         return await self._quota.reserve(size)

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from edgecache.errors import RangeNotSatisfiable, Unsupported
+from edgecache.errors import BlobUploadUnknown, RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.oci import OCI_INDEX
 from edgecache.proxy.routing import Router, Target
@@ -23,12 +23,14 @@ from edgecache.proxy.service import BlobAnswer, ManifestAnswer, RegistryService
 from edgecache.proxy.tags import TagQuery
 from edgecache.web.auth import ClientAuth
 from edgecache.web.observability import ACCESS
+from edgecache.web.pushes import LocalHandlers
 from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
 
 _LINK_RE = re.compile(r"<([^>]*)>")
 READ_METHODS = frozenset({"GET", "HEAD"})
-ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers"}
-RESULTS = {"cache": "hit", "upstream": "miss", "stale": "stale"}
+ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers",
+          "uploads": "upload"}
+RESULTS = {"cache": "hit", "upstream": "miss", "stale": "stale", "local": "local"}
 CACHE_HEADER = "X-Edgecache-Cache"
 # A Range checked against an unbounded size before anything is fetched: a malformed one is
 # refused without starting an upstream download; bounds are checked once the size is known.
@@ -37,7 +39,8 @@ _ANY_SIZE = 1 << 62
 
 class RegistryHandlers:
     def __init__(self, router: Router, service: RegistryService, metrics: Metrics,
-                 auth: ClientAuth) -> None:
+                 auth: ClientAuth, local: LocalHandlers | None = None) -> None:
+        self._local = local  # the local registry's route (web/pushes.py), if configured
         self._router = router
         self._service = service
         self._metrics = metrics
@@ -52,16 +55,26 @@ class RegistryHandlers:
         return web.json_response({})
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        if request.method not in READ_METHODS:
+        if request.method not in READ_METHODS and self._local is None:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
         path = request.rel_url.raw_path.removeprefix("/v2/")
         ns = request.query.get("ns") if request.query_string else None  # no MultiDict if none
         target = self._router.resolve(path, ns)
-        await self._auth.check(request, target.upstream)
+        local = self._local if self._local and target.upstream == self._local.name else None
+        if local is None:
+            if request.method not in READ_METHODS:
+                raise Unsupported(f"{request.method} is not supported by a pull-through cache")
+            if target.kind == "uploads":
+                raise BlobUploadUnknown("no uploads: only the local registry takes pushes")
+            await self._auth.check(request, target.upstream)
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
         started = time.monotonic()
         try:
+            if local is not None:
+                response = await local.handle(request, target)
+                request[ACCESS]["result"] = "local"
+                return response
             if target.kind == "manifests":
                 return await self._manifest(request, target)
             if target.kind == "blobs":
