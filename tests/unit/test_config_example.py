@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import UnionType
+from typing import Union
 
 from edgecache import config
 from edgecache.config import Config, Size
@@ -86,8 +89,19 @@ def parser_keys() -> set[Path_]:
     return keys
 
 
+def _classes() -> dict[str, type]:
+    """Every class the loaded edgecache modules define: the names a section's annotation may
+    use under TYPE_CHECKING only (`local: LocalConfig | None`), once the parser imported them."""
+    import edgecache.configsections  # noqa: F401 - imports every section's settings module
+
+    return {name: value for module_name, module in list(sys.modules.items())
+            if module_name.startswith("edgecache") and module is not None
+            for name, value in vars(module).items() if isinstance(value, type)}
+
+
 def dataclass_keys(cls: type = Config, path: Path_ = ()) -> Iterator[Path_]:
-    hints = typing.get_type_hints(cls)
+    module = sys.modules[cls.__module__]
+    hints = typing.get_type_hints(cls, globalns={**_classes(), **vars(module)})
     for item in dataclasses.fields(cls):
         here = (*path, item.name)
         yield here
@@ -96,6 +110,10 @@ def dataclass_keys(cls: type = Config, path: Path_ = ()) -> Iterator[Path_]:
             value = typing.get_args(kind)[1]
             if dataclasses.is_dataclass(value):
                 yield from dataclass_keys(value, (*here, WILD))  # type: ignore[arg-type]
+        elif typing.get_origin(kind) in (Union, UnionType):  # `LocalConfig | None`: a section
+            for member in typing.get_args(kind):
+                if dataclasses.is_dataclass(member) and member not in VALUES:
+                    yield from dataclass_keys(member, here)  # type: ignore[arg-type]
         elif dataclasses.is_dataclass(kind) and kind not in VALUES:
             yield from dataclass_keys(kind, here)  # type: ignore[arg-type]
 
