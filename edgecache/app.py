@@ -55,6 +55,7 @@ from edgecache.web.errors import API_VERSION, error_middleware
 from edgecache.web.handlers import RegistryHandlers
 from edgecache.web.observability import (
     Readiness,
+    RequestIds,
     add_health_routes,
     readiness,
     response_headers,
@@ -114,7 +115,8 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
 
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
+    ids = RequestIds()
+    app = web.Application(middlewares=[ids.middleware(), error_middleware],
                           client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
     app[WRITE_TIMEOUT] = config.listen.idle_timeout  # a blob body's client that reads nothing
@@ -123,7 +125,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
                       pushes=config.local is not None and config.local.push == "authenticated")
     app[AUTH] = auth
     app.cleanup_ctx.append(lambda a: _components(a, config, auth))
-    app.on_response_prepare.append(response_headers(API_VERSION))
+    app.on_response_prepare.append(response_headers(API_VERSION, ids, app[METRICS]))
     add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream,
                     config.local.registry if config.local else None)
@@ -221,6 +223,8 @@ def _scrape_time_gauges(metrics: Metrics, storage: Storage) -> None:
     metrics.fs_size_bytes.set_function(lambda: quota.disk().total)
     metrics.blobs.set_function(lambda: index.counts()[0])
     metrics.manifests.set_function(lambda: index.counts()[1])
+    metrics.watermark_bytes.labels("high").set_function(lambda: quota.watermarks()[0])
+    metrics.watermark_bytes.labels("low").set_function(lambda: quota.watermarks()[1])
 
 
 async def _janitor(storage: Storage, config: Config) -> None:

@@ -50,9 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument("--username", help="a user of auth.htpasswd_file: put its credentials "
                                            "for the mirror into hosts.toml and registries.yaml")
     client.add_argument("--password-file", help="the file holding --username's password")
+    client.add_argument("--show-secrets", action="store_true",
+                        help="with --username, allow printing (no --out) or --diff, which "
+                             "show the password on stdout")
     du = sub.add_parser("du", help="show cache usage by upstream and by image")
-    du.add_argument("--config")
-    du.add_argument("--storage-path", help="override storage.path")
+    ls = sub.add_parser("ls", help="list the images held: size, last use, pinned")
+    for reader in (du, ls):
+        reader.add_argument("--config")
+        reader.add_argument("--storage-path", help="override storage.path")
+        reader.add_argument("--json", action="store_true", help="one JSON document")
     airgap_parsers(sub)
     gc_parser(sub)
     pin_parsers(sub)
@@ -99,12 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         return gc_command(config, args)
     if args.command in ("pin", "unpin", "pins"):
         return pins_command(config, args)
-    if args.command in ("verify", "du"):
+    if args.command in ("verify", "du", "ls"):
+        from edgecache import cachecli
+
         try:
-            return _verify(config, args.repair) if args.command == "verify" else _du(config)
-        except EdgecacheError as exc:
+            if args.command == "verify":
+                return cachecli.verify(config, args.repair)
+            return (cachecli.du if args.command == "du" else cachecli.ls)(config, args.json)
+        except (EdgecacheError, OSError) as exc:
             print(f"edgecache: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # a long verify stopped by hand: one line, not a traceback
+            print("edgecache: interrupted", file=sys.stderr)
+            return 130
     from edgecache.web.observability import configure_logging
 
     configure_logging(config.log.level, config.log.format)
@@ -122,29 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def _verify(config: Config, repair: bool) -> int:
-    from edgecache.app import open_storage
-    from edgecache.metrics import Metrics
-    from edgecache.storage.integrity import verify
-
-    storage = open_storage(config, Metrics(), sweep=False)
-    try:
-        report = verify(storage.blobs, storage.index, repair)
-    finally:
-        storage.close(clean=False)
-    for digest in report.corrupt:
-        print(f"corrupt: {digest}" + (" (removed)" if repair else ""))
-    for digest in report.forgotten:
-        print(f"missing file: {digest}" + (" (forgotten)" if repair else ""))
-    for digest in report.adopted:
-        print(f"not indexed: {digest}" + (" (adopted)" if repair else ""))
-    for path in report.removed:
-        print(f"stray file: {path}" + (" (removed)" if repair else ""))
-    print(f"checked {report.checked} blobs: {len(report.corrupt)} corrupt, "
-          f"{len(report.forgotten)} missing, {len(report.adopted)} not indexed")
-    return 0 if report.clean or repair else 1
 
 
 def _ca_pem(config: Config) -> bytes | None:
@@ -178,6 +168,10 @@ def _check_client_options(args: argparse.Namespace) -> None:
 
         for address in args.address:
             check_address(address)
+        if args.username and (args.diff or not args.out) and not args.show_secrets:
+            # stdout ends up in terminals' scrollback, CI logs and tickets
+            raise ConfigError("client-config: with --username, printing the files (no --out) "
+                              "or --diff shows the password: add --show-secrets, or use --out")
 
 
 def _client_config(config: Config, args: argparse.Namespace) -> int:
@@ -207,20 +201,6 @@ def _client_config(config: Config, args: argparse.Namespace) -> int:
             apply(change)
             kept = f" (the previous file is {change.backup})" if change.old is not None else ""
             print(f"wrote {change.target}{kept}")
-    return 0
-
-
-def _du(config: Config) -> int:
-    from edgecache.app import open_storage
-    from edgecache.metrics import Metrics
-    from edgecache.usage import usage_report
-
-    storage = open_storage(config, Metrics(), sweep=False)
-    try:
-        report = usage_report(storage.index, storage.quota, config.pins)
-    finally:
-        storage.close(clean=False)
-    print("\n".join(report.lines()))
     return 0
 
 

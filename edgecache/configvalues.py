@@ -92,23 +92,26 @@ def key_name(name: object) -> str:
 
 # ---- durations and sizes ------------------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NUMBER, _UNIT = r"\d+(?:\.\d+)?", "(?:ms|s|m|h|d)"
+_DURATION_PART = re.compile(f"({_NUMBER})({_UNIT})", re.ASCII)
+_DURATION_RE = re.compile(f"^\\s*(?:{_NUMBER}\\s*{_UNIT}?|(?:{_NUMBER}{_UNIT})+)\\s*$", re.ASCII)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
+_DURATION_ORDER = ("d", "h", "m", "s", "ms")
 
 
 def parse_duration(value: object, key: str) -> float:
-    """Seconds from `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"1d"` or a plain number of seconds."""
-    expected = f"{key}: expected a duration such as '30s', got {show(value)}"
+    """Seconds from `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"1m30s"`, `"1d"` or a plain number
+    of seconds. A compound is Go's form (what Kubernetes and Prometheus users write): parts
+    without spaces, largest unit first, each unit once (`"30s1m"` is a typo, not 90 s)."""
+    expected = f"{key}: expected a duration such as '30s' or '1m30s', got {show(value)}"
     if isinstance(value, bool):
         raise ConfigError(expected)
     if isinstance(value, int | float):
         if isinstance(value, int) and value.bit_length() > 64:
             raise ConfigError(f"{key}: duration must be at most 365d, got {show(value)}")
         seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        if len(m.group(1)) > _MAX_NUMBER_TEXT:
-            raise ConfigError(f"{key}: duration must be at most 365d, got {show(value)}")
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    elif isinstance(value, str) and _DURATION_RE.match(value):
+        seconds = _duration_text(value.strip().replace(" ", ""), key, expected)
     else:
         raise ConfigError(expected)
     if not math.isfinite(seconds):
@@ -118,6 +121,18 @@ def parse_duration(value: object, key: str) -> float:
     if seconds > MAX_DURATION:
         raise ConfigError(f"{key}: duration must be at most 365d, got {show(value)}")
     return seconds
+
+
+def _duration_text(text: str, key: str, expected: str) -> float:
+    """The seconds of a matched duration text: a bare number, one part or a compound."""
+    parts = _DURATION_PART.findall(text) or [(text, "")]
+    if any(len(number) > _MAX_NUMBER_TEXT for number, _ in parts):
+        raise ConfigError(f"{key}: duration must be at most 365d, got {show(text)}")
+    if len(parts) > 1:
+        ranks = [_DURATION_ORDER.index(unit) for _, unit in parts]
+        if ranks != sorted(set(ranks)):
+            raise ConfigError(f"{expected} (largest unit first, each once)")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B?|B)?\s*$",

@@ -4,11 +4,25 @@ Names follow Prometheus conventions (`edgecache_` prefix, base units, `_total` c
 are bounded: upstream names come from the configuration, routes and results from fixed sets; no
 repository, tag or digest is ever a label value. Gauges that describe state (cache size, disk
 free, counts) are read at scrape time through callbacks the composition root attaches.
+
+No `_created` series: one per counter and histogram child doubles what a scrape carries and
+nothing here reads it (counter resets show in the counters themselves). The switch is the
+library's own, process-wide (`disable_created_metrics`), set before any metric is made.
+`edgecache_build_info{version}` is 1, for "which version runs where" on a dashboard.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from edgecache import __version__
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
                    60, 300)
@@ -18,7 +32,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         ProcessCollector(registry=r)  # process_resident_memory_bytes, _cpu_seconds_total, fds
+        Gauge("edgecache_build_info", "The running edgecache: 1, labelled with its version.",
+              ["version"], registry=r).labels(__version__).set(1)
         # ---- clients
         self.requests = Counter(
             "edgecache_requests_total", "Client requests by route and cache result.",
@@ -34,6 +51,9 @@ class Metrics:
             "edgecache_saved_bytes_total",
             "Blob bytes served without fetching them from an upstream for that client "
             "(cache hits and readers joining a download in progress).", registry=r)
+        self.responses = Counter(
+            "edgecache_responses_total", "Answers to clients by status class (2xx ... 5xx).",
+            ["code"], registry=r)
         # ---- upstreams
         self.upstream_requests = Counter(
             "edgecache_upstream_requests_total", "Requests sent to each upstream.",
@@ -99,6 +119,22 @@ class Metrics:
             registry=r)
         self.evicted_bytes = Counter(
             "edgecache_evicted_bytes_total", "Bytes evicted to stay within quota.", registry=r)
+        self.watermark_bytes = Gauge(
+            "edgecache_cache_watermark_bytes",
+            "Eviction's thresholds now: it starts above level=high and frees down to level=low.",
+            ["level"], registry=r)
+        self.eviction_shortfall = Gauge(
+            "edgecache_eviction_shortfall_bytes",
+            "Bytes the last eviction pass fell short of the low watermark (0 once usage needs "
+            "no eviction): nothing more could be evicted, or the eviction failed.", registry=r)
+        self.storage_errors = Counter(
+            "edgecache_storage_errors_total",
+            "Writes to the storage that failed (a full, read-only or failing disk); the content "
+            "was served without being kept.", registry=r)
         self.uncacheable = Counter(
             "edgecache_uncacheable_total",
             "Blobs served without caching because no room could be made.", registry=r)
+        # ---- site (the cluster helper's gossip sets it; declared here so alerts can name it)
+        self.peer_up = Gauge(
+            "edgecache_peer_up", "1 while a peer node of the site answers, 0 while it does not.",
+            ["peer"], registry=r)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from edgecache import systemd
+from edgecache import banner, systemd
 from edgecache.admin import mount_admin
 from edgecache.app import (
     AUTH,
@@ -76,6 +76,7 @@ async def serve(config: Config) -> None:
     try:
         await metrics.start()  # 1. listeners
         await _listen_all(runner, config, tls)
+        banner.log_start(config, app[METRICS])
         reload = _reloader(tls) if tls is not None else None
         stop = _handle_signals(reload, reloads)  # 2. signals
         systemd.notify("READY=1")

@@ -1,13 +1,15 @@
-"""`edgecache du`: where the bytes are, by upstream and by image, in units a person reads."""
+"""`edgecache du`: where the bytes are, by upstream and by image, in units a person reads, or
+as JSON for scripts (`--json`, with each image's last use)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from edgecache.policy import closure
-from edgecache.storage.eviction import pinned_digests
 from edgecache.storage.index import Index
+from edgecache.storage.inventory import Image, Inventory
 from edgecache.storage.quota import Quota
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -28,7 +30,7 @@ class UsageReport:
     fs_free: int
     pinned: int
     by_upstream: dict[str, int]
-    by_image: dict[str, int]
+    images: list[Image]
     untagged: int
 
     def lines(self) -> list[str]:
@@ -44,30 +46,57 @@ class UsageReport:
                 for name, size in sorted(self.by_upstream.items())]
         out += [f"  {'(not reachable from any tag)':<40} {human(self.untagged):>12}", "",
                 "by image:"]
-        out += [f"  {name:<60} {human(size):>12}" for name, size in sorted(self.by_image.items())]
+        # last use is in `ls` and `du --json`: these lines stay "name size" for their readers
+        out += [f"  {image.name:<60} {human(image.size):>12}"
+                for image in sorted(self.images, key=lambda i: i.name)]
         return out
+
+    def document(self) -> dict[str, Any]:
+        """`du --json`: bytes as integers, times as ISO 8601 UTC."""
+        return {
+            "used_bytes": self.used, "budget_bytes": self.budget, "pinned_bytes": self.pinned,
+            "filesystem_free_bytes": self.fs_free, "untagged_bytes": self.untagged,
+            "upstreams": [{"upstream": name, "bytes": size}
+                          for name, size in sorted(self.by_upstream.items())],
+            "images": [image_document(image) for image in self.images],
+        }
+
+
+def image_document(image: Image) -> dict[str, Any]:
+    return {"image": image.name, "upstream": image.upstream, "repository": image.repository,
+            "tag": image.tag, "digest": image.digest, "bytes": image.size,
+            "last_use": iso(image.last_use), "pinned": image.pinned}
+
+
+def iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def when(moment: float | None) -> str:
+    """A last use for a person: UTC to the minute."""
+    text = iso(moment)
+    return text[:16].replace("T", " ") if text else "-"
 
 
 def usage_report(index: Index, quota: Quota, pins: tuple[str, ...]) -> UsageReport:
-    sizes = index.sizes()
+    inventory = Inventory(index, pins)
+    sizes = inventory.sizes
     _, usage = quota.limits()
     by_upstream: dict[str, set[str]] = defaultdict(set)
-    by_image: dict[str, int] = {}
     reachable: set[str] = set()
-    for row in index.all_tags():
-        if row.digest not in sizes:
-            continue
-        members = closure([row.digest], index.children) & sizes.keys()
-        by_image[f"{row.upstream}/{row.repository}:{row.tag}"] = sum(sizes[d] for d in members)
-        by_upstream[row.upstream] |= members
+    images = inventory.images()
+    for image in images:
+        members = inventory.held([image.digest])
+        by_upstream[image.upstream] |= members
         reachable |= members
-    pinned = pinned_digests(index, pins) & sizes.keys()
     return UsageReport(
         used=sum(sizes.values()),
         budget=quota.budget(),
         fs_free=usage.fs_free,
-        pinned=sum(sizes[d] for d in pinned),
+        pinned=sum(sizes[d] for d in inventory.pinned),
         by_upstream={name: sum(sizes[d] for d in members) for name, members in by_upstream.items()},
-        by_image=by_image,
+        images=images,
         untagged=sum(size for digest, size in sizes.items() if digest not in reachable),
     )

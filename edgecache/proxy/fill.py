@@ -51,6 +51,7 @@ from collections.abc import Callable, Mapping
 from edgecache.errors import (
     DigestMismatch,
     EdgecacheError,
+    NotFound,
     StorageError,
     TooManyRequests,
     UpstreamBadResponse,
@@ -265,6 +266,7 @@ class Fills:
                 except OSError as exc:
                     log.warning("cannot cache %s (%s); serving it uncached", fill.digest, exc)
                     self._metrics.uncacheable.inc()
+                    self._metrics.storage_errors.inc()
                     fill._finish(bypass=True)
                     return
                 self._metrics.upstream_bytes.labels(fill.upstream).inc(len(data))
@@ -276,7 +278,12 @@ class Fills:
             log.error("upstream %s sent wrong bytes: %s; nothing was stored", fill.upstream, exc)
             fill._finish(exc)
         except (EdgecacheError, OSError) as exc:
-            log.warning("download of %s failed: %s", fill.digest, exc)
+            # an upstream 404 is the client's answer, not our trouble: a scan of absent
+            # digests must not flood the journal (the access line still has each one)
+            (log.debug if isinstance(exc, NotFound) else log.warning)(
+                "download of %s failed: %s", fill.digest, exc)
+            if isinstance(exc, OSError):
+                self._metrics.storage_errors.inc()
             fill._finish(exc if isinstance(exc, EdgecacheError) else StorageError(str(exc)))
         except Exception as exc:  # a task's guard: a defect must not leave readers waiting
             log.exception("download of %s failed unexpectedly", fill.digest)
@@ -294,4 +301,5 @@ class Fills:
             # Verified, but not stored (a full disk at fsync): the bytes are good, so readers
             # finish from their files; nothing enters the index.
             log.warning("verified %s but could not store it: %s", fill.digest, exc)
+            self._metrics.storage_errors.inc()
         fill._finish()

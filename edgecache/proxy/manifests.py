@@ -74,6 +74,7 @@ class Manifests:
                                   upstreams=(client.name,))
         except StorageError as exc:  # verified and in memory: serve it even if it cannot stay
             log.warning("could not store manifest %s: %s", actual, exc)
+            self._metrics.storage_errors.inc()
             return ManifestAnswer(actual, media_type, len(body), body, "upstream")
         self._store.touch(actual)  # its references, already cached or not, are used too
         return ManifestAnswer(actual, media_type, len(body), body, "upstream")

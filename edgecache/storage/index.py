@@ -25,6 +25,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecache.errors import StorageError
 from edgecache.policy import Entry
 from edgecache.storage.schema import SCHEMA, SCHEMA_VERSION, SEED_TOTALS
 
@@ -50,11 +51,15 @@ class Index:
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                    timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._accessed: dict[str, float] = {}
-        if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            self._migrate()
+        try:  # a damaged or foreign file is the operator's to see, in one line
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StorageError(f"index {path}: {exc}") from exc
 
     def _migrate(self) -> None:
         """Create or upgrade the schema; written only when the version differs, so opening an

@@ -86,6 +86,12 @@ class Quota:
     def budget(self) -> int:
         return budget(*self.limits())
 
+    def watermarks(self) -> tuple[int, int]:
+        """(high, low) in bytes: where eviction starts and where it stops, for the gauges."""
+        limits, usage = self.limits()
+        total = budget(limits, usage)
+        return int(total * limits.high_watermark), int(total * limits.low_watermark)
+
     async def reserve(self, size: int) -> bool:
         """Reserve room for `size` more bytes, evicting if needed; False if it cannot fit."""
         await self._make_room(size)
@@ -125,6 +131,8 @@ class Quota:
             limits, usage = self.limits()
             need = bytes_to_free(limits, usage, incoming)
             if not need:
+                if not incoming:  # below the high watermark: no eviction falls short
+                    self._metrics.eviction_shortfall.set(0)
                 return 0
             allowance = None
             if incoming:  # evict only if that lets the blob fit; pins are checked off the loop
@@ -137,12 +145,14 @@ class Quota:
                                       self._local)
             except StorageError as exc:  # the blob may still fit, or is served uncached
                 log.error("%s", exc)
+                self._metrics.eviction_shortfall.set(need)
                 return 0
             self._account(result, need)
             return result.freed
 
     def _account(self, result: Evicted, need: int) -> None:
         self.used = max(0, self.used - result.freed)
+        self._metrics.eviction_shortfall.set(max(0, need - result.freed))
         if result.count:
             self._metrics.evictions.inc(result.count)
             self._metrics.evicted_bytes.inc(result.freed)

@@ -7,6 +7,12 @@ it is useful offline. Both are served on the metrics port and on every client li
 The access log line carries a request id (the client's `X-Request-Id` when it is sane, else a
 new one, echoed back), the route, upstream, cache result, status, bytes and duration; as plain
 `key=value` text or JSON. Headers are never logged, so no credential can be.
+
+Every other line logged while a request is handled carries its id too (`id=` at the end of a
+plain line, `"id"` in JSON), so an error line leads to its access line and to the client's
+report: the id is assigned when the request arrives (`RequestIds.middleware`) and held in a
+context variable that a logging filter reads. Tasks a request starts (a download) copy the
+context, so their lines name the request that started them. Timestamps are ISO 8601, UTC.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +32,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgecache.metrics import Metrics
@@ -35,6 +44,9 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _NO_ACCESS: Mapping[str, str] = MappingProxyType({})
 
 Readiness = Callable[[], list[str]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# the id of the request being handled, for every log line made while handling it
+CURRENT_REQUEST: ContextVar[str | None] = ContextVar("edgecache_request_id", default=None)
 
 
 def readiness(tmp_dir: Path, index_ok: Callable[[], bool]) -> Readiness:
@@ -79,27 +91,51 @@ def metrics_app(metrics: Metrics, ready: Callable[[], Readiness | None]) -> web.
     return app
 
 
-def response_headers(
-    api_version: tuple[str, str],
-) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    """The on_response_prepare hook: every answer, streamed or not, carries the API version and
-    the request id. One hook, not one per header: it runs on every response.
+class RequestIds:
+    """Request ids: the client's `X-Request-Id` when sane, else a process prefix and a
+    counter: unique for the life of the process without a random draw (a syscall) per
+    request. Assigned when the request arrives, so the lines logged while it is handled can
+    name it; a request that never reached the middleware gets one as its answer goes out."""
 
-    A request id is the client's `X-Request-Id` when sane, else a process prefix and a counter:
-    unique for the life of the process without a random draw (a syscall) per request."""
-    prefix = os.urandom(4).hex()
-    counter = itertools.count()
+    def __init__(self) -> None:
+        self._prefix = os.urandom(4).hex()
+        self._counter = itertools.count()
 
-    async def hook(request: web.Request, response: web.StreamResponse) -> None:
+    def assign(self, request: web.Request) -> str:
         request_id = request.get(REQUEST_ID)
         if request_id is None:
             given = request.headers.get("X-Request-Id", "")
             request_id = given if given and _SANE_ID.fullmatch(given) else \
-                f"{prefix}{next(counter) & 0xFFFFFFFF:08x}"
+                f"{self._prefix}{next(self._counter) & 0xFFFFFFFF:08x}"
             request[REQUEST_ID] = request_id
+        return request_id
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+            token = CURRENT_REQUEST.set(self.assign(request))
+            try:
+                return await handler(request)
+            finally:
+                CURRENT_REQUEST.reset(token)
+        return request_id
+
+
+def response_headers(
+    api_version: tuple[str, str], ids: RequestIds | None = None, metrics: Metrics | None = None,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """The on_response_prepare hook: every answer, streamed or not, carries the API version and
+    the request id, and is counted by status class. One hook, not one per header: it runs on
+    every response."""
+    assign = (ids if ids is not None else RequestIds()).assign
+    counted = {n: metrics.responses.labels(f"{n}xx") for n in range(1, 6)} if metrics else {}
+
+    async def hook(request: web.Request, response: web.StreamResponse) -> None:
+        if counted:
+            counted.get(response.status // 100, counted[5]).inc()
         headers = response.headers
         headers[api_version[0]] = api_version[1]
-        headers["X-Request-Id"] = request_id
+        headers["X-Request-Id"] = assign(request)
     return hook
 
 
@@ -167,10 +203,8 @@ def access_logger_for(log_format: str) -> type[AccessLogger]:
 def configure_logging(level: str, log_format: str) -> None:
     """Root logging: plain lines, or one JSON object per line for log shippers."""
     handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _PlainFormatter())
+    handler.addFilter(_RequestContext())
     # No record needs the caller's file and line, thread, process or multiprocessing names: not
     # gathering them takes a stack walk and syscalls off every line, an access line per request
     # (the logging HOWTO's "Optimization" section).
@@ -202,14 +236,42 @@ class _MalformedRequests(logging.Filter):
         return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
+class _RequestContext(logging.Filter):
+    """Gives each record the id of the request being handled, if any (`CURRENT_REQUEST`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = CURRENT_REQUEST.get()
+        return True
+
+
+def iso_time(record: logging.LogRecord) -> str:
+    """ISO 8601 in UTC with milliseconds (`2026-12-02T01:50:01.123Z`): what log shippers parse
+    without a format string, the same on every node whatever its time zone."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
+        f".{int(record.msecs):03d}Z"
+
+
+class _PlainFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = f"{iso_time(record)} {super().formatMessage(record)}"
+        request_id = getattr(record, "request_id", None)
+        return f"{line} id={request_id}" if request_id else line
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if isinstance(record.msg, AccessFields):
-            doc: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname,
+            doc: dict[str, Any] = {"time": iso_time(record), "level": record.levelname,
                                    "logger": "access", **record.msg}
         else:
-            doc = {"time": self.formatTime(record), "level": record.levelname,
+            doc = {"time": iso_time(record), "level": record.levelname,
                    "logger": record.name, "message": record.getMessage()}
+            request_id = getattr(record, "request_id", None)
+            if request_id:
+                doc["id"] = request_id
             if record.exc_info:
                 doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, separators=(",", ":"))

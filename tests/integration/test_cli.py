@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -10,6 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.corpus import HUB, Corpus
+from tests.support.edgecache import StartEdgecache
+from tests.support.registry import DockerRegistry
+from tests.support.skopeo import Skopeo
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +160,107 @@ def test_du_with_storage_path_keeps_the_configured_quota(tmp_path: Path) -> None
         ["budget", "3.0", "MiB"]]
     assert (tmp_path / "elsewhere" / "index.db").exists()
     assert not (tmp_path / "storage").exists()
+
+
+# ---- the commands that read the cache: ls, du --json, verify with progress and --repair -------
+
+def test_ls_du_and_verify_on_a_cache_skopeo_filled(
+        hub: DockerRegistry, corpus: Corpus, edgecaches: StartEdgecache, skopeo: Skopeo,
+        tmp_path: Path) -> None:
+    alpha, beta = corpus.alpha, corpus.beta  # they share one layer
+    ec = edgecaches("ec", {HUB: hub.url}, default_upstream=HUB,
+                    extra={"pins": [f"{HUB}/{alpha.repository}:{alpha.tag}"]})
+    for seeded in (alpha, beta):
+        skopeo.copy(f"docker://{ec.address}/{seeded.repository}:{seeded.tag}",
+                    f"oci:{tmp_path / seeded.repository.replace('/', '-')}", tls_verify=False)
+    ec.close()  # flushes the access times
+    config = str(ec.config_path)
+    names = {f"{HUB}/{s.repository}:{s.tag}": s for s in (alpha, beta)}
+
+    listed = edgecache("ls", "--json", "--config", config)
+    assert listed.returncode == 0, listed.stderr
+    images = {row["image"]: row for row in json.loads(listed.stdout)}
+    assert set(images) == set(names)
+    for name, seeded in names.items():
+        row = images[name]
+        assert row["digest"] == seeded.top.digest
+        assert row["bytes"] == sum(len(b) for b in seeded.content.values())
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["last_use"])
+        assert row["pinned"] == (seeded is alpha)
+    table = edgecache("ls", "--config", config)
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[0] == "IMAGE"
+    assert [line.split()[0] for line in table.stdout.splitlines()[1:]] == sorted(names)
+
+    usage = edgecache("du", "--json", "--config", config)
+    assert usage.returncode == 0, usage.stderr
+    doc = json.loads(usage.stdout)
+    assert doc["used_bytes"] == sum(ec.stored_blobs().values())
+    assert doc["pinned_bytes"] == images[f"{HUB}/{alpha.repository}:{alpha.tag}"]["bytes"]
+    assert {row["image"]: row["last_use"] for row in doc["images"]} == {
+        name: row["last_use"] for name, row in images.items()}
+
+    shared = corpus.shared.digest
+    path = ec.storage / "blobs" / "sha256" / shared[7:9] / shared[7:]
+    path.write_bytes(b"\0" * path.stat().st_size)  # bit rot, same size
+    checked = edgecache("verify", "--config", config)
+    assert checked.returncode == 1
+    assert f"corrupt: {shared}" in checked.stdout.splitlines()
+    assert {line for line in checked.stdout.splitlines() if line.startswith("damaged: ")} == {
+        f"damaged: {name} (verify --repair removes what it cannot serve whole)"
+        for name in names}
+    progress = checked.stderr.splitlines()
+    count = len(ec.stored_blobs())
+    assert progress and progress[-1].startswith("verifying: ")
+    assert f" {count}/{count} blobs " in progress[-1]
+    assert len(progress) <= 2  # bounded: a line every few seconds at most, and the last
+
+    repaired = edgecache("verify", "--repair", "--config", config)
+    assert repaired.returncode == 0, repaired.stderr
+    lines = repaired.stdout.splitlines()
+    assert f"corrupt: {shared} (removed)" in lines
+    assert {line for line in lines if line.startswith("unpullable ")} == {
+        f"unpullable until fetched again from {HUB}: {HUB}/{alpha.repository}:{alpha.tag} "
+        "(pinned)",
+        f"unpullable until fetched again from {HUB}: {HUB}/{beta.repository}:{beta.tag}"}
+    assert lines[-1].endswith("; 2 images need their upstream")
+    again = edgecache("verify", "--config", config)
+    assert again.returncode == 0 and "damaged" not in again.stdout, again.stdout
+    assert json.loads(edgecache("ls", "--json", "--config", config).stdout) == []
+
+
+def test_the_cache_commands_refuse_a_damaged_index_in_one_line(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / "index.db").write_bytes(b"not a database at all" * 100)
+    for command in (["ls"], ["du", "--json"], ["verify"]):
+        result = edgecache(*command, "--storage-path", str(storage))
+        assert result.returncode == 1, result
+        assert result.stderr.splitlines() == [
+            f"edgecache: index {storage / 'index.db'}: file is not a database"], result.stderr
+
+
+def test_serve_says_where_the_data_is_the_quota_the_urls_and_a_command_that_works(
+        hub: DockerRegistry, corpus: Corpus, edgecaches: StartEdgecache, skopeo: Skopeo,
+        tmp_path: Path) -> None:
+    storage = tmp_path / "data"
+    ec = edgecaches("ec", {HUB: hub.url}, default_upstream=HUB, metrics=True, storage=storage,
+                    extra={"storage": {"path": str(storage), "max_size": "3GiB",
+                                       "min_free": "0"}})
+    assert ec.metrics_url is not None
+    wait_until(lambda: "try: " in ec.log(), what="the start-up lines")
+    said = [line.split(" INFO edgecache: ", 1)[1] for line in ec.log().splitlines()
+            if " INFO edgecache: " in line]
+    assert said[0] == f"data in {storage} (blobs/, index.db; 0 B cached)"
+    assert said[1] == ("quota 3.0 GiB now (max_size 3.0 GiB, min_free 0 B; evicts from 95% "
+                       "down to 85% of it)")
+    assert said[2] == f"HTTP    {ec.url}"
+    assert said[3] == f"metrics {ec.metrics_url}/metrics"
+    command = said[4].removeprefix("try: ").split()
+    assert command[:3] == ["skopeo", "inspect", "--tls-verify=false"]
+    assert command[3] == f"docker://{ec.address}/library/alpine:latest"
+    # the same command on an image the test upstream has
+    command[3] = f"docker://{ec.address}/{corpus.alpha.repository}:{corpus.alpha.tag}"
+    result = subprocess.run([skopeo.binary, *command[1:]], env=skopeo.env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["Digest"] == corpus.alpha.top.digest

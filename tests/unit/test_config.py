@@ -26,12 +26,15 @@ def test_example_config_is_valid() -> None:
 
 @pytest.mark.parametrize(("value", "seconds"), [
     ("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h", 3600), (12, 12), (1.5, 1.5), ("2", 2),
+    ("1m30s", 90), ("2h", 7200), ("1h30m", 5400), ("1m500ms", 60.5), ("1d2h3m4s5ms", 93784.005),
+    (" 1h30m ", 5400), ("1.5h30s", 5430), ("5 m", 300),
 ])
 def test_durations(value: object, seconds: float) -> None:
     assert config.parse_duration(value, "k") == seconds
 
 
-@pytest.mark.parametrize("value", ["soon", "-1s", True, None, "5 minutes", [1]])
+@pytest.mark.parametrize("value", ["soon", "-1s", True, None, "5 minutes", [1], "30s1m", "1m1m",
+                                   "1m 30s", "1m30", "m", "1h-30m", "1ms5s", "400d", "364d2d"])
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ConfigError, match=r"^k: "):
         config.parse_duration(value, "k")

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 
+from edgecache import __version__
 from edgecache.app import METRICS, READY
 from edgecache.web.observability import metrics_app
 from tests.fakes.registry import FakeRegistry
@@ -143,6 +144,57 @@ async def test_an_eviction_moves_eviction_series(
     assert value(samples, "edgecache_evicted_bytes_total") == len(first.data)
     assert value(samples, "edgecache_cache_size_bytes") == len(second.data)
     assert value(samples, "edgecache_cache_budget_bytes") == 1_000_000
+    assert value(samples, "edgecache_cache_watermark_bytes", level="high") == 950_000
+    assert value(samples, "edgecache_cache_watermark_bytes", level="low") == 850_000
+    assert value(samples, "edgecache_eviction_shortfall_bytes") == 0
+
+
+async def test_an_eviction_that_cannot_reach_the_low_watermark_shows_its_shortfall(
+        fake: FakeRegistry, make_edge: MakeEdge, aiohttp_client: AiohttpClient,
+        tmp_path: Path) -> None:
+    """A pinned image fills the budget: the next blob cannot make room, and the gauge the
+    EdgecacheEvictionStuck alert reads says by how much."""
+    layer = make_layer(700_000, seed=53)
+    image = make_image([layer])
+    fake.add_image("team/app", image, tags=["1"])
+    edge = await make_edge(top={
+        "storage": {"path": str(tmp_path / "pinned"), "max_size": "1MB", "min_free": "0"},
+        "pins": [f"{UPSTREAM}/team/app:1"]})
+    app = edge.client.app
+    assert app is not None
+    scraper = await aiohttp_client(metrics_app(app[METRICS], lambda: app.get(READY)))
+    async with edge.client.get("/v2/team/app/manifests/1") as resp:
+        assert resp.status == 200
+    async with edge.client.get(f"/v2/team/app/blobs/{layer.digest}") as resp:
+        assert await resp.read() == layer.data
+    other = make_layer(600_000, seed=54)
+    digest = fake.add_blob(other)
+    async with edge.client.get(f"/v2/team/app/blobs/{digest}") as resp:
+        assert await resp.read() == other.data
+    samples = await scrape(scraper)
+    assert value(samples, "edgecache_evictions_total") == 0
+    assert value(samples, "edgecache_uncacheable_total") == 1
+    assert value(samples, "edgecache_eviction_shortfall_bytes") > 0
+
+
+async def test_build_info_responses_by_class_and_no_created_series(
+        fake: FakeRegistry, edge: Edge,
+        scraper: TestClient[web.Request, web.Application]) -> None:
+    digest, _, _ = seed(fake)
+    async with edge.client.get(f"/v2/team/app/blobs/{digest}") as resp:
+        assert resp.status == 200
+    async with edge.client.get("/v2/team/app/manifests/absent") as resp:
+        assert resp.status == 404
+    fake.fail(503)
+    async with edge.client.get("/v2/team/app/blobs/sha256:" + "3" * 64) as resp:
+        assert resp.status == 503
+    text = await scrape_text(scraper)
+    samples = await scrape(scraper)
+    assert value(samples, "edgecache_build_info", version=__version__) == 1
+    assert value(samples, "edgecache_responses_total", code="2xx") == 1
+    assert value(samples, "edgecache_responses_total", code="4xx") == 1
+    assert value(samples, "edgecache_responses_total", code="5xx") == 1
+    assert "_created" not in text
 
 
 async def test_health_endpoints(edge: Edge,
@@ -207,7 +259,9 @@ async def test_dashboard_and_alerts_use_exported_metric_names(
     dashboard = json.loads((MONITORING / "dashboard.json").read_text())
     expressions = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     alerts = (MONITORING / "alerts.yaml").read_text()
-    for source, text in (("dashboard", expressions), ("alerts", alerts)):
+    alert_tests = (MONITORING / "alerts.test.yaml").read_text()
+    for source, text in (("dashboard", expressions), ("alerts", alerts),
+                         ("alert tests", alert_tests)):
         used = referenced_names(text)
         assert used, source
         assert used <= names, f"{source} uses metrics edgecache does not export: {used - names}"

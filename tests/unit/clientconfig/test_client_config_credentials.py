@@ -87,3 +87,24 @@ def test_bad_credential_options_are_one_line_errors(
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1, err
     assert not root.exists()  # nothing written
+
+
+@pytest.mark.parametrize("mode", [[], ["--diff"], ["--diff", "--out", "ROOT"]])
+def test_printing_credentials_needs_show_secrets(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: list[str]) -> None:
+    """Without --out the files go to stdout (a terminal's scrollback, a CI log): the password
+    is shown only when asked for by name."""
+    root = tmp_path / "root"
+    base = ["client-config", "--config", str(write_config(tmp_path)), "--username", USER,
+            "--password-file", str(password_file(tmp_path)),
+            *[str(root) if a == "ROOT" else a for a in mode]]
+    assert main(base) == 2
+    captured = capsys.readouterr()
+    assert PASSWORD not in captured.out + captured.err and BASIC not in captured.out
+    assert captured.err.strip().splitlines() == [
+        "edgecache: client-config: with --username, printing the files (no --out) or --diff "
+        "shows the password: add --show-secrets, or use --out"]
+    assert main([*base, "--show-secrets"]) == 0
+    shown = capsys.readouterr().out
+    assert BASIC in shown
+    assert not root.exists()  # printing and diffing write nothing
