@@ -10,7 +10,7 @@ An image is a tag; its size is what its closure holds (index → platform manife
 and layers, each digest once; shared layers count in every image that uses them); its last
 use is its manifest's access time as last flushed (the service writes them every
 `storage.access_flush_interval`); it is pinned when the config's `pins:` or the runtime pins
-(the `pins` table, when there is one) protect its manifest.
+(the `pins` table, storage/pins.py) protect its manifest.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from edgecache.errors import StorageError
 from edgecache.policy import closure
+from edgecache.storage import pins as runtime_pins
 from edgecache.storage.eviction import pinned_digests
 from edgecache.storage.index import Index
 
@@ -55,7 +56,7 @@ class Inventory:
                 self._children[parent].append(child)
             self._tags: list[tuple[str, str, str, str]] = db.execute(
                 "SELECT upstream, repository, tag, digest FROM tags ORDER BY 1, 2, 3").fetchall()
-            pinned = pinned_digests(index, (*pins, *runtime_pins(index)))
+            pinned = pinned_digests(index, (*pins, *runtime_pins.references(index)))
         except sqlite3.DatabaseError as exc:  # locked past the timeout, damaged
             raise StorageError(f"cannot read the index: {exc}") from exc
         self.pinned = pinned & self._blobs.keys()
@@ -87,11 +88,3 @@ class Inventory:
             return []
         return [image for image in self.images()
                 if wanted & closure([image.digest], lambda d: self._children.get(d, ()))]
-
-
-def runtime_pins(index: Index) -> list[str]:
-    """The references pinned at runtime (`edgecache pin`); none before that table exists."""
-    try:
-        return [row[0] for row in index.sql.execute("SELECT reference FROM pins")]
-    except sqlite3.OperationalError:  # no such table: an index no pin was ever added to
-        return []

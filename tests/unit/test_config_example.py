@@ -32,6 +32,8 @@ PROBE = "zz-probe"
 WILD = "*"  # an entry of a mapping keyed by the operator (upstream names)
 # dataclass fields that are not keys of the file
 NOT_KEYS = {("upstreams", WILD, "name")}
+# dataclasses whose fields are keys of the section above them with a prefix (`local.gc_grace`)
+PREFIXED = {("local", "gc"): "gc_"}
 VALUES = (Size,)  # dataclasses that are one value (`min_free: 5%`), not a section
 _ALLOWED = re.compile(r"unknown key \(allowed: ([^)]*)\)")
 _KEY_LINE = re.compile(r"^(?P<indent>[ -]*)(?P<key>[A-Za-z0-9_][A-Za-z0-9_.-]*):(?:\s|$)")
@@ -104,7 +106,10 @@ def dataclass_keys(cls: type = Config, path: Path_ = ()) -> Iterator[Path_]:
     hints = typing.get_type_hints(cls, globalns={**_classes(), **vars(module)})
     for item in dataclasses.fields(cls):
         here = (*path, item.name)
-        yield here
+        if path in PREFIXED:
+            here = (*path[:-1], PREFIXED[path] + item.name)
+        if here not in PREFIXED:
+            yield here
         kind = hints[item.name]
         if typing.get_origin(kind) in (Mapping, dict):
             value = typing.get_args(kind)[1]

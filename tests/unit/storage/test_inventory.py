@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from edgecache.errors import StorageError
+from edgecache.storage import pins as runtime_pins
 from edgecache.storage.index import Index
-from edgecache.storage.inventory import Inventory, runtime_pins
+from edgecache.storage.inventory import Inventory
 
 D = {name: "sha256:" + (f"{i:x}" * 64)[:64] for i, name in enumerate(
     ["index", "amd64", "arm64", "config", "shared", "only_arm", "other", "other_config", "loose"],
@@ -46,12 +47,11 @@ def test_images_sizes_count_each_held_digest_once_per_image(index: Index) -> Non
 
 
 def test_pins_from_the_config_and_from_the_runtime_table(index: Index) -> None:
-    assert runtime_pins(index) == []  # no table yet: nothing pinned at runtime
+    assert runtime_pins.references(index) == ()
     pinned = {i.name for i in Inventory(index, ["docker.io/library/multi:1"]).images()
               if i.pinned}
     assert pinned == {"docker.io/library/multi:1"}
-    index.sql.execute("CREATE TABLE pins (reference TEXT PRIMARY KEY, added_at REAL)")
-    index.sql.execute("INSERT INTO pins VALUES ('docker.io/library/other:2', 0)")
+    runtime_pins.add(index, ["docker.io/library/other:2"])
     pinned = {i.name for i in Inventory(index).images() if i.pinned}
     assert pinned == {"docker.io/library/other:2"}
 
