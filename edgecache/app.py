@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from edgecache.cluster.node import Cluster, proof_for
+from edgecache.cluster.proof import PeerProof
 from edgecache.config import Config, secret_files
 from edgecache.errors import StorageError
 from edgecache.metrics import Metrics
@@ -105,7 +107,8 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
                                     if upstream.access == "authenticated"])
     app[AUTH] = auth
-    app.cleanup_ctx.append(lambda a: _components(a, config, auth))
+    proof = proof_for(config)  # cluster mode: the site secret, read once (ConfigError if not)
+    app.cleanup_ctx.append(lambda a: _components(a, config, auth, proof))
     app.on_response_prepare.append(response_headers(API_VERSION))
     add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream)
@@ -115,7 +118,8 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     async def dispatch(request: web.Request) -> web.StreamResponse:
         nonlocal handlers
         if handlers is None:
-            handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth)
+            handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth,
+                                        proof)
         if request.path in ("/v2", "/v2/"):
             return await handlers.base(request)
         return await handlers.dispatch(request)
@@ -127,8 +131,8 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     return app
 
 
-async def _components(app: web.Application, config: Config,
-                      auth: ClientAuth) -> AsyncIterator[None]:
+async def _components(app: web.Application, config: Config, auth: ClientAuth,
+                      proof: PeerProof | None) -> AsyncIterator[None]:
     metrics = app[METRICS]
     storage = open_storage(config, metrics)
     store = storage.store
@@ -142,9 +146,13 @@ async def _components(app: web.Application, config: Config,
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     private = frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated")
+    cluster = Cluster(config, proof, metrics) if proof is not None else None
     service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         store, clients, fills, metrics, config.cache,
-        private=private | {UNKNOWN_OWNER} if private else private)
+        private=private | {UNKNOWN_OWNER} if private else private,
+        sources=cluster.site if cluster is not None else None)
+    if cluster is not None:
+        cluster.start()
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     try:
         yield
@@ -157,6 +165,8 @@ async def _components(app: web.Application, config: Config,
         await auth.close()
         await service.close()
         await fills.close()
+        if cluster is not None:  # its peer requests are made by fills and flights: after them
+            await cluster.close()
         await asyncio.gather(*(client.close() for client in clients.values()))
         storage.close(clean=True)
 

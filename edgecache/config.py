@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecache.cluster.settings import ClusterConfig
 from edgecache.configfile import read_document
 from edgecache.configvalues import (
     InvalidConfig,
@@ -133,6 +134,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pins: tuple[str, ...] = ()
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 DEFAULT_UPSTREAMS: dict[str, dict[str, Any]] = {
@@ -179,4 +181,6 @@ def secret_files(config: Config) -> list[tuple[str, str]]:
                                              ("tokens_file", config.auth.tokens_file)) if v]
     if config.tls.key_file:
         found.append(("tls.key_file", config.tls.key_file))
+    if config.cluster.secret_file:
+        found.append(("cluster.secret_file", config.cluster.secret_file))
     return found

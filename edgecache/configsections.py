@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecache import configfields as fields
+from edgecache.cluster.settings import parse_cluster
 from edgecache.config import (
     DEFAULT_STORAGE,
     DEFAULT_UPSTREAMS,
@@ -45,7 +46,7 @@ from edgecache.errors import EdgecacheError
 from edgecache.oci import ImageReference
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",
-            "health", "log", "metrics", "limits", "pins"}
+            "health", "log", "metrics", "limits", "pins", "cluster"}
 
 
 def build(raw: object, p: Problems) -> Config:
@@ -74,6 +75,7 @@ def build(raw: object, p: Problems) -> Config:
         cache=_cache(top.get("cache"), p), health=_health(top.get("health"), p),
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
         pins=_pins(top.get("pins"), names, p),
+        cluster=parse_cluster(top.get("cluster"), listen, p),
     )
 
 

@@ -10,11 +10,14 @@ import contextlib
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 from yarl import URL
 
+from edgecache.cluster.proof import HEADER as PEER_HEADER
+from edgecache.cluster.proof import PeerProof, refuse_unclustered
 from edgecache.errors import RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.oci import OCI_INDEX
@@ -37,8 +40,9 @@ _ANY_SIZE = 1 << 62
 
 class RegistryHandlers:
     def __init__(self, router: Router, service: RegistryService, metrics: Metrics,
-                 auth: ClientAuth) -> None:
+                 auth: ClientAuth, proof: PeerProof | None = None) -> None:
         self._router = router
+        self._proof = proof  # cluster mode: peers prove the site secret instead of logging in
         self._service = service
         self._metrics = metrics
         self._auth = auth
@@ -48,8 +52,17 @@ class RegistryHandlers:
     async def base(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
-        await self._auth.check(request, None)
+        if PEER_HEADER in request.headers:  # a peer's health probe
+            self._peer_mode(request)
+        else:
+            await self._auth.check(request, None)
         return web.json_response({})
+
+    def _peer_mode(self, request: web.Request) -> str:
+        """A peer request's mode, once its proof checks out; 401 for any other claim."""
+        if self._proof is None:
+            raise refuse_unclustered()
+        return self._proof.verify(request.method, request.raw_path, request.headers[PEER_HEADER])
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
@@ -57,7 +70,10 @@ class RegistryHandlers:
         path = request.rel_url.raw_path.removeprefix("/v2/")
         ns = request.query.get("ns") if request.query_string else None  # no MultiDict if none
         target = self._router.resolve(path, ns)
-        await self._auth.check(request, target.upstream)
+        if PEER_HEADER in request.headers:  # never forwarded again (`cluster/site.py`)
+            target = replace(target, peer=self._peer_mode(request))
+        else:
+            await self._auth.check(request, target.upstream)
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
         started = time.monotonic()
