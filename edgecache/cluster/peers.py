@@ -95,7 +95,7 @@ class Peers:
         answers = await asyncio.gather(*(self._client.probe(p, timeout) for p in members))
         for peer, up in zip(members, answers, strict=True):
             if up != self._up.get(peer):
-                (log.info if up else log.warning)(
+                (log.info if up or peer not in self._up else log.warning)(
                     "peer %s is %s", peer, "up" if up else "down (no answer to a signed GET "
                     "/v2/: stopped, unreachable, or another secret)")
                 self._set(peer, up)

@@ -89,9 +89,13 @@ class Site:
         after the first means the last source broke, so it moves on to the next."""
         sources = self._blob_sources(target, target.peer or CLIENT)
         at_upstream = False
+        streaming: str | None = None  # the peer of the last stream: called again, it broke
 
         async def open_from(offset: int) -> BlobStream:
-            nonlocal at_upstream
+            nonlocal at_upstream, streaming
+            if streaming is not None:
+                self._failed(PeerFailed(streaming, f"stream broke at {offset} bytes", True))
+                streaming = None
             while not at_upstream:
                 source = await anext(sources, None)
                 if source is None:
@@ -108,6 +112,7 @@ class Site:
                         raise  # the owner asked the site and the upstream: nobody has it
                     continue  # a holder that evicted it meanwhile
                 self._metrics.cluster_fetches.labels("peer").inc()
+                streaming = peer
                 return stream
             self._metrics.cluster_fetches.labels("upstream").inc()
             return await upstream(offset)

@@ -92,6 +92,15 @@ class Site:
                        if line.startswith("edgecache_peer_up{") and line.endswith(" 1.0"))
         wait_until(lambda: count() == up, f"node {i} sees {up} peers up", timeout=20)
 
+    def metric(self, i: int, name: str) -> float:
+        """The sum of a metric's samples on node i."""
+        node = self.nodes[i]
+        assert node.metrics_url is not None
+        with urllib.request.urlopen(node.metrics_url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith((name + " ", name + "{")))
+
     def close(self) -> None:
         for node in reversed(self._started):
             node.close()
@@ -132,7 +141,7 @@ def pull_all(tmp_path: Path, jobs: list[tuple[EdgecacheProcess, Seeded, str]]) -
     def run(job: tuple[EdgecacheProcess, Seeded, str]) -> None:
         try:
             pull(tmp_path, *job)
-        except BaseException as exc:  # noqa: BLE001 - collected, raised below
+        except BaseException as exc:  # collected, raised below
             failures.append(exc)
 
     threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
@@ -191,7 +200,7 @@ def test_owner_killed_mid_transfer_costs_only_time(
         def run(i: int) -> None:
             try:
                 pull(tmp_path, site.nodes[i], big, f"big-{i}")
-            except BaseException as exc:  # noqa: BLE001 - asserted below
+            except BaseException as exc:  # asserted below
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(i,)) for i in others]
@@ -205,6 +214,9 @@ def test_owner_killed_mid_transfer_costs_only_time(
         assert not errors, errors
         for i in others:  # and each survivor keeps its own verified copy
             assert site.nodes[i].stored_blobs().get(layer.digest) == len(layer.data)
+        # they streamed from the owner before it died, and went on from another source
+        assert sum(site.metric(i, "edgecache_peer_fetched_bytes_total") for i in others) > 0
+        assert sum(site.metric(i, "edgecache_peer_failures_total") for i in others) > 0
     finally:
         relay.close()
 
