@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgecache import __version__
 from edgecache.airgap.cli import airgap, airgap_parsers
+from edgecache.cluster.cli import peers_command, peers_parser
 from edgecache.config import Config, InvalidConfig, load
 from edgecache.errors import ConfigError, EdgecacheError
 
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     du.add_argument("--config")
     du.add_argument("--storage-path", help="override storage.path")
     airgap_parsers(sub)
+    peers_parser(sub)
     return parser
 
 
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.command in ("warm", "export", "import"):
         return airgap(config, args)
+    if args.command == "peers":
+        return peers_command(config, args)
     if args.command in ("verify", "du"):
         try:
             return _verify(config, args.repair) if args.command == "verify" else _du(config)

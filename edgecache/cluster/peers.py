@@ -104,24 +104,33 @@ class Peers:
     async def _resolve(self) -> None:
         """The DNS name's A/AAAA records, each with the peers' port, become the members."""
         self._resolved_at = time.monotonic()
-        port = self._config.port or urlsplit(self.me).port or 80
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                self._config.dns, port, type=socket.SOCK_STREAM)
+            urls = await resolve(self._config)
         except OSError as exc:
             log.warning("cluster.dns %s: %s; keeping the last members", self._config.dns, exc)
             return
-        urls = []
-        for info in infos:
-            address = str(info[4][0])
-            shown = f"[{address}]" if ":" in address else address
-            url = f"{self._config.scheme}://{shown}:{port}"
-            if url != self.me and url not in urls:
-                urls.append(url)
         if tuple(sorted(urls)) != tuple(sorted(self._members)):
             log.info("cluster.dns %s: members %s", self._config.dns, ", ".join(urls) or "none")
             for gone in set(self._members) - set(urls):
                 self._up.pop(gone, None)
                 with contextlib.suppress(KeyError):
                     self._metrics.peer_up.remove(gone)
-            self._members = tuple(urls)
+            self._members = urls
+
+
+async def resolve(config: ClusterConfig) -> tuple[str, ...]:
+    """The other members: the static list, or the DNS name's records with the peers' port
+    (this node's own port when `cluster.port` is not set). OSError when the name fails."""
+    if not config.dns:
+        return tuple(p for p in config.peers if p != config.self_url)
+    port = config.port or urlsplit(config.self_url).port or 80
+    infos = await asyncio.get_running_loop().getaddrinfo(config.dns, port,
+                                                         type=socket.SOCK_STREAM)
+    urls: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        shown = f"[{address}]" if ":" in address else address
+        url = f"{config.scheme}://{shown}:{port}"
+        if url != config.self_url and url not in urls:
+            urls.append(url)
+    return tuple(urls)

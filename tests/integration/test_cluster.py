@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -167,6 +169,14 @@ def test_three_nodes_fetch_each_blob_once_and_a_restarted_node_rejoins(
     for i in range(3):
         site.wait_peers(i, 2)
     app, tool = images["app"], images["tool"]
+    layer = app.top.blobs[1].digest
+    view = json.loads(subprocess.run(  # `edgecache peers`: the ring as node 0 sees it
+        [sys.executable, "-m", "edgecache", "peers", "--config", str(site.nodes[0].config_path),
+         "--key", layer, "--json"], capture_output=True, text=True, check=True,
+        timeout=60).stdout)
+    assert [(p["url"], p["state"]) for p in view["peers"]] == [
+        (site.urls[0], "self"), (site.urls[1], "up"), (site.urls[2], "up")]
+    assert view["order"] == order(site.urls, layer)
     mark = upstream.mark()
     pull_all(tmp_path, [(site.nodes[i], app, f"app-{i}") for i in range(3)])
     assert blob_gets(upstream, mark) == Counter({b.digest: 1 for b in app.top.blobs})
