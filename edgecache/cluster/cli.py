@@ -88,6 +88,6 @@ def _tag(reference: str) -> str:
 
 async def _probe(client: PeerClient, peer: str) -> float | None:
     started = time.monotonic()
-    if await client.probe(peer, PROBE_TIMEOUT):
+    if await client.probe(peer, PROBE_TIMEOUT) is not None:
         return (time.monotonic() - started) * 1000
     return None

@@ -25,7 +25,7 @@ from edgecache.upstream.client import BlobStream, ManifestInfo
 from edgecache.upstream.exchange import read_upto
 from edgecache.upstream.headers import content_range, number
 
-from .proof import HEADER, PeerProof
+from .proof import HEADER, NODE_HEADER, PeerProof
 
 CONNECT_TIMEOUT = 2.0  # the site network: a peer that takes longer is as good as down
 READ_TIMEOUT = 15.0  # no byte for this long from a peer streaming a blob: try the next source
@@ -121,14 +121,15 @@ class PeerClient:
             raise missing(f"peer {peer} does not have it")
         raise PeerFailed(peer, f"answered {response.status}", broken=False)
 
-    async def probe(self, peer: str, timeout: float) -> bool:
-        """Whether the peer answers its API and accepts our proof (a wrong secret is down)."""
+    async def probe(self, peer: str, timeout: float) -> str | None:
+        """The answering node's id when the peer answers its API and accepts our proof (a
+        wrong secret is down); None otherwise."""
         try:
             response = await self._send("GET", peer, "/v2/", "local", timeout=timeout)
         except PeerFailed:
-            return False
+            return None
         response.release()
-        return response.status == 200
+        return response.headers.get(NODE_HEADER, "") if response.status == 200 else None
 
     async def ask(self, peer: str, target: Target, kind: str, reference: str, mode: str,
                   body: bool, timeout: float | None = None) -> Asked:

@@ -27,7 +27,7 @@ def proof_for(config: Config) -> PeerProof | None:
 class Cluster:
     def __init__(self, config: Config, proof: PeerProof, metrics: Metrics) -> None:
         self.client = PeerClient(proof, metrics)
-        self.peers = Peers(config.cluster, self.client, metrics)
+        self.peers = Peers(config.cluster, self.client, metrics, proof.node)
         self.site = Site(self.peers, self.client, metrics, config.cluster.ask_timeout)
 
     def start(self) -> None:

@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class Peers:
-    def __init__(self, config: ClusterConfig, client: PeerClient, metrics: Metrics) -> None:
+    def __init__(self, config: ClusterConfig, client: PeerClient, metrics: Metrics,
+                 node: str = "") -> None:
         self.me = config.self_url
+        self._node = node  # this process's id (`PeerProof.node`): finds this node in the list
         self._config = config
         self._client = client
         self._metrics = metrics
@@ -93,7 +95,11 @@ class Peers:
         members = self._members
         timeout = max(0.2, min(self._config.health_interval, 2.0))
         answers = await asyncio.gather(*(self._client.probe(p, timeout) for p in members))
-        for peer, up in zip(members, answers, strict=True):
+        for peer, node in zip(members, answers, strict=True):
+            if node and node == self._node:  # this node under the URL its peers use
+                self._found_self(peer)
+                continue
+            up = node is not None
             if up != self._up.get(peer):
                 (log.info if up or peer not in self._up else log.warning)(
                     "peer %s is %s", peer, "up" if up else "down (no answer to a signed GET "
@@ -101,11 +107,19 @@ class Peers:
                 self._set(peer, up)
         self.checked_at = time.monotonic()
 
+    def _found_self(self, url: str) -> None:
+        if url != self.me:
+            log.warning("cluster: this node answers as %s, not as %s (cluster.self): using %s",
+                        url, self.me, url)
+        self.me = url
+        self._members = tuple(p for p in self._members if p != url)
+        self._up.pop(url, None)
+
     async def _resolve(self) -> None:
         """The DNS name's A/AAAA records, each with the peers' port, become the members."""
         self._resolved_at = time.monotonic()
         try:
-            urls = await resolve(self._config)
+            urls = tuple(u for u in await resolve(self._config) if u != self.me)
         except OSError as exc:
             log.warning("cluster.dns %s: %s; keeping the last members", self._config.dns, exc)
             return

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Callable
 
 from edgecache.errors import Unauthorized
 
 HEADER = "X-Edgecache-Peer"
+NODE_HEADER = "X-Edgecache-Node"  # on a peer's answer to a probe: which process answered
 MODES = ("owner", "local")
 WINDOW = 120.0  # seconds either way: the site's clocks are NTP-synchronised, not identical
 CHALLENGE = 'EdgecachePeer realm="site"'
@@ -32,6 +34,9 @@ class PeerProof:
     def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
         self._clock = clock
+        # This process among the site's: a member URL that answers a probe with it is this
+        # node (a derived `self:` can miss, e.g. a host name that resolves to 127.0.1.1).
+        self.node = secrets.token_hex(8)
 
     def _mac(self, mode: str, stamp: str, method: str, path: str) -> str:
         message = f"{mode}\n{stamp}\n{method.upper()}\n{path}".encode()

@@ -28,7 +28,7 @@ from edgecache.errors import NotFound, UpstreamAuthError, UpstreamError
 from edgecache.metrics import Metrics
 from edgecache.proxy.download import Opener
 from edgecache.proxy.routing import Target
-from edgecache.proxy.sources import GetCall, HeadCall
+from edgecache.proxy.sources import GetCall, HeadCall, SizeCall
 from edgecache.upstream.client import BlobStream, ManifestInfo
 
 from .client import Asked, PeerClient, PeerFailed
@@ -63,26 +63,23 @@ class Site:
             self.peers.failed(exc.peer, str(exc))
 
     async def holders(self, target: Target, kind: str, reference: str,
-                      skip: frozenset[str] = frozenset()) -> list[str]:
-        """The live peers whose store holds the content (a `local` HEAD each, at once, bounded
-        by `ask_timeout`), in rendezvous order."""
+                      skip: frozenset[str] = frozenset()) -> list[tuple[str, Asked]]:
+        """The live peers whose store holds the content, with their HEAD's answer (a `local`
+        HEAD each, at once, bounded by `ask_timeout`), in rendezvous order."""
         asked = [p for p in self.peers.order(reference) if p != self.peers.me and p not in skip]
-        if not asked:
-            return []
 
-        async def has(peer: str) -> bool:
+        async def has(peer: str) -> Asked | None:
             try:
-                await self._client.ask(peer, target, kind, reference, LOCAL, body=False,
-                                       timeout=self._ask_timeout)
+                return await self._client.ask(peer, target, kind, reference, LOCAL, body=False,
+                                              timeout=self._ask_timeout)
             except NotFound:
-                return False
+                return None
             except PeerFailed as exc:
                 self._failed(exc)
-                return False
-            return True
+                return None
 
         answers = await asyncio.gather(*(has(p) for p in asked))
-        return [peer for peer, yes in zip(asked, answers, strict=True) if yes]
+        return [(p, a) for p, a in zip(asked, answers, strict=True) if a is not None]
 
     def opener(self, target: Target, upstream: Opener) -> Opener:
         """The fill's opener: owner, next nodes, the site's copies, the upstream; each call
@@ -130,9 +127,24 @@ class Site:
         held = await self.holders(target, "blobs", key, frozenset(tried))
         if not held:
             self._metrics.owner_misses.inc()
-        for peer in held:
+        for peer, _ in held:
             if self.peers.is_up(peer):
                 yield peer, LOCAL
+
+    async def head_blob(self, target: Target, upstream: SizeCall) -> int | None:
+        """A blob's size: its owner, else any copy on the site, else the upstream."""
+        tried: set[str] = set()
+        for peer in self._ahead(target.reference, target.peer or CLIENT):
+            if self.peers.is_up(peer):
+                tried.add(peer)
+                try:
+                    return (await self._client.ask(peer, target, "blobs", target.reference,
+                                                   OWNER, body=False)).info.size
+                except PeerFailed as exc:
+                    self._failed(exc)
+        for _, asked in await self.holders(target, "blobs", target.reference, frozenset(tried)):
+            return asked.info.size
+        return await upstream()
 
     async def head_manifest(self, target: Target, reference: str,
                             upstream: HeadCall) -> ManifestInfo:
@@ -182,7 +194,7 @@ class Site:
 
     async def _from_holders(self, target: Target, reference: str, head: bool,
                             skip: frozenset[str]) -> Asked | None:
-        for peer in await self.holders(target, "manifests", reference, skip):
+        for peer, _ in await self.holders(target, "manifests", reference, skip):
             try:
                 return await self._client.ask(peer, target, "manifests", reference, LOCAL,
                                               body=not head, timeout=self._ask_timeout * 5)

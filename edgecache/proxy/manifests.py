@@ -14,7 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from edgecache.errors import DigestInvalid, DigestMismatch, StorageError, UpstreamBadResponse
+from edgecache.errors import (
+    DigestInvalid,
+    DigestMismatch,
+    ManifestUnknown,
+    StorageError,
+    UpstreamBadResponse,
+)
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest, manifest_children, manifest_media_type
 from edgecache.proxy.routing import Target
@@ -53,14 +59,17 @@ class Manifests:
         self._store.touch(digest)  # pulling a manifest uses every blob it references
         return ManifestAnswer(digest, media_type, len(body), body, "cache")
 
-    def held(self, target: Target, head: bool) -> ManifestAnswer | None:
+    def held(self, target: Target, head: bool) -> ManifestAnswer:
         """What the store holds for `target`, a tag at any age: a cluster peer's `local`
         question, asked before the WAN (the caller applies the claim check)."""
         digest = target.digest
         if digest is None:
             record = self._store.tag(target.upstream, target.repository, target.reference)
             digest = record.digest if record else None
-        return self.local(digest, head) if digest is not None else None
+        local = self.local(digest, head) if digest is not None else None
+        if local is None:
+            raise ManifestUnknown("manifest not cached on this node")
+        return local
 
     async def download(self, client: UpstreamClient, repository: str,
                        reference: str | Digest,

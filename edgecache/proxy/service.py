@@ -38,7 +38,6 @@ from edgecache.config import CacheConfig
 from edgecache.errors import (
     BlobUnknown,
     EdgecacheError,
-    ManifestUnknown,
     NotFound,
     UpstreamAuthError,
     UpstreamError,
@@ -99,8 +98,7 @@ class RegistryService:
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
         if target.peer == "local":  # a peer's question about this store: nothing is asked
-            if (local := self._manifests.held(target, head)) is None:
-                raise ManifestUnknown("manifest not cached on this node")
+            local = self._manifests.held(target, head)  # or ManifestUnknown
             await self._claims.check(replace(target, reference=str(local.digest),
                                              digest=local.digest), client)
             return local
@@ -252,7 +250,8 @@ class RegistryService:
             if head:
                 if fill is not None and fill.size is not None:
                     return BlobAnswer(digest, fill.size, source="upstream")
-                size = await self._lookups.head_blob(client, target.repository, target.reference)
+                size = await self._sources.head_blob(target, lambda: self._lookups.head_blob(
+                    client, target.repository, target.reference))
                 return BlobAnswer(digest, size, source="upstream")
             joined = fill is not None
             if fill is None:

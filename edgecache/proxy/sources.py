@@ -14,11 +14,14 @@ from edgecache.proxy.routing import Target
 from edgecache.upstream.client import ManifestInfo
 
 HeadCall = Callable[[], Awaitable[ManifestInfo]]
+SizeCall = Callable[[], Awaitable[int | None]]
 GetCall = Callable[[], Awaitable[tuple[bytes, ManifestInfo]]]
 
 
 class Sources(Protocol):
     def opener(self, target: Target, upstream: Opener) -> Opener: ...
+
+    async def head_blob(self, target: Target, upstream: SizeCall) -> int | None: ...
 
     async def head_manifest(self, target: Target, reference: str,
                             upstream: HeadCall) -> ManifestInfo: ...
@@ -32,6 +35,9 @@ class Direct:
 
     def opener(self, target: Target, upstream: Opener) -> Opener:
         return upstream
+
+    async def head_blob(self, target: Target, upstream: SizeCall) -> int | None:
+        return await upstream()
 
     async def head_manifest(self, target: Target, reference: str,
                             upstream: HeadCall) -> ManifestInfo:

@@ -17,7 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from edgecache.cluster.proof import HEADER as PEER_HEADER
-from edgecache.cluster.proof import PeerProof, refuse_unclustered
+from edgecache.cluster.proof import NODE_HEADER, PeerProof, refuse_unclustered
 from edgecache.errors import RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.oci import OCI_INDEX
@@ -52,10 +52,11 @@ class RegistryHandlers:
     async def base(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
-        if PEER_HEADER in request.headers:  # a peer's health probe
+        if PEER_HEADER in request.headers:  # a peer's health probe: who answers
             self._peer_mode(request)
-        else:
-            await self._auth.check(request, None)
+            return web.json_response({}, headers={NODE_HEADER: self._proof.node if self._proof
+                                                  else ""})
+        await self._auth.check(request, None)
         return web.json_response({})
 
     def _peer_mode(self, request: web.Request) -> str:

@@ -71,13 +71,15 @@ class Site:
         self.nodes: dict[int, EdgecacheProcess] = {}
         self._started: list[EdgecacheProcess] = []
 
-    def start(self, i: int, peers: list[int] | None = None) -> EdgecacheProcess:
+    def start(self, i: int, peers: list[int] | None = None,
+              cluster: dict[str, str] | None = None) -> EdgecacheProcess:
         chosen = peers if peers is not None else list(range(len(self.hosts)))
         node = EdgecacheProcess(
             self.workdir / f"node{i}", {UPSTREAM: self.upstream_url}, default_upstream=UPSTREAM,
             host=self.hosts[i], port=self.ports[i], metrics=True,
             extra={"cluster": {"peers": [self.urls[j] for j in chosen],
-                               "secret_file": str(self.secret), "health_interval": "0.3s"}})
+                               "secret_file": str(self.secret), "health_interval": "0.3s",
+                               **(cluster or {})}})
         self.nodes[i] = node
         self._started.append(node)
         return node
@@ -247,6 +249,11 @@ def test_upstream_down_the_site_serves_what_any_node_holds(
     pull(tmp_path, b, solo, "solo-b")
     d = site.start(3, peers=[0, 1, 3])  # a node added while the uplink is down, empty
     site.wait_peers(3, 2)
+    layer = solo.top.blobs[1]
+    head = urllib.request.Request(f"{d.url}/v2/{solo.repository}/blobs/{layer.digest}",
+                                  method="HEAD")
+    with urllib.request.urlopen(head, timeout=30) as resp:  # a size the site knows
+        assert int(resp.headers["Content-Length"]) == len(layer.data)
     pull(tmp_path, d, solo, "solo-d")
     assert solo.top.blobs[0].digest in d.stored_blobs()
 
@@ -255,7 +262,9 @@ def test_a_peer_claim_without_the_site_secret_is_refused(
         upstream: DockerRegistry, images: dict[str, Seeded], site_of: Callable[[str, int], Site]
         ) -> None:
     site = site_of(upstream.url, 1)
-    node = site.start(0)
+    node = site.start(0, cluster={"self": "http://127.0.0.1:1"})  # wrong: found by a probe
+    wait_until(lambda: f"this node answers as {site.urls[0]}" in node.log(),
+               "the node found itself in the peer list", timeout=20)
     app = images["app"]
     path = f"/v2/{app.repository}/blobs/{app.top.blobs[0].digest}?ns={UPSTREAM}"
     wrong = PeerProof(b"not-the-site-secret-at-all").sign("GET", path, "owner")
