@@ -133,6 +133,7 @@ def cell(name: str, upstream: Upstream, relay: ThrottledRelay, work: Path, count
         out = storm(nodes, clients, during)
         time.sleep(0.5)  # anything still fetched after the clients: counted too
         fetched = summarize_fetches(upstream.blob_fetches(mark))
+        wire = relay.relayed  # every byte the "WAN" carried, a cut connection's too
     finally:
         nodes.close()
     per_node = out["per_node"]
@@ -140,11 +141,13 @@ def cell(name: str, upstream: Upstream, relay: ThrottledRelay, work: Path, count
            "ok": sum(r["ok"] for r in per_node if r), "wall": out["wall"],
            "expected": (count - 1) * clients if kill_owner_of else count * clients,
            "wan_bytes": fetched["bytes"], "wan_x": fetched["bytes"] / image_bytes,
+           "wire_x": wire / image_bytes,
            "blob_gets": fetched["blob_gets"], "max_per_blob": fetched["max_per_blob"],
            "errors": [e for r in per_node if r for e in r.get("errors", [])][:2]}
     print(f"  {name:28} ok {row['ok']}/{row['expected']} wall {row['wall']:6.2f} s "
-          f"WAN {row['wan_x']:.2f}x image ({fetched['blob_gets']} blob GETs, max "
-          f"{fetched['max_per_blob']} per blob)", flush=True)
+          f"WAN {row['wan_x']:.2f}x image, wire {row['wire_x']:.2f}x "
+          f"({fetched['blob_gets']} blob GETs, max {fetched['max_per_blob']} per blob)",
+          flush=True)
     return row
 
 
@@ -157,11 +160,13 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, image_bytes: in
              "at the end); image bench/cold, "
              f"{image_bytes / MiB:.1f} MiB in 6 layers; WAN = a relay limiting each upstream "
              f"connection to {args.wan_rate:g} Mbit/s.", "",
-             "| cell | nodes x clients | ok | WAN bytes / image | blob GETs (max per blob) | "
-             "wall / one node's cold pull |", "|---|---|---|---|---|---|"]
+             "| cell | nodes x clients | ok | WAN bytes / image (upstream log) | on the wire "
+             "(relay) | blob GETs (max per blob) | wall / one node's cold pull |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['cell']} | {r['nodes']} x {r['clients'] // r['nodes']} | "
-                     f"{r['ok']}/{r['expected']} | {r['wan_x']:.2f}x | {r['blob_gets']} "
+                     f"{r['ok']}/{r['expected']} | {r['wan_x']:.2f}x | {r['wire_x']:.2f}x | "
+                     f"{r['blob_gets']} "
                      f"({r['max_per_blob']}) | {r['wall'] / base:.2f}x |")
     lines += ["", f"One node's cold pull ({args.clients} clients): {base:.2f} s. `ok` counts "
               "the clients of the nodes left running (the killed node's own clients lose their "

@@ -4,9 +4,13 @@ them answer.
 One task, owned here (`start`, `close` cancels and awaits it), probes every other member each
 `health_interval` with a signed `GET /v2/` (so a node with another secret counts as down, and
 says so in the log once). A member is live only after it has answered: a node that starts
-does not send its first requests into peers it has not heard from. A data-path failure marks
-a peer down at once (`failed`), so the next request skips it instead of waiting for its own
-timeout, and wakes the task, which lets it rejoin as soon as it answers a probe.
+does not send its first requests into peers it has not heard from. A data-path failure (refused,
+reset) marks a peer down at once (`failed`), so the next request skips it instead of waiting
+for its own timeout, and wakes the task, which lets it rejoin as soon as it answers a probe.
+A probe that goes unanswered is weaker evidence: a node serving a storm on two busy cores may
+answer late; marking it down would move its keys and send the same blob over the WAN twice
+(measured: bench/cluster.py with a 0.5 s probe bound). So a probe waits `PROBE_TIMEOUT` and a
+live peer is marked down after `PROBE_MISSES` unanswered probes in a row.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from .settings import ClusterConfig
 
 log = logging.getLogger(__name__)
 
+PROBE_TIMEOUT = 3.0
+PROBE_MISSES = 2
+
 
 class Peers:
     def __init__(self, config: ClusterConfig, client: PeerClient, metrics: Metrics,
@@ -37,6 +44,7 @@ class Peers:
         self._metrics = metrics
         self._members: tuple[str, ...] = tuple(p for p in config.peers if p != self.me)
         self._up: dict[str, bool] = {}
+        self._misses: dict[str, int] = {}  # unanswered probes in a row
         self.checked_at = 0.0  # monotonic time the last round of probes ended
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -93,13 +101,14 @@ class Peers:
 
     async def _probe_all(self) -> None:
         members = self._members
-        timeout = max(0.2, min(self._config.health_interval, 2.0))
-        answers = await asyncio.gather(*(self._client.probe(p, timeout) for p in members))
+        answers = await asyncio.gather(*(self._client.probe(p, PROBE_TIMEOUT) for p in members))
         for peer, node in zip(members, answers, strict=True):
             if node and node == self._node:  # this node under the URL its peers use
                 self._found_self(peer)
                 continue
-            up = node is not None
+            self._misses[peer] = 0 if node is not None else self._misses.get(peer, 0) + 1
+            up = node is not None or (self._up.get(peer, False)
+                                      and self._misses[peer] < PROBE_MISSES)
             if up != self._up.get(peer):
                 (log.info if up or peer not in self._up else log.warning)(
                     "peer %s is %s", peer, "up" if up else "down (no answer to a signed GET "
