@@ -62,6 +62,7 @@ class Nodes:
         secret = work / "secret"
         work.mkdir(parents=True, exist_ok=True)
         secret.write_text(secrets.token_hex(32))
+        secret.chmod(0o600)
         extra: dict[str, Any] = {"log": {"level": "info"}, "cache": {"tag_ttl": "5m"}}
         if cluster:
             extra["cluster"] = {"peers": self.urls, "secret_file": str(secret),
