@@ -72,14 +72,15 @@ class Site:
         self._started: list[EdgecacheProcess] = []
 
     def start(self, i: int, peers: list[int] | None = None,
-              cluster: dict[str, str] | None = None) -> EdgecacheProcess:
+              cluster: dict[str, str] | None = None,
+              extra: dict[str, object] | None = None) -> EdgecacheProcess:
         chosen = peers if peers is not None else list(range(len(self.hosts)))
         node = EdgecacheProcess(
             self.workdir / f"node{i}", {UPSTREAM: self.upstream_url}, default_upstream=UPSTREAM,
             host=self.hosts[i], port=self.ports[i], metrics=True,
             extra={"cluster": {"peers": [self.urls[j] for j in chosen],
                                "secret_file": str(self.secret), "health_interval": "0.3s",
-                               **(cluster or {})}})
+                               **(cluster or {})}, **(extra or {})})
         self.nodes[i] = node
         self._started.append(node)
         return node
@@ -282,3 +283,48 @@ def test_a_peer_claim_without_the_site_secret_is_refused(
         urllib.request.urlopen(request, timeout=10)
     caught.value.close()
     assert caught.value.code == 404
+
+
+def test_private_content_stays_private_across_peers(
+        upstream: DockerRegistry, images: dict[str, Seeded], site_of: Callable[[str, int], Site],
+        tmp_path: Path) -> None:
+    """A blob node A holds from an authenticated upstream is not handed to a public route on
+    node B through the site: whichever node owns it, the node that holds it applies the claim
+    check (the public upstream does not have it: 404), as it does for its own clients."""
+    public = DockerRegistry(tmp_path / "public")  # has nothing
+    try:
+        tokens = tmp_path / "tokens"
+        tokens.write_text("ci:s3cret-token-for-the-test\n")
+        tokens.chmod(0o600)
+        site = site_of(upstream.url, 2)
+        extra: dict[str, object] = {
+            "upstreams": {"private.test": {"url": upstream.url, "access": "authenticated"},
+                          "public.test": {"url": public.url}},
+            "default_upstream": "", "auth": {"tokens_file": str(tokens)}}
+        a, b = site.start(0, extra=extra), site.start(1, extra=extra)
+        site.wait_peers(0, 1)
+        site.wait_peers(1, 1)
+        app = images["app"]
+        layers = [blob.digest for blob in app.top.blobs]
+        bearer = {"Authorization": "Bearer s3cret-token-for-the-test"}
+        for digest in layers:  # cached on A (and on whichever node owns each) from private
+            url = f"{a.url}/v2/{app.repository}/blobs/{digest}?ns=private.test"
+            with urllib.request.urlopen(urllib.request.Request(url, headers=bearer),
+                                        timeout=30) as resp:
+                resp.read()
+        for node in (a, b):
+            for digest in layers:
+                url = f"{node.url}/v2/{app.repository}/blobs/{digest}?ns=public.test"
+                with pytest.raises(urllib.error.HTTPError) as caught:
+                    urllib.request.urlopen(urllib.request.Request(url, headers=bearer),
+                                           timeout=30)
+                caught.value.close()
+                assert caught.value.code == 404, (node.url, digest)
+        asked = set()  # its 404s are logged as "response completed with error"
+        for line in public.log_path.read_text().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("http.response.status") == 404:
+                asked.add(entry["http.request.uri"].rsplit("/", 1)[1])
+        assert asked == set(layers)  # the public upstream was asked, and said no
+    finally:
+        public.close()
