@@ -28,12 +28,15 @@ from edgecache.cluster.node import Cluster, proof_for
 from edgecache.cluster.proof import PeerProof
 from edgecache.config import Config, secret_files
 from edgecache.errors import StorageError
+from edgecache.local.collector import collect_every
+from edgecache.local.wiring import local_handlers
 from edgecache.metrics import Metrics
 from edgecache.oci import MANIFEST_LIMIT
 from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
+from edgecache.statuswiring import status_source
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index, checkpoint
 from edgecache.storage.integrity import reconcile
@@ -43,6 +46,7 @@ from edgecache.storage.schema import UNKNOWN_OWNER
 from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth
+from edgecache.web.catalog import Catalog
 from edgecache.web.challenge import TOKEN_PATH
 from edgecache.web.errors import API_VERSION, error_middleware
 from edgecache.web.handlers import RegistryHandlers
@@ -52,7 +56,10 @@ from edgecache.web.observability import (
     readiness,
     response_headers,
 )
+from edgecache.web.pushes import LocalHandlers
 from edgecache.web.stalls import WRITE_TIMEOUT
+from edgecache.web.status import add_status_routes
+from edgecache.web.statusdata import StatusSource
 from edgecache.web.token_service import TokenService
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,8 @@ METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", RegistryService)
 AUTH = web.AppKey("auth", ClientAuth)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
+STATUS = web.AppKey("status", StatusSource)
+LOCAL: web.AppKey[LocalHandlers] = web.AppKey("local")
 
 
 @dataclass
@@ -95,7 +104,8 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
                 reconcile(blobs, index)
     except OSError as exc:
         raise StorageError(f"storage.path {layout.root}: {exc.strerror or exc}") from exc
-    quota = Quota(config.storage, blobs, index, config.pins, metrics)
+    quota = Quota(config.storage, blobs, index, config.pins, metrics,
+                  local=config.local.registry if config.local else None)
     return Storage(layout, blobs, index, quota, Store(blobs, index, quota))
 
 
@@ -105,29 +115,37 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     app[METRICS] = metrics if metrics is not None else Metrics()
     app[WRITE_TIMEOUT] = config.listen.idle_timeout  # a blob body's client that reads nothing
     auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
-                                    if upstream.access == "authenticated"])
+                                    if upstream.access == "authenticated"],
+                      pushes=config.local is not None and config.local.push == "authenticated")
     app[AUTH] = auth
     proof = proof_for(config)  # cluster mode: the site secret, read once (ConfigError if not)
     app.cleanup_ctx.append(lambda a: _components(a, config, auth, proof))
     app.on_response_prepare.append(response_headers(API_VERSION))
     add_health_routes(app, lambda: app.get(READY))
-    router = Router(config.upstreams, config.default_upstream)
+    router = Router(config.upstreams, config.default_upstream,
+                    config.local.registry if config.local else None)
 
     handlers: RegistryHandlers | None = None  # made on the first request: after start-up
+    catalog = Catalog(lambda: app.get(STATUS), auth)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         nonlocal handlers
         if handlers is None:
             handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth,
-                                        proof)
+                                        request.app.get(LOCAL), proof)
         if request.path in ("/v2", "/v2/"):
             return await handlers.base(request)
+        if request.method in ("GET", "HEAD") and (listing := router.catalog(
+                request.rel_url.raw_path.removeprefix("/v2/"),
+                request.query.get("ns") if request.query_string else None)):
+            return await catalog.list(request, listing)
         return await handlers.dispatch(request)
 
     app.router.add_route("*", TOKEN_PATH, TokenService(auth).handle)  # before the catch-all
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    add_status_routes(app, lambda: app.get(STATUS), auth, challenge=True)
     return app
 
 
@@ -153,7 +171,15 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
         sources=cluster.site if cluster is not None else None)
     if cluster is not None:
         cluster.start()
+    uploads = None
+    if config.local is not None:  # the site's own registry (edgecache/local/)
+        app[LOCAL], uploads = local_handlers(config.local, storage.store, storage.index, auth)
+    status = app[STATUS] = status_source(config, store, storage.index, storage.quota, clients,
+                                         metrics, config.local.registry if config.local else None)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
+    collector = (asyncio.create_task(collect_every(storage.layout.root, config.local.registry,
+                                                   config.local.gc), name="local-gc")
+                 if config.local is not None and config.local.gc.interval > 0 else None)
     try:
         yield
     finally:
@@ -161,7 +187,10 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
         # owner cancels and awaits its background work before what that work uses is closed:
         # the janitor and password checks, then flights (tag revalidations, manifest fetches)
         # and downloads, which use the upstream clients, which go before the index.
-        await _cancel(janitor)
+        await _cancel(janitor, collector)
+        await status.close()
+        if uploads is not None:
+            await uploads.close()  # before the index: sessions' files are abandoned
         await auth.close()
         await service.close()
         await fills.close()

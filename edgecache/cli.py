@@ -16,6 +16,7 @@ from edgecache.airgap.cli import airgap, airgap_parsers
 from edgecache.cluster.cli import peers_command, peers_parser
 from edgecache.config import Config, InvalidConfig, load
 from edgecache.errors import ConfigError, EdgecacheError
+from edgecache.local.gccli import gc_command, gc_parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     du.add_argument("--config")
     du.add_argument("--storage-path", help="override storage.path")
     airgap_parsers(sub)
+    gc_parser(sub)
     peers_parser(sub)
     return parser
 
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.command in ("warm", "export", "import"):
         return airgap(config, args)
+    if args.command == "gc":
+        return gc_command(config, args)
     if args.command == "peers":
         return peers_command(config, args)
     if args.command in ("verify", "du"):
@@ -145,11 +149,14 @@ def _verify(config: Config, repair: bool) -> int:
 
 def _ca_pem(config: Config) -> bytes | None:
     """The CA clients must trust: ours when self-managed, none for operator certificates."""
+    from edgecache.siteca import certificate_names
     from edgecache.tls import ensure_self_managed
 
     if config.tls.cert_file:
         return None
-    files = ensure_self_managed(config.storage.path / "tls", config.tls.extra_names)
+    if config.tls.ca_cert_file:  # the site CA: one certificate trusts every node
+        return Path(config.tls.ca_cert_file).read_bytes()
+    files = ensure_self_managed(config.storage.path / "tls", certificate_names(config))
     assert files.ca is not None
     return files.ca.read_bytes()
 

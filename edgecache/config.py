@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecache.cluster.settings import ClusterConfig
 from edgecache.configfile import read_document
@@ -25,6 +25,9 @@ from edgecache.configvalues import (
     parse_size,
 )
 from edgecache.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgecache.local.settings import LocalConfig
 
 __all__ = ["Config", "InvalidConfig", "Size", "from_mapping", "load", "parse_duration",
            "parse_hostport", "parse_size", "secret_files"]
@@ -46,6 +49,8 @@ class TlsConfig:
     key_file: str = ""
     extra_names: tuple[str, ...] = ()
     client_ca_file: str = ""  # set: clients must present a certificate signed by it (mTLS)
+    ca_cert_file: str = ""  # a site CA (edgecache/siteca.py): each node issues its own from it
+    ca_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pins: tuple[str, ...] = ()
+    local: LocalConfig | None = None  # the site's own registry (edgecache/local/settings.py)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
@@ -179,8 +185,8 @@ def secret_files(config: Config) -> list[tuple[str, str]]:
              for name, u in config.upstreams.items() if u.password_file]
     found += [(f"auth.{k}", v) for k, v in (("htpasswd_file", config.auth.htpasswd_file),
                                              ("tokens_file", config.auth.tokens_file)) if v]
-    if config.tls.key_file:
-        found.append(("tls.key_file", config.tls.key_file))
+    found += [(f"tls.{k}", v) for k, v in (("key_file", config.tls.key_file),
+                                            ("ca_key_file", config.tls.ca_key_file)) if v]
     if config.cluster.secret_file:
         found.append(("cluster.secret_file", config.cluster.secret_file))
     return found

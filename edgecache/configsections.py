@@ -43,10 +43,12 @@ from edgecache.configvalues import (
     valid_host,
 )
 from edgecache.errors import EdgecacheError
+from edgecache.local.settings import parse_local
 from edgecache.oci import ImageReference
+from edgecache.siteca import SITE_CA_KEYS, site_ca
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",
-            "health", "log", "metrics", "limits", "pins", "cluster"}
+            "health", "log", "metrics", "limits", "pins", "local", "cluster"}
 
 
 def build(raw: object, p: Problems) -> Config:
@@ -74,7 +76,7 @@ def build(raw: object, p: Problems) -> Config:
         upstreams=upstreams, default_upstream=_default_upstream(top, names, p),
         cache=_cache(top.get("cache"), p), health=_health(top.get("health"), p),
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
-        pins=_pins(top.get("pins"), names, p),
+        pins=_pins(top.get("pins"), names, p), local=parse_local(top.get("local"), auth, names, p),
         cluster=parse_cluster(top.get("cluster"), listen, p),
     )
 
@@ -212,8 +214,8 @@ def _auth(raw: object, p: Problems) -> AuthConfig:
 
 
 def _tls(raw: object, p: Problems) -> TlsConfig:
-    section = fields.section(raw, "tls",
-                             {"cert_file", "key_file", "extra_names", "client_ca_file"}, p)
+    keys = {"cert_file", "key_file", "extra_names", "client_ca_file", *SITE_CA_KEYS}
+    section = fields.section(raw, "tls", keys, p)
     cert = p.value(lambda: fields.existing_file(section, "cert_file", "tls"), "")
     key = p.value(lambda: fields.existing_file(section, "key_file", "tls"), "")
     if bool(section.get("cert_file")) != bool(section.get("key_file")):
@@ -226,8 +228,9 @@ def _tls(raw: object, p: Problems) -> TlsConfig:
         p.add("tls.extra_names: expected a list of DNS names or IP addresses")
         names = []
     client_ca = p.value(lambda: fields.existing_file(section, "client_ca_file", "tls"), "")
+    ca_cert, ca_key = site_ca(section, p)
     return TlsConfig(cert_file=cert, key_file=key, extra_names=tuple(names),
-                     client_ca_file=client_ca)
+                     client_ca_file=client_ca, ca_cert_file=ca_cert, ca_key_file=ca_key)
 
 
 def _cache(raw: object, p: Problems) -> CacheConfig:

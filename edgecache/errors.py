@@ -6,7 +6,8 @@ EdgecacheError
 ├── Unauthorized            the client must authenticate (401 with a challenge)
 ├── InvalidRequest          the client sent something malformed; nothing was touched
 │   ├── NameInvalid, TagInvalid, DigestInvalid, RangeNotSatisfiable
-│   └── Unsupported         a verb or feature a pull-through cache does not offer
+│   ├── Unsupported         a verb or feature a pull-through cache does not offer
+│   └── BlobUploadInvalid, ManifestBlobUnknown, ManifestRejected, PushTooLarge: a push refused
 ├── TooManyRequests         a concurrency bound was reached; retry shortly
 ├── NotFound                the content does not exist (here and, where asked, upstream)
 │   ├── BlobUnknown, ManifestUnknown, NameUnknown
@@ -72,6 +73,26 @@ class RangeNotSatisfiable(InvalidRequest):
 
 class Unsupported(InvalidRequest):
     pass
+
+
+class BlobUploadInvalid(InvalidRequest):
+    """An upload session cannot take this request (a chunk out of order, a bad header)."""
+
+
+class UploadRangeInvalid(RangeNotSatisfiable):
+    """A chunk that does not start where the upload ends (416)."""
+
+
+class ManifestBlobUnknown(InvalidRequest):
+    """A pushed manifest names content this registry does not hold."""
+
+
+class ManifestRejected(InvalidRequest):
+    """A pushed manifest is not one (the client's fault: 400, unlike ManifestInvalid's 502)."""
+
+
+class PushTooLarge(InvalidRequest):
+    """A pushed manifest over the size limit, or a blob the disk has no room for (413)."""
 
 
 class TooManyRequests(EdgecacheError):

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edgecache import systemd
-from edgecache.app import METRICS, READY, _cancel, build_app, warn_open_secrets
+from edgecache.app import AUTH, METRICS, READY, STATUS, _cancel, build_app, warn_open_secrets
 from edgecache.config import Config, parse_hostport
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.memory import HeapTrimmer, trim_periodically
 from edgecache.web.observability import access_logger_for, metrics_app
+from edgecache.web.status import add_status_routes
 
 if TYPE_CHECKING:  # imported only when HTTPS is configured
     from edgecache.tls import ServerTls
@@ -38,9 +39,11 @@ Reload = Callable[[], Coroutine[Any, Any, None]]
 def server_tls(config: Config) -> ServerTls | None:
     if not config.listen.https:
         return None
+    from edgecache.siteca import certificate_names
     from edgecache.tls import ServerTls
-    return ServerTls(config.tls.cert_file, config.tls.key_file, config.tls.extra_names,
-                     config.storage.path / "tls", config.tls.client_ca_file)
+    return ServerTls(config.tls.cert_file, config.tls.key_file, certificate_names(config),
+                     config.storage.path / "tls", config.tls.client_ca_file,
+                     (config.tls.ca_cert_file, config.tls.ca_key_file))
 
 
 async def serve(config: Config) -> None:
@@ -86,8 +89,9 @@ def _runner(app: web.Application, config: Config) -> web.AppRunner:
 
 
 class _MetricsListener:
-    """Probes and scrapes are answered while requests drain; the scrape-time gauges read the
-    index, so the metrics listener stops before the components (the index) close."""
+    """Probes, scrapes and the status page (`web/status.py`) are answered while requests
+    drain; the scrape-time gauges read the index, so the metrics listener stops before the
+    components (the index) close."""
 
     def __init__(self, app: web.Application, config: Config) -> None:
         self._app = app
@@ -98,8 +102,9 @@ class _MetricsListener:
         if not self._address:
             return
         app = self._app
-        self._runner = web.AppRunner(metrics_app(app[METRICS], lambda: app.get(READY)),
-                                     access_log=None, shutdown_timeout=1.0)
+        scrapes = metrics_app(app[METRICS], lambda: app.get(READY))
+        add_status_routes(scrapes, lambda: app.get(STATUS), app[AUTH], challenge=False)
+        self._runner = web.AppRunner(scrapes, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         host, port = parse_hostport(self._address, "metrics.listen")
         await _listen(web.TCPSite(self._runner, host, port, reuse_address=True),

@@ -4,7 +4,8 @@ When the operator gives no certificate, edgecache keeps its own CA under `storag
 (key mode 0600) and issues a server certificate whose SANs hold `localhost`, 127.0.0.1, ::1,
 every address of the host, its host names and `tls.extra_names`: the fix for the "x509: cannot
 validate certificate for <ip> because it doesn't contain any IP SANs" that NodePort mirrors are
-known for. The certificate is re-issued from the same CA when the address set changes (checked
+known for. (With a site CA the same certificate comes from the operator's CA: siteca.py.)
+The certificate is re-issued from the same CA when the address set changes (checked
 at start and on SIGHUP) or when it nears expiry. Reloading swaps the chain in the live
 `SSLContext`: new handshakes get the new certificate, open connections carry on.
 
@@ -106,30 +107,43 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+SiteCa = tuple[Path, Path] | None  # a site CA's certificate and key (edgecache/siteca.py)
+
+
+def recorded(directory: Path, site: SiteCa = None) -> dict[str, Path]:
+    """The files a record's hashes cover: with a site CA, its certificate and key as well."""
+    files = {name: directory / name for name in RECORDED}
+    if site is not None:
+        files["ca.crt"], files["ca.key"] = site
+    return files
+
+
 def write_record(directory: Path, dns: set[str], ips: set[IPAddress],
-                 not_after: datetime.datetime) -> None:
+                 not_after: datetime.datetime, site: SiteCa = None) -> None:
     """After a slow check or an issue (edgecache/ca.py): which files were found good, for which
     SANs, until when. Hashes tie the record to the very bytes checked: any other file (an
     operator's copy, a test's, a half-finished issue) makes the record void."""
     record = {"dns": sorted(dns), "ips": [str(ip) for ip in sorted_ips(ips)],
               "not_after": not_after.timestamp(),
-              "sha256": {name: _sha256(directory / name) for name in RECORDED}}
+              "sha256": {name: _sha256(path) for name, path in recorded(directory, site).items()}}
     write_private(directory / RECORD, json.dumps(record, indent=1).encode())
 
 
-def _record_vouches(directory: Path, dns: set[str], ips: set[IPAddress]) -> bool:
+def _record_vouches(directory: Path, dns: set[str], ips: set[IPAddress],
+                    site: SiteCa = None) -> bool:
     """Whether the record says the files on disk are a pair issued by our CA for exactly these
     SANs and not yet due for renewal: the server's check, without `cryptography`."""
     try:
         record = json.loads((directory / RECORD).read_bytes())
-        if not (directory / "ca.key").exists():
+        if site is None and not (directory / "ca.key").exists():
             return False  # the slow path makes a new CA (and certificate), as before
         return bool(
             record["dns"] == sorted(dns)
             and record["ips"] == [str(ip) for ip in sorted_ips(ips)]
             and datetime.datetime.fromtimestamp(float(record["not_after"]), datetime.UTC)
             - now_utc() >= RENEW_BEFORE
-            and all(record["sha256"][name] == _sha256(directory / name) for name in RECORDED))
+            and all(record["sha256"][name] == _sha256(path)
+                    for name, path in recorded(directory, site).items()))
     except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return False
 
@@ -141,15 +155,23 @@ def ensure_self_managed(directory: Path, extra_names: tuple[str, ...]) -> TlsFil
     with `cryptography` and re-issues what it must, in a child process, so that the ~9 MiB
     `cryptography` costs never stay in the server."""
     dns, ips = host_names(extra_names)
-    if not _record_vouches(directory, dns, ips):
-        _run_ca(directory, dns, ips)
+    ensure_issued(directory, dns, ips)
     return TlsFiles(directory / "server.crt", directory / "server.key", directory / "ca.crt")
 
 
-def _run_ca(directory: Path, dns: set[str], ips: set[IPAddress]) -> None:
+def ensure_issued(directory: Path, dns: set[str], ips: set[IPAddress], site: SiteCa = None
+                  ) -> None:
+    """The server certificate in `directory` for exactly these SANs, from our CA there or from
+    `site`: the record's word, else the child's slow check and (re)issue."""
+    if not _record_vouches(directory, dns, ips, site):
+        _run_ca(directory, dns, ips, site)
+
+
+def _run_ca(directory: Path, dns: set[str], ips: set[IPAddress], site: SiteCa) -> None:
     import edgecache
 
-    wanted = json.dumps({"dns": sorted(dns), "ips": [str(ip) for ip in sorted_ips(ips)]})
+    wanted = json.dumps({"dns": sorted(dns), "ips": [str(ip) for ip in sorted_ips(ips)],
+                         **({"ca": [str(path) for path in site]} if site else {})})
     # the child runs the same edgecache as this process, wherever the working directory is
     root = str(Path(edgecache.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -201,7 +223,9 @@ class ServerTls:
     `resolve` off the loop, then `apply` on it."""
 
     def __init__(self, cert_file: str, key_file: str, extra_names: tuple[str, ...],
-                 directory: Path, client_ca: str = "") -> None:
+                 directory: Path, client_ca: str = "", site_ca: tuple[str, str] = ("", "")
+                 ) -> None:
+        self._site_ca = site_ca
         self._cert_file = cert_file
         self._key_file = key_file
         self._extra_names = extra_names
@@ -222,6 +246,10 @@ class ServerTls:
         child process, a fraction of a second): the server calls it off the event loop."""
         if self._cert_file:
             return TlsFiles(Path(self._cert_file), Path(self._key_file), None)
+        if self._site_ca[0]:
+            from edgecache.siteca import ensure_site_issued
+
+            return ensure_site_issued(self._directory, *self._site_ca, self._extra_names)
         return ensure_self_managed(self._directory, self._extra_names)
 
     def apply(self, files: TlsFiles) -> None:

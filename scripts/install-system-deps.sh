@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install the real components the tests run against, when they are missing:
 # Debian's docker-registry (the upstream), skopeo, containerd, docker.io (dockerd and its CLI)
-# and podman (the clients) and prometheus (for promtool, which checks the alert rules).
+# and podman (the clients), prometheus (for promtool, which checks the alert rules) and chromium
+# (the status page's browser test).
 set -euo pipefail
 need=()
 # Arguments, if any, replace the default list: COMMAND:PACKAGE pairs (bench-deps uses this).
 pairs=("$@")
 [ ${#pairs[@]} -eq 0 ] && pairs=(docker-registry:docker-registry skopeo:skopeo
-  containerd:containerd ctr:containerd dockerd:docker.io podman:podman promtool:prometheus)
+  containerd:containerd ctr:containerd dockerd:docker.io podman:podman promtool:prometheus
+  chromium:chromium)
 for pair in "${pairs[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done

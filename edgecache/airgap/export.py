@@ -37,6 +37,7 @@ from edgecache.airgap.manifest import Manifest
 from edgecache.airgap.platform import Platform, wanted
 from edgecache.airgap.progress import Progress, plural, short_digest, table
 from edgecache.airgap.reference import full_name
+from edgecache.airgap.referrers import referrers_of
 from edgecache.airgap.tarwrite import (
     Counting,
     Verifying,
@@ -128,6 +129,14 @@ class Exporter:
                     skipped.append(name)  # a tag whose images were evicted: not an image now
         if not items:
             raise NotCached("nothing to export: no image named, and no tag cached")
+        for item in list(items):  # each image's referrers go along (airgap/referrers.py)
+            found = referrers_of(self._index, self._config.upstreams, item.root)
+            if found is not None and not any(i.root.name == found[0] for i in items):
+                try:
+                    root = self._root(*found)
+                    items.append(ExportItem(root, self._closure(root)))
+                except NotCached:
+                    skipped.append(found[0])  # referrers not all cached: warm the image again
         return ExportReport(items, skipped=skipped)
 
     def _resolve(self, text: str) -> Root:

@@ -16,6 +16,9 @@ selects; then each config and layer: `HEAD` first (skipped when `X-Edgecache-Cac
 `GET`, read to the end and discarded (edgecache keeps it), then `HEAD` again to confirm it was
 cached (a blob larger than the cache budget is served but not kept: that is a failure here).
 Blobs shared by images are fetched once; at most `concurrency` blob transfers run at a time.
+Then the image's referrers (`GET /v2/<name>/referrers/<digest>`, which edgecache keeps) and
+each referrer manifest with its blobs, the same way: signatures and SBOMs travel with the image
+(`export` carries them as the referrers tag schema, `airgap/referrers.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from edgecache.airgap.warmreport import ImageResult, WarmReport
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError, ManifestInvalid
 from edgecache.oci import MANIFEST_ACCEPT, MANIFEST_LIMIT, Digest, ImageReference
+from edgecache.proxy.referrers import descriptors_of
 from edgecache.web.handlers import CACHE_HEADER
 
 CONCURRENCY = 4
@@ -123,6 +127,7 @@ class Warmer:
         result.digest = digest
         walk = _Walk(manifest_bytes=len(body))
         await self._walk(ref, body, media_type, digest, 0, walk)
+        await self._referrers(ref, digest, walk)
         outcomes = await asyncio.gather(*(self._blob(ref, d, s) for d, s in walk.blobs.items()),
                                         return_exceptions=True)
         result.size = walk.manifest_bytes + sum(walk.blobs.values())
@@ -158,6 +163,23 @@ class Warmer:
             await self._walk(ref, child_body, child_type, child_digest, depth + 1, walk)
 
         await asyncio.gather(*(child(c.digest) for c in chosen))
+
+    async def _referrers(self, ref: ImageReference, subject: str, walk: _Walk) -> None:
+        """The subject's referrers (one level: a signature's own referrers stay behind)."""
+        async with self._manifest_slots, self._session.get(
+                self._api(ref, "referrers", subject), params=self._params(ref)) as response:
+            if response.status != 200:
+                raise WarmError(f"referrers of {subject}: {await _error_text(response)}")
+            body = await _read_body(response, MANIFEST_LIMIT, f"referrers of {subject}")
+
+        async def referrer(digest: str) -> None:
+            child_body, child_digest, child_type = await self._manifest(ref, digest)
+            if child_digest != digest:
+                raise WarmError(f"referrer {digest}: got {child_digest}")
+            walk.manifest_bytes += len(child_body)
+            await self._walk(ref, child_body, child_type, child_digest, 1, walk)
+
+        await asyncio.gather(*(referrer(d["digest"]) for d in descriptors_of(body)))
 
     def _api(self, ref: ImageReference, kind: str, reference: str) -> str:
         return f"{self._endpoint.url}/v2/{ref.repository}/{kind}/{reference}"

@@ -35,8 +35,9 @@ from edgecache.oci import (
     validate_name,
 )
 
-Kind = Literal["manifests", "blobs", "tags", "referrers"]
+Kind = Literal["manifests", "blobs", "tags", "referrers", "uploads"]
 
+_UPLOAD_RE = re.compile(r"^(?P<name>.+)/blobs/uploads(?:/(?P<ref>[^/]*))?$")
 _PATH_RE = re.compile(r"^(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<ref>[^/]+)$")
 
 
@@ -68,10 +69,21 @@ class Target:
         return self.digest
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogRoute:
+    """`/v2/_catalog` of one upstream (named by `?ns=` or a path prefix), or of all (None)."""
+
+    upstream: str | None
+
+
 class Router:
-    def __init__(self, upstreams: Iterable[str], default: str | None) -> None:
-        self._upstreams = frozenset(upstreams)
-        self._default = default
+    def __init__(self, upstreams: Iterable[str], default: str | None,
+                 local: str | None = None) -> None:
+        """`local`: the local registry's name (edgecache/local/), a route like an upstream's,
+        the default when no upstream is, and the only one with upload sessions."""
+        self._upstreams = frozenset(upstreams) | ({local} if local else set())
+        self._default = default if default is not None else local
+        self._local = local
 
     def _canonical(self, registry: str) -> str | None:
         return canonical_registry(registry, self._upstreams)
@@ -84,7 +96,7 @@ class Router:
         if {".", ".."} & set(path.split("/")):
             raise NameInvalid("path segments '.' and '..' are not allowed in registry paths")
         if "/blobs/uploads" in f"/{path}":
-            raise BlobUploadUnknown("no uploads: pushing is not supported by a pull-through cache")
+            return self._upload(path, ns)
         match = _PATH_RE.match(path)
         if match is None:
             if path.rstrip("/") == "_catalog":
@@ -102,6 +114,30 @@ class Router:
         elif kind == "manifests" and not is_tag(ref):
             raise ManifestUnknown(f"manifest unknown: {ref[:200]!r} is neither a tag nor a digest")
         return Target(upstream, repository, kind, ref, digest)  # type: ignore[arg-type]
+
+    def catalog(self, path: str, ns: str | None) -> CatalogRoute | None:
+        """The catalog a path after `/v2/` asks for (`_catalog`, `<registry>/_catalog`, either
+        with `?ns=`), or None when it is not a catalog request."""
+        head, _, tail = path.rstrip("/").rpartition("/")
+        if tail != "_catalog" or "%" in path or "\\" in path or "\x00" in path:
+            return None
+        named = ns if ns is not None else (head or None)
+        if named is None:
+            return CatalogRoute(None)
+        upstream = self._canonical(named)
+        if upstream is None or (ns is not None and head and self._canonical(head) != upstream):
+            raise NameUnknown(f"registry {named[:100]!r} is not configured on this mirror")
+        return CatalogRoute(upstream)
+
+    def _upload(self, path: str, ns: str | None) -> Target:
+        """An upload session's path: only the local registry has them."""
+        match = _UPLOAD_RE.match(path)
+        upstream = repository = ""
+        if match is not None and self._local is not None:
+            upstream, repository = self._split(match.group("name"), ns)
+        if upstream != self._local or match is None:
+            raise BlobUploadUnknown("no uploads: pushing is not supported by a pull-through cache")
+        return Target(upstream, validate_name(repository), "uploads", match.group("ref") or "")
 
     def _split(self, name: str, ns: str | None) -> tuple[str, str]:
         head, sep, rest = name.partition("/")

@@ -23,7 +23,8 @@
 - Absent content: concurrent identical questions share one upstream request and a confirmed 404
   is remembered for `cache.negative_ttl` (`proxy/lookups.py`); never for a cached tag.
 - A tag list is the upstream's (sorted and paged by `proxy/tags.py`), or the tags the index
-  knows when the upstream cannot answer (stale); referrers are passed through, never cached.
+  knows when the upstream cannot answer (stale); referrers are the upstream's answer, kept and
+  revalidated as a tag is, or its referrers tag schema (`proxy/referrers.py`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from edgecache.proxy.fill import Fill, FillReader, Fills
 from edgecache.proxy.lookups import Lookups, absent
 from edgecache.proxy.manifests import ManifestAnswer, Manifests, parse_upstream_digest
 from edgecache.proxy.negative import Absences, Key
-from edgecache.proxy.referrers import Referrers, list_referrers
+from edgecache.proxy.referrers import ReferrerLists, Referrers
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
 from edgecache.proxy.sources import Direct, Sources
@@ -89,11 +90,12 @@ class RegistryService:
         self._claims = Claims(store, self._lookups, private)
         self._manifest_fetches: SingleFlight[Key, ManifestAnswer] = SingleFlight()
         self._tag_heads: SingleFlight[tuple[str, ...], ManifestInfo] = SingleFlight()
+        self._referrers = ReferrerLists(store, upstreams, self._cache, metrics, self.manifest)
 
     async def close(self) -> None:
         """At shutdown, before the clients and index they use close: end background flights."""
         await asyncio.gather(self._manifest_fetches.close(), self._tag_heads.close(),
-                             self._lookups.close())
+                             self._lookups.close(), self._referrers.close())
 
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
@@ -287,8 +289,8 @@ class RegistryService:
         return page(known, query), "stale"
 
     async def referrers(self, target: Target, query: Mapping[str, str]) -> Referrers:
-        """Passed through from the route's own upstream (`proxy/referrers.py`)."""
-        return await list_referrers(self._upstreams[target.upstream], target, query)
+        """The route's own upstream's referrers, kept (`proxy/referrers.py`)."""
+        return await self._referrers.answer(target, query)
 
 
 def _not_ours(exc: EdgecacheError, fill: Fill, client: UpstreamClient) -> bool:

@@ -22,6 +22,7 @@ from edgecache.storage.files import BlobFile
 from edgecache.storage.layout import Layout
 
 log = logging.getLogger(__name__)
+UNNAMED = Digest("sha256", "0" * 64)  # an upload's digest until it is named: matches no bytes
 
 
 def _fsync_dir(path: Path) -> None:
@@ -41,6 +42,7 @@ class BlobWriter:
 
     def __init__(self, layout: Layout, digest: Digest) -> None:
         self.digest = digest
+        self._layout = layout
         self._target = layout.blob(digest)
         self._path = layout.tmp_dir / f"{digest.hex[:16]}-{uuid.uuid4().hex}.part"
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -56,6 +58,15 @@ class BlobWriter:
             view = view[written:]
         self._hasher.update(data)
         self.size += len(data)
+
+    def name(self, digest: Digest) -> None:
+        """An upload learns its digest only at its end: name it before `place` (which then
+        checks the bytes against it). A writer begun unnamed (`BlobStore.upload`) can never be
+        placed before this: its placeholder digest matches no content."""
+        if digest.algorithm != self.digest.algorithm:
+            raise DigestMismatch(str(digest), f"{self.digest.algorithm} (what uploads hash)")
+        self.digest = digest
+        self._target = self._layout.blob(digest)
 
     def verify(self) -> None:
         """Raise DigestMismatch if the bytes written so far do not match, keeping the file: an
@@ -152,6 +163,10 @@ class BlobStore:
     def remove(self, digest: Digest) -> None:
         """Unlink a published blob. A reader that has it open keeps reading the old inode."""
         self.layout.blob(digest).unlink(missing_ok=True)
+
+    def upload(self) -> BlobWriter:
+        """A writer whose digest is named at the end (`BlobWriter.name`): a push."""
+        return self.writer(UNNAMED)
 
     def writer(self, digest: Digest) -> BlobWriter:
         try:

@@ -38,6 +38,7 @@ from edgecache.oci import Digest, ImageReference, official_repository
 from edgecache.policy import choose_victims, closure
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
+from edgecache.storage.localindex import local_digests
 
 BATCH = 128
 NICE = 10
@@ -71,14 +72,14 @@ class Evicted:
 
 
 def run_eviction(layout: Layout, pins: tuple[str, ...], need: int, allowance: int | None,
-                 stop: threading.Event) -> Evicted:
+                 stop: threading.Event, local: str | None = None) -> Evicted:
     """Free at least `need` bytes (less if only pinned content is left). With `allowance`, first
     check that the pinned bytes fit in it: otherwise nothing is evicted (`refused`), since
     evicting would destroy cached images and still leave the incoming blob out."""
     started = time.monotonic()
     index = Index(layout.index_file)
     try:
-        result = _evict(index, layout, pins, need, allowance, stop)
+        result = _evict(index, layout, pins, need, allowance, stop, local)
     finally:
         index.close()
     result.seconds = time.monotonic() - started
@@ -86,8 +87,10 @@ def run_eviction(layout: Layout, pins: tuple[str, ...], need: int, allowance: in
 
 
 def _evict(index: Index, layout: Layout, pins: tuple[str, ...], need: int,
-           allowance: int | None, stop: threading.Event) -> Evicted:
+           allowance: int | None, stop: threading.Event, local: str | None) -> Evicted:
     protected = pinned_digests(index, pins)
+    if local is not None:  # pushed content is primary data, not cache: never a victim
+        protected |= local_digests(index, local)
     result = Evicted(pinned=sum(index.size(d) or 0 for d in protected))
     if allowance is not None and result.pinned > allowance:
         result.refused = True
@@ -122,7 +125,8 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     result = run_eviction(Layout(Path(request["root"])), tuple(request["pins"]),
-                          int(request["need"]), request["allowance"], stop)
+                          int(request["need"]), request["allowance"], stop,
+                          request.get("local"))
     sys.stdout.write(json.dumps(asdict(result)))
     return 0
 

@@ -54,13 +54,14 @@ def disk_usage(path: str) -> DiskUsage:
 class Quota:
     def __init__(self, config: StorageConfig, blobs: BlobStore, index: Index,
                  pins: tuple[str, ...], metrics: Metrics,
-                 probe: DiskProbe = disk_usage) -> None:
+                 probe: DiskProbe = disk_usage, local: str | None = None) -> None:
         self._config = config
         self._blobs = blobs
         self._index = index
         self._pins = pins
         self._metrics = metrics
         self._probe = probe
+        self._local = local  # the local registry's name: its content is never evicted
         self.used = index.total_size()
         self.reserved = 0
         self.wanted = asyncio.Event()  # set when a publish crossed the high watermark
@@ -76,6 +77,11 @@ class Quota:
         limits = Limits(max_size, self._config.min_free.resolve(disk.total),
                         self._config.high_watermark, self._config.low_watermark)
         return limits, Usage(self.used + self.reserved, disk.free, self.reserved)
+
+    def room(self) -> int:
+        """Free bytes above min_free not promised to a download (what a push may write)."""
+        limits, usage = self.limits()
+        return max(0, usage.fs_free - limits.min_free - self.reserved)
 
     def budget(self) -> int:
         return budget(*self.limits())
@@ -127,7 +133,8 @@ class Quota:
                     return 0
             self._index.flush_access()  # pending access times count before anything is chosen
             try:
-                result = await _evict(self._blobs.layout.root, self._pins, need, allowance)
+                result = await _evict(self._blobs.layout.root, self._pins, need, allowance,
+                                      self._local)
             except StorageError as exc:  # the blob may still fit, or is served uncached
                 log.error("%s", exc)
                 return 0
@@ -146,7 +153,8 @@ class Quota:
                         "(pinned: %d bytes)", need, result.pinned)
 
 
-async def _evict(root: Path, pins: tuple[str, ...], need: int, allowance: int | None) -> Evicted:
+async def _evict(root: Path, pins: tuple[str, ...], need: int, allowance: int | None,
+                 local: str | None = None) -> Evicted:
     """Run one eviction in a child process and wait for it. Cancelled (shutdown), it stops the
     child (SIGTERM: it finishes the batch in progress) and waits for it: nothing of the run
     outlives its owner."""
@@ -156,7 +164,7 @@ async def _evict(root: Path, pins: tuple[str, ...], need: int, allowance: int | 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
     request = json.dumps({"root": str(root), "pins": list(pins), "need": need,
-                          "allowance": allowance}).encode()
+                          "allowance": allowance, "local": local}).encode()
     try:
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edgecache.storage.eviction", stdin=asyncio.subprocess.PIPE,

@@ -5,7 +5,7 @@ bumps the version; an index of an older version gains the new tables on its next
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 UNKNOWN_OWNER = "(unknown)"  # not an upstream name: config names are host[:port]
 BASE = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -58,4 +58,25 @@ END;
 SEED_TOTALS = ("INSERT INTO totals(id, bytes, blobs, manifests)"
                " SELECT 0, COALESCE(SUM(size), 0), COUNT(*), COUNT(media_type) FROM blobs")
 
-SCHEMA: tuple[str, ...] = (BASE,)
+# An upstream's referrers answer (OCI 1.1 API), kept as a stored index (`storage/referrers.py`).
+REFERRERS = """
+CREATE TABLE IF NOT EXISTS referrers (
+    upstream    TEXT NOT NULL,
+    repository  TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    checked_at  REAL NOT NULL,
+    PRIMARY KEY (upstream, repository, subject)
+);
+"""
+
+SUBJECTS = """
+CREATE TABLE IF NOT EXISTS subjects (  -- a pushed manifest's `subject` (the referrers API)
+    digest        TEXT PRIMARY KEY,
+    subject       TEXT NOT NULL,
+    artifact_type TEXT
+);
+CREATE INDEX IF NOT EXISTS subjects_by_subject ON subjects(subject);
+"""
+
+SCHEMA: tuple[str, ...] = (BASE, SUBJECTS, REFERRERS)

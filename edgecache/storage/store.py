@@ -34,12 +34,15 @@ from dataclasses import dataclass
 
 from edgecache.errors import StorageError
 from edgecache.oci import Digest
+from edgecache.storage import referrers
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.files import BlobFile
+from edgecache.storage.holdings import Holdings, ImageRow, Page, Part
 from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
 
-__all__ = ["BlobFile", "BlobWriter", "Record", "Store", "Stored", "Tag"]
+__all__ = ["BlobFile", "BlobWriter", "Holdings", "ImageRow", "Page", "Part", "Record", "Store",
+           "Stored", "Tag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,15 @@ class Store:
         """A writer for `digest` into a temporary file (StorageError if none can be made)."""
         return self._blobs.writer(digest)
 
+    def begin_upload(self) -> BlobWriter:
+        """A writer for a push, whose digest is named at its end (`BlobWriter.name`)."""
+        return self._blobs.upload()
+
+    def room(self) -> int:
+        """Bytes the disk can still take above `storage.min_free`, less reservations: a push
+        is refused beyond it, and never evicts anything to make room."""
+        return self._quota.room()
+
     async def reserve(self, size: int) -> bool:
         """Room for `size` more bytes (evicting if needed); False when it cannot be made."""
         return await self._quota.reserve(size)
@@ -191,3 +203,12 @@ class Store:
 
     def tags(self, upstream: str, repository: str) -> list[str]:
         return self._index.tags(upstream, repository)
+
+    def referrers(self, upstream: str, repository: str, subject: Digest) -> Tag | None:
+        """The stored index that last answered the upstream's referrers of `subject`, and when."""
+        record = referrers.answer(self._index, upstream, repository, str(subject))
+        return None if record is None else Tag(Digest.parse(record.digest), record.checked_at)
+
+    def set_referrers(self, upstream: str, repository: str, subject: Digest,
+                      digest: Digest) -> None:
+        referrers.set_answer(self._index, upstream, repository, str(subject), str(digest))

@@ -41,6 +41,7 @@ class Exchange:
         self.base = URL(config.url)
         self.manifest_limit = manifest_limit
         self._addresses = AddressGuard(self.base.host or "")
+        self.ratelimit: tuple[int | None, int | None] = (None, None)
         self._metrics = metrics
         metrics.upstream_up.labels(self.name).set(1)
         self.health = UpstreamHealth(
@@ -99,6 +100,8 @@ class Exchange:
         remaining = leading_count(resp.headers.get("ratelimit-remaining"))
         if remaining is not None:
             self._metrics.ratelimit_remaining.labels(self.name).set(remaining)
+            # (remaining, limit) as last seen, for the status page
+            self.ratelimit = (remaining, leading_count(resp.headers.get("ratelimit-limit")))
         if resp.method == "HEAD" or resp.status not in (200, 206):
             self._succeeded()
         else:

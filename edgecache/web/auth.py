@@ -104,11 +104,13 @@ def first_token(config: AuthConfig) -> str | None:
 
 class ClientAuth:
     def __init__(self, config: AuthConfig, authenticated: Iterable[str],
-                 max_checks: int = MAX_CHECKS, max_waiting: int = MAX_WAITING) -> None:
+                 max_checks: int = MAX_CHECKS, max_waiting: int = MAX_WAITING,
+                 pushes: bool = False) -> None:
         self.realm = config.realm
         self.service = config.realm  # named in Bearer challenges and carried by the client
         self.tokens = TokenSigner()
         self._locked = frozenset(authenticated)
+        self._pushes = pushes  # authenticated pushes (local.push): the root challenges too
         self._htpasswd = _Watched(config.htpasswd_file)
         self._tokens_file = _Watched(config.tokens_file)
         self._users: dict[str, bytes] = {}
@@ -148,7 +150,9 @@ class ClientAuth:
 
     def required(self, upstream: str | None) -> bool:
         """For an upstream, whether it is locked; for the API root, whether any is."""
-        return bool(self._locked) if upstream is None else upstream in self._locked
+        if upstream is None:
+            return bool(self._locked) or self._pushes
+        return upstream in self._locked
 
     async def check(self, request: web.Request, upstream: str | None) -> None:
         """Raise Unauthorized unless the route is public or the credentials are valid

@@ -49,12 +49,13 @@ def realm(request: web.Request) -> str:
     return f"{request.scheme}://{address(request)}{TOKEN_PATH}"
 
 
-def bearer(request: web.Request, service: str, refusal: Refusal | None) -> str:
+def bearer(request: web.Request, service: str, refusal: Refusal | None,
+           actions: str = "pull") -> str:
     """The challenge: realm and service always; for a repository route the scope it needs;
     `error` when a token was given and is not enough (RFC 6750)."""
     parts = [f'Bearer realm="{realm(request)}"', f'service="{service}"']
     if match := _SCOPE_RE.match(request.rel_url.raw_path):
-        parts.append(f'scope="repository:{match.group(1)}:pull"')
+        parts.append(f'scope="repository:{match.group(1)}:{actions}"')
     if refusal is Refusal.ANONYMOUS:
         parts.append('error="insufficient_scope"')
     elif refusal is Refusal.STALE:

@@ -28,9 +28,14 @@ ERROR_TABLE: tuple[tuple[type[errors.EdgecacheError], int, str], ...] = (
     # a reference that is neither a digest nor a tag names no manifest: the spec's 404
     (errors.TagInvalid, 404, "MANIFEST_UNKNOWN"),
     (errors.DigestInvalid, 400, "DIGEST_INVALID"),
+    (errors.UploadRangeInvalid, 416, "BLOB_UPLOAD_INVALID"),
     # no range code in the spec: the range does not fit the blob's length (Content-Range says it)
     (errors.RangeNotSatisfiable, 416, "SIZE_INVALID"),
     (errors.Unsupported, 405, "UNSUPPORTED"),
+    (errors.BlobUploadInvalid, 400, "BLOB_UPLOAD_INVALID"),
+    (errors.ManifestBlobUnknown, 400, "MANIFEST_BLOB_UNKNOWN"),
+    (errors.ManifestRejected, 400, "MANIFEST_INVALID"),
+    (errors.PushTooLarge, 413, "SIZE_INVALID"),
     (errors.InvalidRequest, 400, "UNSUPPORTED"),
     (errors.TooManyRequests, 429, "TOOMANYREQUESTS"),
     (errors.BlobUnknown, 404, "BLOB_UNKNOWN"),

@@ -7,18 +7,16 @@ access log line; the time to answer is observed per route.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
 from edgecache.cluster.proof import HEADER as PEER_HEADER
 from edgecache.cluster.proof import NODE_HEADER, PeerProof, refuse_unclustered
-from edgecache.errors import RangeNotSatisfiable, Unsupported
+from edgecache.errors import BlobUploadUnknown, RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.oci import OCI_INDEX
 from edgecache.proxy.routing import Router, Target
@@ -26,13 +24,15 @@ from edgecache.proxy.service import BlobAnswer, ManifestAnswer, RegistryService
 from edgecache.proxy.tags import TagQuery
 from edgecache.web.auth import ClientAuth
 from edgecache.web.observability import ACCESS
+from edgecache.web.pushes import LocalHandlers
 from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
 
-_LINK_RE = re.compile(r"<([^>]*)>")
 READ_METHODS = frozenset({"GET", "HEAD"})
-ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers"}
-RESULTS = {"cache": "hit", "upstream": "miss", "stale": "stale"}
+ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers",
+          "uploads": "upload"}
+RESULTS = {"cache": "hit", "upstream": "miss", "stale": "stale", "local": "local"}
 CACHE_HEADER = "X-Edgecache-Cache"
+STALE_WARNING = '110 edgecache "Response is Stale: the upstream could not be asked"'
 # A Range checked against an unbounded size before anything is fetched: a malformed one is
 # refused without starting an upstream download; bounds are checked once the size is known.
 _ANY_SIZE = 1 << 62
@@ -40,9 +40,11 @@ _ANY_SIZE = 1 << 62
 
 class RegistryHandlers:
     def __init__(self, router: Router, service: RegistryService, metrics: Metrics,
-                 auth: ClientAuth, proof: PeerProof | None = None) -> None:
-        self._router = router
+                 auth: ClientAuth, local: LocalHandlers | None = None,
+                 proof: PeerProof | None = None) -> None:
+        self._local = local  # the local registry's route (web/pushes.py), if configured
         self._proof = proof  # cluster mode: peers prove the site secret instead of logging in
+        self._router = router
         self._service = service
         self._metrics = metrics
         self._auth = auth
@@ -66,19 +68,29 @@ class RegistryHandlers:
         return self._proof.verify(request.method, request.raw_path, request.headers[PEER_HEADER])
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        if request.method not in READ_METHODS:
+        if request.method not in READ_METHODS and self._local is None:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
         path = request.rel_url.raw_path.removeprefix("/v2/")
         ns = request.query.get("ns") if request.query_string else None  # no MultiDict if none
         target = self._router.resolve(path, ns)
-        if PEER_HEADER in request.headers:  # never forwarded again (`cluster/site.py`)
-            target = replace(target, peer=self._peer_mode(request))
-        else:
-            await self._auth.check(request, target.upstream)
+        local = self._local if self._local and target.upstream == self._local.name else None
+        if local is None:
+            if request.method not in READ_METHODS:
+                raise Unsupported(f"{request.method} is not supported by a pull-through cache")
+            if target.kind == "uploads":
+                raise BlobUploadUnknown("no uploads: only the local registry takes pushes")
+            if PEER_HEADER in request.headers:  # never forwarded again (`cluster/site.py`)
+                target = replace(target, peer=self._peer_mode(request))
+            else:
+                await self._auth.check(request, target.upstream)
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
         started = time.monotonic()
         try:
+            if local is not None:
+                response = await local.handle(request, target)
+                request[ACCESS]["result"] = "local"
+                return response
             if target.kind == "manifests":
                 return await self._manifest(request, target)
             if target.kind == "blobs":
@@ -178,11 +190,15 @@ class RegistryHandlers:
 
     async def _tags(self, request: web.Request, target: Target) -> web.StreamResponse:
         """Sorted and paged by edgecache (`proxy/tags.py`); the Link is ours, never the
-        upstream's: it names the next page as this client asked for it, `ns` kept."""
+        upstream's: it names the next page as this client asked for it, `ns` kept. A list from
+        the tags we know of (the upstream could not answer) says so: `X-Edgecache-Cache: stale`
+        and a Warning."""
         query = TagQuery.parse(request.query)
         page, source = await self._service.tags(target, query)
-        self._result(request, source)
         response = web.json_response({"name": target.repository, "tags": page.tags})
+        response.headers[CACHE_HEADER] = self._result(request, source)
+        if source == "stale":  # the tags we know of: the upstream could not be asked
+            response.headers["Warning"] = STALE_WARNING
         if page.more:
             following = {"n": str(query.n)} if query.n is not None else {}
             following["last"] = page.tags[-1]
@@ -190,18 +206,12 @@ class RegistryHandlers:
         return response
 
     async def _referrers(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """One answer, every upstream page merged (`proxy/referrers.py`): no Link."""
         answer = await self._service.referrers(target, request.query)
-        self._result(request, "upstream")
         response = web.Response(body=answer.body, headers={
-            CACHE_HEADER: RESULTS["upstream"], "Content-Type": OCI_INDEX})
+            CACHE_HEADER: self._result(request, answer.source), "Content-Type": OCI_INDEX})
         if answer.filters:
             response.headers["OCI-Filters-Applied"] = answer.filters
-        if answer.link and (match := _LINK_RE.search(answer.link)):
-            # the upstream's paging parameters, on our URL; only its query is read (the rest,
-            # the upstream's host and path, may be anything an upstream writes)
-            query = match.group(1).partition("?")[2].partition("#")[0]
-            following = dict(URL.build(path="/", query_string=query).query)
-            response.headers["Link"] = self._link(request, following)
         return response
 
     @staticmethod

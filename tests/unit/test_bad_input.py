@@ -28,8 +28,8 @@ BAD_REQUESTS = [
     ("GET", "/v2/app/manifests/lat%00est", 400, "NAME_INVALID"),
     ("GET", "/v2/" + "a" * 256 + "/manifests/latest", 400, "NAME_INVALID"),
     ("GET", "/v2/app/tags/all", 404, "UNSUPPORTED"),
-    ("GET", "/v2/_catalog", 404, "UNSUPPORTED"),
-    ("GET", "/v2/_catalog?n=10", 404, "UNSUPPORTED"),
+    ("GET", "/v2/unknown.example/_catalog", 404, "NAME_UNKNOWN"),  # a catalog of no upstream
+    ("GET", "/v2/_catalog?ns=unknown.example&n=10", 404, "NAME_UNKNOWN"),
     ("GET", "/v2/app/other/thing", 404, "UNSUPPORTED"),
     ("GET", "/v2/app/blobs/uploads/some-uuid", 404, "BLOB_UPLOAD_UNKNOWN"),
     ("HEAD", "/v2/app/blobs/uploads/", 404, None),

@@ -1,7 +1,8 @@
 """The shipped deployment files: the systemd unit, the Containerfile, the image's config and the
 Kubernetes manifests. Each is parsed (not grepped for a substring) and checked against what
 edgecache itself accepts: configs go through `edgecache check-config`, the unit through
-`systemd-analyze verify`."""
+`systemd-analyze verify`, every Kubernetes manifest through the Kubernetes API schemas
+(`kubernetes-validate`, which ships them: no cluster, no network)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,27 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from edgecache import cli
 from edgecache.config import load, parse_hostport
+from tests.support.kubernetes import (
+    SITE_MOUNT,
+    SITE_SECRET,
+    UID,
+    configmap_config_doc,
+    kube,
+    kube_docs,
+    local_config,
+    write_site_secret,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "edgecache.service"
 CONTAINERFILE = ROOT / "images" / "Containerfile"
 IMAGE_CONFIG = ROOT / "images" / "config.yaml"
-KUBERNETES = ROOT / "images" / "kubernetes" / "edgecache.yaml"
 VENV_EDGECACHE = ROOT / ".venv" / "bin" / "edgecache"
 
 
@@ -107,19 +118,16 @@ def test_unit_is_a_hardened_notify_service() -> None:
 # ---- edgecache configs shipped with the image and the manifests -----------------------------
 
 
-def kube_docs() -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(KUBERNETES.read_text()) if doc]
-
-
-def kube(kind: str) -> dict[str, Any]:
-    found = [doc for doc in kube_docs() if doc["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
-    return found[0]
-
-
 def configmap_config(tmp_path: Path) -> Path:
+    """The ConfigMap's config as is, but for the Secret's mount: its files are made under
+    tmp_path (a site CA and a cluster secret) and the paths mapped there."""
+    original = configmap_config_doc()
+    write_site_secret(tmp_path / "site")
+    config = local_config({SITE_MOUNT: str(tmp_path / "site")}, original["listen"]["https"],
+                          original["metrics"]["listen"], keep_cluster=True)
+    config["upstreams"] = original["upstreams"]
     path = tmp_path / "configmap-config.yaml"
-    path.write_text(kube("ConfigMap")["data"]["config.yaml"])
+    path.write_text(yaml.safe_dump(config))
     return path
 
 
@@ -147,6 +155,7 @@ def test_configmap_config_passes_check_config(tmp_path: Path,
     assert config.listen.https is not None
     assert parse_hostport(config.listen.https, "listen.https")[1] == 30003
     assert str(config.storage.path) == "/var/lib/edgecache"
+    assert config.tls.ca_cert_file == str(tmp_path / "site" / "ca.crt")  # the site CA
 
 
 def daemonset_container(daemonset: dict[str, Any]) -> dict[str, Any]:
@@ -179,12 +188,31 @@ def test_daemonset_keeps_the_cache_on_a_host_path(tmp_path: Path) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
 
 
-def test_service_is_nodeport_30003_with_scrape_annotations() -> None:
+def test_each_node_serves_30003_itself_and_no_nodeport_claims_it(tmp_path: Path) -> None:
+    """hostNetwork: containerd reaches its own node's edgecache on 127.0.0.1:30003 and other
+    hosts reach any node on 30003 (Harbor's NodePort); a NodePort on the same port would be
+    held open by kube-proxy before 1.24 and edgecache's bind would fail."""
+    pod = kube("DaemonSet")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"  # cluster.dns is a cluster name
+    config = load(str(configmap_config(tmp_path)))
+    assert config.listen.https == "0.0.0.0:30003"
+    for doc in kube_docs():
+        if doc["kind"] == "Service":
+            assert doc["spec"].get("type", "ClusterIP") != "NodePort", doc["metadata"]
+    client_config = container_named("client-config")
+    args = client_config["args"]
+    assert args[args.index("--address") + 1] == "127.0.0.1:30003"
+
+
+def test_the_headless_service_is_cluster_dns() -> None:
     service = kube("Service")
-    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["clusterIP"] == "None"
+    namespace, name = service["metadata"]["namespace"], service["metadata"]["name"]
+    dns = configmap_config_doc()["cluster"]["dns"]
+    assert dns in (f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}.svc")
     https = [p for p in service["spec"]["ports"] if p["name"] == "https"]
-    assert len(https) == 1
-    assert https[0]["nodePort"] == 30003 and https[0]["port"] == 30003
+    assert len(https) == 1 and https[0]["port"] == 30003
     daemonset = kube("DaemonSet")
     labels = daemonset["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
@@ -193,6 +221,101 @@ def test_service_is_nodeport_30003_with_scrape_annotations() -> None:
     assert pod_annotations["prometheus.io/port"].isdigit()
     assert pod_annotations["prometheus.io/path"] == "/metrics"
     assert service["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+
+
+def container_named(name: str) -> dict[str, Any]:
+    pod = kube("DaemonSet")["spec"]["template"]["spec"]
+    found = [c for c in [*pod.get("initContainers", []), *pod["containers"]]
+             if c["name"] == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def test_storage_is_prepared_as_root_with_two_capabilities_then_served_as_10001() -> None:
+    """The kubelet makes a missing hostPath root:root 0755 and fsGroup does not apply to it:
+    an init container hands it to 10001 before edgecache (10001) starts. It is the first init
+    container, it mounts the very volume, and it runs as root with CHOWN and FOWNER only."""
+    pod = kube("DaemonSet")["spec"]["template"]["spec"]
+    prepare = pod["initContainers"][0]
+    assert prepare["name"] == "prepare-storage"
+    mounts = {m["mountPath"]: m["name"] for m in prepare["volumeMounts"]}
+    main = {m["mountPath"]: m["name"] for m in daemonset_container(kube("DaemonSet"))[
+        "volumeMounts"]}
+    assert mounts["/var/lib/edgecache"] == main["/var/lib/edgecache"]
+    assert "/var/lib/edgecache" in prepare["command"] and f"{UID}" in prepare["command"]
+    context = prepare["securityContext"]
+    assert context["runAsUser"] == 0 and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert pod["securityContext"]["runAsUser"] == UID
+    assert "runAsUser" not in daemonset_container(kube("DaemonSet"))["securityContext"]
+
+
+def test_the_secret_holds_the_files_the_config_names_where_they_are_mounted() -> None:
+    config = configmap_config_doc()
+    named = {config["tls"]["ca_cert_file"], config["tls"]["ca_key_file"],
+             config["cluster"]["secret_file"]}
+    pod = kube("DaemonSet")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for name in ("edgecache", "client-config"):  # every container that reads the config
+        mounts = {m["mountPath"]: m["name"] for m in container_named(name)["volumeMounts"]}
+        secret = volumes[mounts[SITE_MOUNT]]["secret"]
+        assert secret["secretName"] == "edgecache-site"
+    example = kube_docs(SITE_SECRET)[0]
+    assert example["kind"] == "Secret" and example["metadata"]["name"] == "edgecache-site"
+    assert {f"{SITE_MOUNT}/{key}" for key in example["stringData"]} == named
+
+
+def mebibytes(quantity: str) -> int:
+    assert quantity.endswith("Mi") and quantity[:-2].isdigit(), quantity
+    return int(quantity[:-2])
+
+
+def test_memory_is_sized_from_the_benchmark() -> None:
+    """NOTES.md: 55-65 MiB peak over HTTPS at 64 concurrent downloads: the request is the 64 MiB
+    goal; the limit leaves room for a child (certificate issue, eviction) in the same cgroup."""
+    resources = daemonset_container(kube("DaemonSet"))["resources"]
+    request, limit = (mebibytes(resources[k]["memory"]) for k in ("requests", "limits"))
+    assert request == 64
+    assert 64 + 33 <= limit <= 4 * request
+    assert "cpu" not in resources["limits"]  # throttling stalls the event loop mid-transfer
+
+
+# ---- Kubernetes schemas --------------------------------------------------------------------
+
+
+def manifests() -> list[tuple[Path, dict[str, Any]]]:
+    """Every Kubernetes object in a YAML file under images/ (the Prometheus rules and the
+    Grafana dashboard are not Kubernetes objects; every file under images/kubernetes/ is)."""
+    found = []
+    for path in sorted((ROOT / "images").rglob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc:
+                found.append((path, doc))
+            else:
+                assert "kubernetes" not in path.parts, f"{path}: not a Kubernetes object"
+    return found
+
+
+def test_every_manifest_passes_the_kubernetes_schemas() -> None:
+    found = manifests()
+    kinds = {doc["kind"] for _, doc in found}
+    assert {"Namespace", "ConfigMap", "DaemonSet", "Service", "Secret"} <= kinds
+    for path, doc in found:
+        # strict: a misspelt field is an error, not silently dropped as kubectl would
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+        assert path.is_file()
+
+
+def test_the_schema_check_can_fail() -> None:
+    daemonset = kube("DaemonSet")
+    daemonset["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(daemonset, kubernetes_validate.latest_version(),
+                                     strict=True)
+    probe = kube("DaemonSet")
+    probe["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] = "x"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(probe, kubernetes_validate.latest_version(), strict=True)
 
 
 def test_metrics_and_probe_ports_are_where_edgecache_serves_them(tmp_path: Path) -> None:

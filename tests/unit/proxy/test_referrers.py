@@ -1,8 +1,9 @@
-"""`GET /v2/<name>/referrers/<digest>`: an OCI 1.1 upstream's answer passed through; otherwise
-a 404 whose code is not NAME_UNKNOWN, so clients fall back to the `sha256-<hex>` tag schema.
+"""`GET /v2/<name>/referrers/<digest>` for cached upstream content: an OCI 1.1 upstream's answer,
+kept and revalidated as a tag is (served stale when the upstream fails); without the API, the
+referrers tag schema through the manifest path; never a 404.
 
 The fake stands in for the OCI 1.1 upstream (the Debian docker-registry, 2.8, has no referrers
-API; tests/integration/test_contract.py checks edgecache in front of it)."""
+API; tests/integration/test_referrers.py checks the tag schema in front of it)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.unit.conftest import UPSTREAM, Edge, MakeEdge
 REPO = "team/app"
 SBOM = "application/vnd.example.sbom.v1"
 SIG = "application/vnd.example.signature.v1"
+KEEP = {"cache": {"tag_ttl": "5m"}}
 
 
 def descriptor(n: int, artifact_type: str) -> dict[str, object]:
@@ -41,23 +43,60 @@ def with_referrers(fake: FakeRegistry) -> str:
     return image.digest
 
 
-async def test_an_oci_upstream_answer_is_passed_through(fake: FakeRegistry, edge: Edge) -> None:
-    subject = with_referrers(fake)
-
-    async with edge.client.get(f"/v2/{REPO}/referrers/{subject}") as resp:
-        assert resp.status == 200
+async def listed(edge: Edge, subject: str, **params: str) -> tuple[list[object], str]:
+    async with edge.client.get(f"/v2/{REPO}/referrers/{subject}", params=params) as resp:
+        assert resp.status == 200, await resp.text()
         assert resp.headers["Content-Type"] == OCI_INDEX_TYPE
-        assert "OCI-Filters-Applied" not in resp.headers
+        assert "Link" not in resp.headers
         doc = json.loads(await resp.read())
-    assert doc["mediaType"] == OCI_INDEX_TYPE
-    assert doc["manifests"] == fake.referrers[(REPO, subject)]
+    assert doc["mediaType"] == OCI_INDEX_TYPE and doc["schemaVersion"] == 2
+    return doc["manifests"], resp.headers["X-Edgecache-Cache"]
+
+
+async def test_an_oci_upstream_answer_is_kept(fake: FakeRegistry, make_edge: MakeEdge) -> None:
+    subject = with_referrers(fake)
+    edge = await make_edge(top=KEEP)
+
+    assert await listed(edge, subject) == (fake.referrers[(REPO, subject)], "miss")
+    assert await listed(edge, subject) == (fake.referrers[(REPO, subject)], "hit")
     asked = fake.api_requests(path=f"/v2/{REPO}/referrers/{subject}")
     assert len(asked) == 1 and asked[0].headers["Accept"] == OCI_INDEX_TYPE
-    assert edge.sample("edgecache_requests_total", route="referrers", result="miss") == 1
+    assert edge.sample("edgecache_requests_total", route="referrers", result="hit") == 1
 
 
-async def test_the_artifact_type_filter_and_its_header(fake: FakeRegistry, edge: Edge) -> None:
+async def test_an_expired_answer_is_asked_again(fake: FakeRegistry, edge: Edge) -> None:
     subject = with_referrers(fake)
+    assert len((await listed(edge, subject))[0]) == 3
+    fake.add_referrer(REPO, subject, descriptor(9, SIG))
+
+    found, source = await listed(edge, subject)
+    assert (len(found), source) == (4, "miss")
+    assert len(fake.api_requests(path=f"/v2/{REPO}/referrers/{subject}")) == 2
+
+
+async def test_the_kept_answer_serves_an_outage(fake: FakeRegistry, edge: Edge) -> None:
+    subject = with_referrers(fake)
+    first, _ = await listed(edge, subject)
+    await fake.stop()
+
+    assert await listed(edge, subject) == (first, "stale")
+    assert await listed(edge, subject, artifactType=SIG) == ([first[1]], "stale")
+    assert edge.sample("edgecache_stale_serves_total", upstream=UPSTREAM) == 2
+
+
+async def test_an_outage_with_nothing_kept_is_503(fake: FakeRegistry, edge: Edge) -> None:
+    subject = with_referrers(fake)
+    await fake.stop()
+
+    async with edge.client.get(f"/v2/{REPO}/referrers/{subject}") as resp:
+        assert resp.status == 503
+        assert (await resp.json())["errors"][0]["code"] == "UNAVAILABLE"
+
+
+async def test_the_artifact_type_filter_is_ours(fake: FakeRegistry, make_edge: MakeEdge) -> None:
+    subject = with_referrers(fake)
+    fake.filter_referrers = False  # whatever the upstream does with it: asked unfiltered
+    edge = await make_edge(top=KEEP)
 
     async with edge.client.get(f"/v2/{REPO}/referrers/{subject}",
                                params={"artifactType": SBOM, "ns": UPSTREAM}) as resp:
@@ -65,56 +104,68 @@ async def test_the_artifact_type_filter_and_its_header(fake: FakeRegistry, edge:
         assert resp.headers["OCI-Filters-Applied"] == "artifactType"
         doc = await resp.json(content_type=OCI_INDEX_TYPE)
     assert [d["artifactType"] for d in doc["manifests"]] == [SBOM, SBOM]
-    assert fake.requests[-1].query == {"artifactType": SBOM}  # ns is ours, not the upstream's
-
-    fake.filter_referrers = False  # an upstream that does not filter says nothing
-    async with edge.client.get(f"/v2/{REPO}/referrers/{subject}",
-                               params={"artifactType": SBOM}) as resp:
-        assert "OCI-Filters-Applied" not in resp.headers
-        assert len((await resp.json(content_type=OCI_INDEX_TYPE))["manifests"]) == 3
+    assert fake.requests[-1].query == {}
+    assert await listed(edge, subject, artifactType=SIG) == ([descriptor(1, SIG)], "hit")
+    assert await listed(edge, subject, artifactType="none/such") == ([], "hit")
+    assert len(fake.api_requests(path=f"/v2/{REPO}/referrers/{subject}")) == 1
 
 
-async def test_upstream_pages_come_back_through_edgecache(fake: FakeRegistry,
-                                                          edge: Edge) -> None:
+async def test_upstream_pages_are_merged(fake: FakeRegistry, edge: Edge) -> None:
     subject = with_referrers(fake)
     fake.referrers_page = 2
-    url = f"/v2/{UPSTREAM}/{REPO}/referrers/{subject}"
 
-    async with edge.client.get(url) as resp:
-        first = (await resp.json(content_type=OCI_INDEX_TYPE))["manifests"]
-        link = resp.headers["Link"]
-    assert link == f'<{url}?next=2>; rel="next"'
-    async with edge.client.get(url + "?next=2") as resp:
-        rest = (await resp.json(content_type=OCI_INDEX_TYPE))["manifests"]
-        assert "Link" not in resp.headers
-    assert first + rest == fake.referrers[(REPO, subject)]
+    found, _ = await listed(edge, subject)
+    assert found == fake.referrers[(REPO, subject)]
+    asked = fake.api_requests(path=f"/v2/{REPO}/referrers/{subject}")
+    assert [r.query for r in asked] == [{}, {"next": "2"}]
 
 
 @pytest.mark.parametrize("link", [
     "<http://[::1/v2/x?next=2>; rel=next", "<http://h:99999999/x?next=2>; rel=next",
-    "<?next=2#frag%zz>; rel=next"])
-async def test_a_hostile_upstream_link_keeps_only_its_query(fake: FakeRegistry, edge: Edge,
-                                                             link: str) -> None:
+    "<?next=2#frag%zz>; rel=next", "<?>; rel=next"])
+async def test_a_hostile_upstream_link_is_bounded(fake: FakeRegistry, edge: Edge,
+                                                  link: str) -> None:
+    """A Link on every page (the same page again) ends: each digest once, pages bounded."""
     subject = with_referrers(fake)
     fake.extra_headers = {"Link": link}
 
-    async with edge.client.get(f"/v2/{REPO}/referrers/{subject}") as resp:
-        assert resp.status == 200
-        ours = resp.headers["Link"]
-    assert ours.startswith(f"</v2/{REPO}/referrers/{subject}?next=2") and "\n" not in ours
+    found, _ = await listed(edge, subject)
+    assert found == fake.referrers[(REPO, subject)]
+    assert 1 <= len(fake.api_requests(path=f"/v2/{REPO}/referrers/{subject}")) <= 16
 
 
-async def test_no_referrers_api_is_a_404_to_fall_back_on(fake: FakeRegistry, edge: Edge) -> None:
-    """Distribution 2.8 answers 404 (plain text): the client must read the tag schema next."""
+async def test_no_referrers_api_reads_the_tag_schema(fake: FakeRegistry,
+                                                     make_edge: MakeEdge) -> None:
+    """Distribution 2.8 answers 404 (plain text): the `sha256-<hex>` tag names the index. (A
+    404 of the tag is remembered as any: negative_ttl 0 here, to see the tag appear.)"""
+    edge = await make_edge(top={"cache": {"tag_ttl": "5m", "negative_ttl": "0s"}})
     image = make_image([make_layer(1000, 2)])
     fake.add_image(REPO, image)
+    subject = image.digest
+    assert await listed(edge, subject) == ([], "miss")  # no tag: no referrers
 
-    async with edge.client.get(f"/v2/{REPO}/referrers/{image.digest}") as resp:
-        assert resp.status == 404
-        error = (await resp.json())["errors"][0]
-    assert error["code"] == "UNSUPPORTED"  # never NAME_UNKNOWN: ORAS would not fall back
-    assert "sha256-" + image.digest.removeprefix("sha256:") in error["message"]
-    assert len(fake.api_requests(path=f"/v2/{REPO}/referrers/{image.digest}")) == 1
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX_TYPE,
+                        "manifests": [descriptor(1, SIG), descriptor(2, SBOM), "junk"]})
+    fake.add_manifest(REPO, index.encode(), OCI_INDEX_TYPE, tags=["sha256-" + subject[7:]])
+    assert await listed(edge, subject, artifactType=SBOM) == ([descriptor(2, SBOM)], "miss")
+    asked = len(fake.api_requests())
+    assert await listed(edge, subject) == ([descriptor(1, SIG), descriptor(2, SBOM)], "hit")
+    # the tag is a cached tag like any (tag_ttl 5m); the API's 404 is asked again (an API may
+    # 404 one subject only: never remembered for the upstream)
+    assert [r.path for r in fake.api_requests()[asked:]] == [f"/v2/{REPO}/referrers/{subject}"]
+
+
+async def test_an_upstream_answering_no_index_is_not_asked_again(fake: FakeRegistry,
+                                                                 make_edge: MakeEdge) -> None:
+    subject = with_referrers(fake)
+    fake.referrers_body = (405, "text/plain", b"method not allowed")
+    edge = await make_edge(top=KEEP)
+    other = make_image([make_layer(1000, 4)]).digest
+
+    assert await listed(edge, subject) == ([], "miss")
+    assert await listed(edge, other) == ([], "miss")
+    assert len(fake.api_requests(path=f"/v2/{REPO}/referrers/{subject}")) == 1
+    assert fake.api_requests(path=f"/v2/{REPO}/referrers/{other}") == []
 
 
 @pytest.mark.parametrize("answer", [
@@ -130,27 +181,13 @@ async def test_no_referrers_api_is_a_404_to_fall_back_on(fake: FakeRegistry, edg
     (503, "application/json", b'{"errors": [{"code": "UNAVAILABLE"}]}'),
 ], ids=["json-not-index", "html", "manifests-not-a-list", "nested", "over-4MiB", "400",
         "404-name-unknown", "405", "500", "503"])
-async def test_anything_but_an_index_is_the_fallback_404(
+async def test_anything_but_an_index_falls_back_to_the_tag_schema(
         fake: FakeRegistry, edge: Edge, answer: tuple[int, str, bytes]) -> None:
     subject = with_referrers(fake)
     fake.referrers_body = answer
 
-    async with edge.client.get(f"/v2/{REPO}/referrers/{subject}") as resp:
-        assert resp.status == 404, await resp.text()
-        assert (await resp.json())["errors"][0]["code"] == "UNSUPPORTED"
-
-
-async def test_an_unreachable_upstream_is_the_fallback_404(fake: FakeRegistry,
-                                                           edge: Edge) -> None:
-    """Offline, the tag schema may still be in the cache: a 404 sends the client there."""
-    subject = with_referrers(fake)
-    async with edge.client.get(f"/v2/{REPO}/manifests/sha256-{subject[7:]}") as resp:
-        assert resp.status == 404  # (no such tag here; the fallback path is the manifest one)
-    await fake.stop()
-
-    async with edge.client.get(f"/v2/{REPO}/referrers/{subject}") as resp:
-        assert resp.status == 404
-        assert (await resp.json())["errors"][0]["code"] == "UNSUPPORTED"
+    assert await listed(edge, subject) == ([], "miss")  # the fake has no such tag
+    assert fake.api_requests(path=f"/v2/{REPO}/manifests/sha256-{subject[7:]}")
 
 
 async def test_refused_credentials_stay_a_403(fake: FakeRegistry, make_edge: MakeEdge,
@@ -205,5 +242,6 @@ async def test_a_private_upstream_is_asked_only_on_its_route_with_credentials(
     async with client.get(url, params={"ns": "private.test"}, headers=alice) as resp:
         assert resp.status == 200
     async with client.get(url) as resp:  # the public route: its own upstream, no referrers API
-        assert resp.status == 404
+        assert resp.status == 200
+        assert (await resp.json(content_type=OCI_INDEX_TYPE))["manifests"] == []
     assert len(private.api_requests(path=url)) == 1 and len(public.api_requests(path=url)) == 1

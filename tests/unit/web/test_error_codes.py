@@ -27,7 +27,8 @@ def test_aiohttp_refusals_use_spec_codes() -> None:
     assert set(HTTP_CODES.values()) <= SPEC_CODES
 
 
-@pytest.mark.parametrize("path", ["/", "/v1/", "/v3/x", "/favicon.ico", "/v2x/a/manifests/1"])
+@pytest.mark.parametrize("path", ["/nothing", "/v1/", "/v3/x", "/favicon.ico",
+                                  "/v2x/a/manifests/1"])  # `/` is the status page
 async def test_a_path_outside_the_api_is_a_404_in_spec_words(
         fake: FakeRegistry, edge: Edge, path: str) -> None:
     resp = await edge.raw("GET", path)

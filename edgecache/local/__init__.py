@@ -1,0 +1,1 @@
+"""The site's own registry: local repositories clients push to (issue 17)."""
