@@ -7,10 +7,11 @@ torn down in reverse order:
    quota, and the `Store` over them: all that web/ and proxy/ see of storage, and the one
    publish every writer goes through), 2. upstream clients, 3. fills, the service and the
    janitor;
-shutdown (once requests have ended) cancels and awaits, in order, the janitor and password
-checks, the service's flights (tag revalidations, manifest fetches) and downloads (their
-temporary files are removed); then it closes the clients, flushes access times, closes the index
-and only then marks the stop as clean. Every background task has one owner that does this.
+shutdown (once requests have ended) cancels and awaits, in order, the janitor, the prefetch
+schedule and pin fetches (`prefetcher.py`, `pinning.py`), password checks, the service's
+flights (tag revalidations, manifest fetches) and downloads (their temporary files are removed);
+then it closes the clients, flushes access times, closes the index and only then marks the
+stop as clean. Every background task has one owner that does this.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from edgecache.airgap.selfpull import SelfPull
 from edgecache.cluster.node import Cluster, proof_for
 from edgecache.cluster.proof import PeerProof
 from edgecache.config import Config, secret_files
@@ -32,8 +34,11 @@ from edgecache.local.collector import collect_every
 from edgecache.local.wiring import local_handlers
 from edgecache.metrics import Metrics
 from edgecache.oci import MANIFEST_LIMIT
+from edgecache.pinning import Pinning
+from edgecache.prefetcher import Prefetcher
 from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
+from edgecache.proxy.prefetch import LayerPrefetch
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.statuswiring import status_source
@@ -69,6 +74,7 @@ SERVICE = web.AppKey("service", RegistryService)
 AUTH = web.AppKey("auth", ClientAuth)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
 STATUS = web.AppKey("status", StatusSource)
+PINNING = web.AppKey("pinning", Pinning)
 LOCAL: web.AppKey[LocalHandlers] = web.AppKey("local")
 
 
@@ -168,6 +174,8 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
     service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         store, clients, fills, metrics, config.cache,
         private=private | {UNKNOWN_OWNER} if private else private,
+        layers=LayerPrefetch(fills, store, cluster.site if cluster is not None else None)
+        if config.prefetch.layers else None,
         sources=cluster.site if cluster is not None else None)
     if cluster is not None:
         cluster.start()
@@ -180,14 +188,20 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
     collector = (asyncio.create_task(collect_every(storage.layout.root, config.local.registry,
                                                    config.local.gc), name="local-gc")
                  if config.local is not None and config.local.gc.interval > 0 else None)
+    pinning = app[PINNING] = Pinning(storage.index, config, SelfPull(config))
+    prefetch = asyncio.create_task(Prefetcher(config.prefetch, clients, store, SelfPull(
+        config)).run(), name="prefetch") if config.prefetch.images else None
     try:
         yield
     finally:
         # Requests have ended (the runner stopped accepting and drained or cut them). Each
         # owner cancels and awaits its background work before what that work uses is closed:
-        # the janitor and password checks, then flights (tag revalidations, manifest fetches)
-        # and downloads, which use the upstream clients, which go before the index.
-        await _cancel(janitor, collector)
+        # the janitor, the local GC, the prefetch schedule and pin fetches (clients of our own
+        # listener), the status sampler, password checks, then flights (tag revalidations,
+        # manifest fetches) and downloads, which use the upstream clients, which go before the
+        # index.
+        await _cancel(janitor, collector, prefetch)
+        await pinning.close()
         await status.close()
         if uploads is not None:
             await uploads.close()  # before the index: sessions' files are abandoned

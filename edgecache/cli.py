@@ -17,6 +17,7 @@ from edgecache.cluster.cli import peers_command, peers_parser
 from edgecache.config import Config, InvalidConfig, load
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.local.gccli import gc_command, gc_parser
+from edgecache.pinscli import pin_parsers, pins_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     du.add_argument("--storage-path", help="override storage.path")
     airgap_parsers(sub)
     gc_parser(sub)
+    pin_parsers(sub)
     peers_parser(sub)
     return parser
 
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return airgap(config, args)
     if args.command == "gc":
         return gc_command(config, args)
+    if args.command in ("pin", "unpin", "pins"):
+        return pins_command(config, args)
     if args.command == "peers":
         return peers_command(config, args)
     if args.command in ("verify", "du"):

@@ -25,6 +25,7 @@ from edgecache.configvalues import (
     parse_size,
 )
 from edgecache.errors import ConfigError
+from edgecache.prefetchconfig import PrefetchConfig
 
 if TYPE_CHECKING:
     from edgecache.local.settings import LocalConfig
@@ -139,6 +140,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pins: tuple[str, ...] = ()
+    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     local: LocalConfig | None = None  # the site's own registry (edgecache/local/settings.py)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 

@@ -42,13 +42,13 @@ from edgecache.configvalues import (
     upstream_name,
     valid_host,
 )
-from edgecache.errors import EdgecacheError
+from edgecache.imagerefs import parse_pins
 from edgecache.local.settings import parse_local
-from edgecache.oci import ImageReference
+from edgecache.prefetchconfig import parse_prefetch
 from edgecache.siteca import SITE_CA_KEYS, site_ca
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",
-            "health", "log", "metrics", "limits", "pins", "local", "cluster"}
+            "health", "log", "metrics", "limits", "pins", "local", "prefetch", "cluster"}
 
 
 def build(raw: object, p: Problems) -> Config:
@@ -76,9 +76,10 @@ def build(raw: object, p: Problems) -> Config:
         upstreams=upstreams, default_upstream=_default_upstream(top, names, p),
         cache=_cache(top.get("cache"), p), health=_health(top.get("health"), p),
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
-        pins=_pins(top.get("pins"), names, p), local=parse_local(top.get("local"), auth, names, p),
-        cluster=parse_cluster(top.get("cluster"), listen, p),
-    )
+        pins=parse_pins(top.get("pins"), names, p),
+        local=parse_local(top.get("local"), auth, names, p),
+        prefetch=parse_prefetch(top.get("prefetch"), names, p),
+        cluster=parse_cluster(top.get("cluster"), listen, p))
 
 
 # ---- sections -----------------------------------------------------------------------------------
@@ -280,23 +281,3 @@ def _log(raw: object, p: Problems) -> LogConfig:
                                             ("debug", "info", "warning", "error")), "info"),
         format=p.value(lambda: fields.choice(section, "format", "log", "plain", ("plain", "json")),
                        "plain"))
-
-
-def _pins(raw: object, names: set[str], p: Problems) -> tuple[str, ...]:
-    """Image references `registry/repository:tag` or `registry/repository@digest`, parsed as
-    the pin resolver will, whose registry is a configured upstream: a pin that cannot resolve
-    would protect nothing, silently."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-        p.add("pins: expected a list of image references")
-        return ()
-    for i, text in enumerate(raw):
-        try:
-            ref = ImageReference.parse(text)
-        except EdgecacheError as exc:
-            p.add(f"pins[{i}]: {show(text)} is not an image reference: {exc}")
-            continue
-        if ref.registry not in names:
-            p.add(f"pins[{i}]: {show(text)} must start with a configured upstream name")
-    return tuple(raw)

@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edgecache import systemd
-from edgecache.app import AUTH, METRICS, READY, STATUS, _cancel, build_app, warn_open_secrets
+from edgecache.admin import mount_admin
+from edgecache.app import (
+    AUTH,
+    METRICS,
+    PINNING,
+    READY,
+    STATUS,
+    _cancel,
+    build_app,
+    warn_open_secrets,
+)
 from edgecache.config import Config, parse_hostport
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.memory import HeapTrimmer, trim_periodically
@@ -102,9 +112,10 @@ class _MetricsListener:
         if not self._address:
             return
         app = self._app
-        scrapes = metrics_app(app[METRICS], lambda: app.get(READY))
-        add_status_routes(scrapes, lambda: app.get(STATUS), app[AUTH], challenge=False)
-        self._runner = web.AppRunner(scrapes, access_log=None, shutdown_timeout=1.0)
+        listener = metrics_app(app[METRICS], lambda: app.get(READY))
+        mount_admin(listener, app[PINNING])  # /admin/ (runtime pins), loopback peers only
+        add_status_routes(listener, lambda: app.get(STATUS), app[AUTH], challenge=False)
+        self._runner = web.AppRunner(listener, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         host, port = parse_hostport(self._address, "metrics.listen")
         await _listen(web.TCPSite(self._runner, host, port, reuse_address=True),

@@ -56,6 +56,7 @@ from edgecache.oci import (
     official_repository,
     reach,
 )
+from edgecache.storage import pins as runtime_pins
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
@@ -112,8 +113,8 @@ class Exporter:
         items: list[ExportItem] = []
         skipped: list[str] = []
         texts = list(references)
-        if pinned:
-            texts += list(self._config.pins)
+        if pinned:  # the config's and the runtime ones (`edgecache pin`)
+            texts += [*self._config.pins, *runtime_pins.references(self._index)]
         for text in dict.fromkeys(texts):
             root = self._resolve(text)
             items.append(ExportItem(root, self._closure(root)))

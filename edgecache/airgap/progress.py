@@ -61,6 +61,10 @@ class Progress:
         self.done_items += count
         self.refresh()
 
+    def blob_done(self, digest: str, size: int, fetched: bool) -> None:
+        """One blob is in the cache (fetched now, or found there); the line-per-layer view of
+        `edgecache pin` (`pinning.py`) records these. The bar needs nothing more."""
+
     def rate(self) -> float:
         elapsed = self.clock() - self.started
         return self.done_bytes / elapsed if elapsed > 0 else 0.0

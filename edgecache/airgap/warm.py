@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,8 +80,10 @@ class _Walk:
 
 class Warmer:
     def __init__(self, session: aiohttp.ClientSession, endpoint: Endpoint, progress: Progress,
-                 platforms: Sequence[Platform] = (), concurrency: int = CONCURRENCY) -> None:
+                 platforms: Sequence[Platform] = (), concurrency: int = CONCURRENCY,
+                 pace: Callable[[int], Awaitable[None]] | None = None) -> None:
         self._session = session
+        self._pace = pace  # awaited with a blob's size before it is fetched (prefetch's bound)
         self._endpoint = endpoint
         self._progress = progress
         self._platforms = tuple(platforms)
@@ -220,7 +222,10 @@ class Warmer:
         async with self._blob_slots:
             if await self._cached(url, params):
                 self._progress.advance(size)
+                self._progress.blob_done(digest, size, fetched=False)
                 return _Blob(cached=size)
+            if self._pace is not None:
+                await self._pace(size)
             got = 0
             try:
                 async with self._session.get(url, params=params) as response:
@@ -237,6 +242,7 @@ class Warmer:
             if not await self._cached(url, params):
                 raise WarmError(f"blob {digest} was served but not kept (no room in the cache "
                                 "budget, or the disk failed: see the edgecache log)")
+            self._progress.blob_done(digest, got, fetched=True)
             return _Blob(fetched=got)
 
     async def _cached(self, url: str, params: dict[str, str]) -> bool:

@@ -197,6 +197,11 @@ class Fills:
     def get(self, digest: Digest) -> Fill | None:
         return self._active.get(digest)
 
+    @property
+    def in_flight(self) -> int:
+        """Downloads running or queued (layer prefetch starts one only below max_downloads)."""
+        return len(self._active)
+
     def start(self, digest: Digest, upstream: str, opener: Opener) -> Fill:
         """The fill for `digest`, started unless one is already running."""
         fill = self._active.get(digest)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgecache.errors import (
     DigestInvalid,
@@ -23,6 +23,7 @@ from edgecache.errors import (
 )
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest, manifest_children, manifest_media_type
+from edgecache.proxy.claims import Claims
 from edgecache.proxy.routing import Target
 from edgecache.storage.store import Store
 from edgecache.upstream.client import ManifestInfo, UpstreamClient
@@ -59,9 +60,10 @@ class Manifests:
         self._store.touch(digest)  # pulling a manifest uses every blob it references
         return ManifestAnswer(digest, media_type, len(body), body, "cache")
 
-    def held(self, target: Target, head: bool) -> ManifestAnswer:
-        """What the store holds for `target`, a tag at any age: a cluster peer's `local`
-        question, asked before the WAN (the caller applies the claim check)."""
+    async def held(self, target: Target, head: bool, claims: Claims,
+                   client: UpstreamClient) -> ManifestAnswer:
+        """What the store holds for `target`, a tag at any age, after the claim check: a
+        cluster peer's `local` question, asked before the WAN."""
         digest = target.digest
         if digest is None:
             record = self._store.tag(target.upstream, target.repository, target.reference)
@@ -69,6 +71,8 @@ class Manifests:
         local = self.local(digest, head) if digest is not None else None
         if local is None:
             raise ManifestUnknown("manifest not cached on this node")
+        await claims.check(replace(target, reference=str(local.digest), digest=local.digest),
+                           client)
         return local
 
     async def download(self, client: UpstreamClient, repository: str,

@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 
 from edgecache.config import CacheConfig
 from edgecache.errors import (
-    BlobUnknown,
     EdgecacheError,
     NotFound,
     UpstreamAuthError,
@@ -50,6 +49,7 @@ from edgecache.proxy.fill import Fill, FillReader, Fills
 from edgecache.proxy.lookups import Lookups, absent
 from edgecache.proxy.manifests import ManifestAnswer, Manifests, parse_upstream_digest
 from edgecache.proxy.negative import Absences, Key
+from edgecache.proxy.prefetch import LayerPrefetch
 from edgecache.proxy.referrers import ReferrerLists, Referrers
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
@@ -78,7 +78,8 @@ class BlobAnswer:
 class RegistryService:
     def __init__(self, store: Store, upstreams: Mapping[str, UpstreamClient], fills: Fills,
                  metrics: Metrics, cache: CacheConfig | None = None,
-                 private: frozenset[str] = frozenset(), sources: Sources | None = None) -> None:
+                 private: frozenset[str] = frozenset(), layers: LayerPrefetch | None = None,
+                 sources: Sources | None = None) -> None:
         self._cache = cache or CacheConfig()
         self._sources = sources or Direct()  # a cluster's: the site before the upstream
         self._store = store
@@ -87,6 +88,8 @@ class RegistryService:
         self._metrics = metrics
         self._manifests = Manifests(store, metrics)
         self._lookups = Lookups(Absences(self._cache.negative_ttl), metrics)
+        self._download = (self._manifests.download if layers is None  # `prefetch.layers`
+                          else layers.after(self._manifests.download, self._lookups))
         self._claims = Claims(store, self._lookups, private)
         self._manifest_fetches: SingleFlight[Key, ManifestAnswer] = SingleFlight()
         self._tag_heads: SingleFlight[tuple[str, ...], ManifestInfo] = SingleFlight()
@@ -100,10 +103,7 @@ class RegistryService:
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
         if target.peer == "local":  # a peer's question about this store: nothing is asked
-            local = self._manifests.held(target, head)  # or ManifestUnknown
-            await self._claims.check(replace(target, reference=str(local.digest),
-                                             digest=local.digest), client)
-            return local
+            return await self._manifests.held(target, head, self._claims, client)
         if target.is_digest:
             return await self._by_digest(target, client, head)
         return await self._by_tag(target, client, head)
@@ -132,7 +132,7 @@ class RegistryService:
             return cached
         if cached is not None and client.health.suspect:
             # It has left someone waiting since it last answered: ask, but do not wait.
-            self._tag_heads.start(key, lambda: self._revalidate(client, key, target))
+            self._tag_heads.start(key, lambda: self._revalidate(client, target))
             return self._stale(key, cached, "upstream suspect, revalidating in the background")
         info = await self._revalidated(target, client, key, cached)
         if isinstance(info, ManifestAnswer):
@@ -160,7 +160,7 @@ class RegistryService:
         if cached is None:  # a cached tag is always asked: never answered from the memory
             self._lookups.check(absence)
         revalidation = self._lookups.guard(
-            absence, self._tag_heads.run(key, lambda: self._revalidate(client, key, target)),
+            absence, self._tag_heads.run(key, lambda: self._revalidate(client, target)),
             remember=cached is None)
         try:
             if cached is None:
@@ -184,15 +184,14 @@ class RegistryService:
         log.debug("serving cached %s/%s:%s: %s", *key, why)
         return replace(cached, source="stale")
 
-    async def _revalidate(self, client: UpstreamClient, key: tuple[str, str, str],
-                          target: Target) -> ManifestInfo:
+    async def _revalidate(self, client: UpstreamClient, target: Target) -> ManifestInfo:
         """HEAD the tag (`sources`); when its digest is cached, confirm the tag. Runs to the end
         even if every waiter has given up, so a late answer still refreshes the index."""
-        info = await self._sources.head_manifest(target, key[2],
-                                                 lambda: client.head_manifest(key[1], key[2]))
+        info = await self._sources.head_manifest(target, target.reference, lambda: (
+            client.head_manifest(target.repository, target.reference)))
         digest = parse_upstream_digest(client.name, info.digest)
         if digest is not None and self._store.media_type(digest) is not None:
-            self._store.set_tag(*key, digest)
+            self._store.set_tag(target.upstream, target.repository, target.reference, digest)
         return info
 
     async def _fetch_manifest(self, client: UpstreamClient, target: Target,
@@ -205,7 +204,7 @@ class RegistryService:
         if check:
             self._lookups.check(key)
         return await self._lookups.guard(key, self._manifest_fetches.run(
-            key, lambda: self._manifests.download(client, repository, reference, lambda: (
+            key, lambda: self._download(client, repository, reference, lambda: (
                 self._sources.get_manifest(target, str(reference), lambda: (
                     client.get_manifest(repository, str(reference))))))), remember)
 
@@ -248,7 +247,7 @@ class RegistryService:
                     self._store.touch(digest)
                 return BlobAnswer(digest, stored.size, stored=stored)
             if target.peer == "local":  # a peer's question about this store: nothing else
-                raise BlobUnknown("blob not cached on this node")
+                raise absent(key)
             if head:
                 if fill is not None and fill.size is not None:
                     return BlobAnswer(digest, fill.size, source="upstream")

@@ -36,6 +36,7 @@ from pathlib import Path
 from edgecache.errors import EdgecacheError
 from edgecache.oci import Digest, ImageReference, official_repository
 from edgecache.policy import choose_victims, closure
+from edgecache.storage import pins as runtime_pins
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
 from edgecache.storage.localindex import local_digests
@@ -45,9 +46,12 @@ NICE = 10
 
 
 def pinned_digests(index: Index, pins: tuple[str, ...]) -> set[str]:
-    """The closure (index → manifests → configs and layers) of every pinned image we hold."""
+    """The closure (index → manifests → configs and layers) of every pinned image we hold:
+    the config's `pins` and the runtime ones (read here, at each run, from the index, so a pin
+    added while the service runs protects from the next eviction on, whichever process runs
+    it: the server's child or `edgecache import`)."""
     roots = []
-    for text in pins:
+    for text in (*pins, *runtime_pins.references(index)):
         try:
             ref = ImageReference.parse(text)
         except EdgecacheError:

@@ -5,7 +5,7 @@ bumps the version; an index of an older version gains the new tables on its next
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 UNKNOWN_OWNER = "(unknown)"  # not an upstream name: config names are host[:port]
 BASE = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -79,4 +79,11 @@ CREATE TABLE IF NOT EXISTS subjects (  -- a pushed manifest's `subject` (the ref
 CREATE INDEX IF NOT EXISTS subjects_by_subject ON subjects(subject);
 """
 
-SCHEMA: tuple[str, ...] = (BASE, SUBJECTS, REFERRERS)
+PINS = """
+CREATE TABLE IF NOT EXISTS pins (   -- runtime pins (`edgecache pin`); config pins: are not here
+    reference TEXT PRIMARY KEY,
+    added_at  REAL NOT NULL
+);
+"""
+
+SCHEMA: tuple[str, ...] = (BASE, SUBJECTS, REFERRERS, PINS)

@@ -25,6 +25,7 @@ from edgecache.airgap.warm import warm
 from edgecache.config import Config
 from edgecache.errors import BundleInvalid, ManifestInvalid, NotCached, StorageError
 from edgecache.oci import OCI_INDEX, OCI_MANIFEST
+from edgecache.storage import pins as runtime_pins
 from edgecache.storage.index import Index
 from tests.fakes.registry import FakeRegistry
 from tests.support.bundles import (
@@ -158,6 +159,14 @@ async def test_export_all_tags_and_pins_skipping_what_was_evicted(
     pinned = export(replace(config_a, pins=(multi,)), [], str(tmp_path / "pins.tar.zst"),
                     quiet(), pinned=True)
     assert [i.root.name for i in pinned.items] == [multi]
+    index = Index(config_a.storage.path / "index.db")
+    try:
+        runtime_pins.add(index, [app])  # `edgecache pin`: exported beside the config's
+    finally:
+        index.close()
+    both = export(replace(config_a, pins=(multi,)), [], str(tmp_path / "pins2.tar.zst"),
+                  quiet(), pinned=True)
+    assert sorted(str(i.root.name) for i in both.items) == [app, multi]
     images = seeded.multi.images
     assert pinned.items[0].size == len(seeded.multi.manifest) + sum(
         len(i.manifest) + sum(len(b.data) for b in i.blobs) for i in images)

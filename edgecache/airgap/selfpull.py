@@ -1,0 +1,52 @@
+"""`warm`, run by the service itself against its own listener: how runtime pins and the
+prefetch schedule fetch images.
+
+Why through the listener rather than into the store: the pull path is the one way content
+enters the cache (verification, single-flight with clients' own requests, quota, links, tags),
+exactly as `edgecache warm` uses it. Unlike `warm`, this never starts an in-process service
+when nothing answers (inside the service that would be a second writer on the same storage):
+the listeners start after the components, so a pull asked for before then fails and is retried
+by its owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import aiohttp
+
+from edgecache.airgap.endpoint import credentials, find_service
+from edgecache.airgap.platform import Platform
+from edgecache.airgap.progress import Progress
+from edgecache.airgap.warm import CONCURRENCY, READ_TIMEOUT, Warmer
+from edgecache.airgap.warmreport import ImageResult
+from edgecache.config import Config
+from edgecache.errors import EdgecacheError
+
+Pace = Callable[[int], Awaitable[None]]
+
+
+class NotListening(EdgecacheError):
+    """The service's own listener does not answer (yet)."""
+
+
+class SelfPull:
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    async def pull(self, references: Sequence[str], progress: Progress,
+                   platforms: Sequence[Platform] = (), concurrency: int = CONCURRENCY,
+                   pace: Pace | None = None) -> list[ImageResult]:
+        """One result per reference (its `error` set when it failed); NotListening when the
+        service does not answer on its own listener."""
+        endpoint = await find_service(self._config)
+        if endpoint is None:
+            raise NotListening("the service does not answer on its own listener yet")
+        connector = aiohttp.TCPConnector(limit=2 * concurrency + 2,
+                                         ssl=endpoint.ssl if endpoint.ssl is not None else True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=READ_TIMEOUT)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                         headers=credentials(self._config, endpoint),
+                                         auto_decompress=False) as session:
+            warmer = Warmer(session, endpoint, progress, platforms, concurrency, pace)
+            return await warmer.warm(references)
