@@ -52,7 +52,8 @@ def images(upstream: DockerRegistry) -> dict[str, Seeded]:
     return {"app": seeded(upstream, "team/app", [1 << 20, 2 << 20, 300_000], 10),
             "tool": seeded(upstream, "team/tool", [1 << 20, 500_000], 20),
             "big": seeded(upstream, "team/big", [12 << 20], 30),
-            "solo": seeded(upstream, "team/solo", [700_000, 400_000], 40)}
+            "solo": seeded(upstream, "team/solo", [700_000, 400_000], 40),
+            "pre": seeded(upstream, "team/pre", [600_000, 900_000, 300_000], 50)}
 
 
 class Site:
@@ -328,3 +329,19 @@ def test_private_content_stays_private_across_peers(
         assert asked == set(layers)  # the public upstream was asked, and said no
     finally:
         public.close()
+
+
+def test_layer_prefetch_asks_the_site_too(
+        upstream: DockerRegistry, images: dict[str, Seeded], site_of: Callable[[str, int], Site],
+        tmp_path: Path) -> None:
+    """`prefetch.layers` starts a manifest's fills ahead of the client: on every node, so they
+    must go to the layers' owners like the client's own requests, not to the WAN."""
+    site = site_of(upstream.url, 3)
+    for i in range(3):
+        site.start(i, extra={"prefetch": {"layers": True}})
+    for i in range(3):
+        site.wait_peers(i, 2)
+    pre = images["pre"]
+    mark = upstream.mark()
+    pull_all(tmp_path, [(site.nodes[i], pre, f"pre-{i}") for i in range(3)])
+    assert blob_gets(upstream, mark) == Counter({b.digest: 1 for b in pre.top.blobs})
