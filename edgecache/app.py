@@ -62,7 +62,7 @@ from edgecache.web.observability import (
     readiness,
     response_headers,
 )
-from edgecache.web.pushes import LocalHandlers
+from edgecache.web.sitelocal import LocalRoute, SiteLocal
 from edgecache.web.stalls import WRITE_TIMEOUT
 from edgecache.web.status import add_status_routes
 from edgecache.web.statusdata import StatusSource
@@ -76,7 +76,7 @@ AUTH = web.AppKey("auth", ClientAuth)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
 STATUS = web.AppKey("status", StatusSource)
 PINNING = web.AppKey("pinning", Pinning)
-LOCAL: web.AppKey[LocalHandlers] = web.AppKey("local")
+LOCAL: web.AppKey[LocalRoute] = web.AppKey("local")
 
 
 @dataclass
@@ -184,6 +184,8 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
     uploads = None
     if config.local is not None:  # the site's own registry (edgecache/local/)
         app[LOCAL], uploads = local_handlers(config.local, storage.store, storage.index, auth)
+        if cluster is not None:  # what this node's local registry misses is asked of the site
+            app[LOCAL] = SiteLocal(app[LOCAL], cluster.copies(store, fills, config.local.registry))
     status = app[STATUS] = status_source(config, store, storage.index, storage.quota, clients,
                                          metrics, config.local.registry if config.local else None)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")

@@ -1,5 +1,6 @@
 """This node's part of the site, built by the composition root: the proof (the site secret),
-the peer client, the peer set with its health task, and the `Site` the service asks first.
+the peer client, the peer set with its health task, the `Site` the service asks first, and the
+local registry's copies from the site (`localcopy.py`).
 
 `proof_for` runs when the app is built (a missing or short secret stops the start with one
 line); `Cluster` is made inside the running loop and closed at shutdown after the fills that
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 from edgecache.config import Config
 from edgecache.metrics import Metrics
+from edgecache.proxy.fill import Fills
+from edgecache.storage.store import Store
 
 from .client import PeerClient
+from .localcopy import LocalCopies
 from .peers import Peers
 from .proof import PeerProof
 from .site import Site
@@ -28,11 +32,20 @@ class Cluster:
     def __init__(self, config: Config, proof: PeerProof, metrics: Metrics) -> None:
         self.client = PeerClient(proof, metrics)
         self.peers = Peers(config.cluster, self.client, metrics, proof.node)
-        self.site = Site(self.peers, self.client, metrics, config.cluster.ask_timeout)
+        local = config.local.registry if config.local is not None else None
+        self.site = Site(self.peers, self.client, metrics, config.cluster.ask_timeout, local)
+        self._copies: LocalCopies | None = None
+
+    def copies(self, store: Store, fills: Fills, registry: str) -> LocalCopies:
+        """Copies of the site's local (pushed) content this node does not hold; closed here."""
+        self._copies = LocalCopies(self.site, store, fills, registry)
+        return self._copies
 
     def start(self) -> None:
         self.peers.start()
 
     async def close(self) -> None:
+        if self._copies is not None:
+            await self._copies.close()
         await self.peers.close()
         await self.client.close()

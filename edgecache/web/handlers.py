@@ -24,8 +24,8 @@ from edgecache.proxy.service import BlobAnswer, ManifestAnswer, RegistryService
 from edgecache.proxy.tags import TagQuery
 from edgecache.web.auth import ClientAuth
 from edgecache.web.observability import ACCESS
-from edgecache.web.pushes import LocalHandlers
 from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
+from edgecache.web.sitelocal import LocalRoute
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers",
@@ -40,7 +40,7 @@ _ANY_SIZE = 1 << 62
 
 class RegistryHandlers:
     def __init__(self, router: Router, service: RegistryService, metrics: Metrics,
-                 auth: ClientAuth, local: LocalHandlers | None = None,
+                 auth: ClientAuth, local: LocalRoute | None = None,
                  proof: PeerProof | None = None) -> None:
         self._local = local  # the local registry's route (web/pushes.py), if configured
         self._proof = proof  # cluster mode: peers prove the site secret instead of logging in
@@ -83,6 +83,8 @@ class RegistryHandlers:
                 target = replace(target, peer=self._peer_mode(request))
             else:
                 await self._auth.check(request, target.upstream)
+        elif PEER_HEADER in request.headers:  # a peer's read: never forwarded again either
+            target = replace(target, peer=self._peer_mode(request))
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
         started = time.monotonic()

@@ -1,0 +1,120 @@
+"""Local (pushed) content this node does not hold, copied from the site before a 404.
+
+Content pushed into one node's local registry has no upstream: the only other place it lives
+is the site. So a read of the local route that misses here asks the site as an upstream miss
+does (`Site`: the owner of the key as `owner`, then the holders' bounded `local` HEADs; an
+owner asks the holders; a `local` question never reaches here), tags of local repositories
+included, and keeps what it gets.
+
+The copy is local content on this node too (linked to the local registry's name): never
+evicted, collected by this node's local GC like a push. Not cache, because nothing can fetch it
+again once evicted if the node it was pushed to is gone: each node that pulled it is a replica,
+so the site keeps pushed content as long as one node that ran it lives, and a node keeps what
+its pods run. A copied tag keeps the time the holder gave it (a peer's `X-Edgecache-Checked-At`
+when it sends one), not the time of the copy.
+
+Blobs stream while they are copied: one `Fill` per digest (joined by every reader), resumed
+from the next source with a Range when one breaks, published through the one publish path
+linked to the local registry's name. Bytes this node holds from an upstream (cache) become
+local content once a holder confirms the digest (its HEAD): the bytes are verified, so only the
+link is new, as a claim check makes one.
+"""
+
+from __future__ import annotations
+
+from edgecache.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    ManifestUnknown,
+    StorageError,
+    UpstreamUnavailable,
+)
+from edgecache.oci import Digest, manifest_children, manifest_media_type
+from edgecache.proxy.download import Opener
+from edgecache.proxy.fill import Fill, Fills
+from edgecache.proxy.manifests import parse_upstream_digest
+from edgecache.proxy.routing import Target
+from edgecache.proxy.singleflight import SingleFlight
+from edgecache.storage.store import Store
+from edgecache.upstream.client import BlobStream, ManifestInfo
+
+from .site import Site
+
+
+class LocalCopies:
+    def __init__(self, site: Site, store: Store, fills: Fills, registry: str) -> None:
+        self.registry = registry
+        self._site = site
+        self._store = store
+        self._fills = fills
+        self._manifests: SingleFlight[tuple[str, str], Digest] = SingleFlight()
+
+    async def close(self) -> None:
+        await self._manifests.close()
+
+    async def manifest(self, target: Target) -> Digest:
+        """Copy the manifest `target` names (for a tag, the tag too) from the site; its
+        digest. ManifestUnknown when no live node holds it."""
+        return await self._manifests.run((target.repository, target.reference),
+                                         lambda: self._copy_manifest(target))
+
+    async def _copy_manifest(self, target: Target) -> Digest:
+        body, info = await self._site.get_manifest(target, target.reference, _no_manifest)
+        expected = target.digest or parse_upstream_digest(self.registry, info.digest)
+        actual = Digest.of(body, expected.algorithm if expected else "sha256")
+        if expected is not None and actual != expected:
+            raise DigestMismatch(str(expected), str(actual))
+        stored = self._store.manifest(actual)
+        if stored is not None and stored.media_type and stored.size == len(body):
+            self._store.link(self.registry, actual)  # the same bytes, held as cache
+        else:
+            try:
+                await self._store.put(actual, body, manifest_media_type(body, info.media_type),
+                                      manifest_children(body), upstreams=(self.registry,))
+            except StorageError as exc:
+                raise UpstreamUnavailable(self.registry, f"cannot keep {actual}: {exc}") \
+                    from None
+        if target.digest is None:
+            self._store.set_tag(self.registry, target.repository, target.reference, actual)
+        return actual
+
+    async def head_blob(self, target: Target) -> int | None:
+        """A local blob's size as the site knows it, without copying it (BlobUnknown if no
+        live node holds it)."""
+        return await self._site.head_blob(target, _no_size)
+
+    async def held_as_cache(self, target: Target) -> bool:
+        """Whether this node holds the blob's bytes from an upstream and a holder's local
+        registry confirms the digest: then it is linked as local content here."""
+        digest = target.content_digest()
+        if self._store.blob(digest) is None:
+            return False
+        if not await self._site.holders(target, "blobs", target.reference):
+            return False
+        self._store.link(self.registry, digest)
+        return True
+
+    def blob(self, target: Target) -> Fill:
+        """The copy of the blob in progress (started, or joined), read while it is written."""
+        digest = target.content_digest()
+        fill = self._fills.get(digest)
+        if fill is not None and fill.upstream != self.registry:
+            # another route's download (maybe a private upstream's): never joined from here
+            raise UpstreamUnavailable(self.registry, f"{digest} is being downloaded for "
+                                      "another route; try again shortly")
+        return self._fills.start(digest, self.registry,
+                                 self._site.opener(target, _no_blob(target)))
+
+
+async def _no_manifest() -> tuple[bytes, ManifestInfo]:
+    raise ManifestUnknown("manifest unknown: no node of the site holds it")
+
+
+async def _no_size() -> int | None:
+    raise BlobUnknown("blob unknown: no node of the site holds it")
+
+
+def _no_blob(target: Target) -> Opener:
+    async def opener(offset: int) -> BlobStream:
+        raise BlobUnknown(f"blob unknown: no node of the site holds {target.reference}")
+    return opener
