@@ -187,7 +187,8 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
         if cluster is not None:  # what this node's local registry misses is asked of the site
             app[LOCAL] = SiteLocal(app[LOCAL], cluster.copies(store, fills, config.local.registry))
     status = app[STATUS] = status_source(config, store, storage.index, storage.quota, clients,
-                                         metrics, config.local.registry if config.local else None)
+                                         metrics, config.local.registry if config.local else None,
+                                         cluster.status_peers if cluster is not None else None)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
     collector = (asyncio.create_task(collect_every(storage.layout.root, config.local.registry,
                                                    config.local.gc), name="local-gc")

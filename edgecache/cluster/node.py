@@ -9,10 +9,14 @@ use it, before the upstream clients.
 
 from __future__ import annotations
 
+import time
+from urllib.parse import urlsplit
+
 from edgecache.config import Config
 from edgecache.metrics import Metrics
 from edgecache.proxy.fill import Fills
 from edgecache.storage.store import Store
+from edgecache.web.statusdata import Peer
 
 from .client import PeerClient
 from .localcopy import LocalCopies
@@ -40,6 +44,14 @@ class Cluster:
         """Copies of the site's local (pushed) content this node does not hold; closed here."""
         self._copies = LocalCopies(self.site, store, fills, registry)
         return self._copies
+
+    def status_peers(self) -> list[Peer]:
+        """The members for the status page: this node first, each with its last answer."""
+        now = time.time()
+        return [Peer(urlsplit(s.url).netloc, s.url, s.up, "this node" if s.is_self else (
+                    "never answered" if s.last_seen is None
+                    else f"last answered {max(0.0, now - s.last_seen):.0f} s ago"),
+                     s.last_seen, s.is_self) for s in self.peers.states()]
 
     def start(self) -> None:
         self.peers.start()

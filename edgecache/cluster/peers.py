@@ -20,6 +20,7 @@ import contextlib
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from edgecache.metrics import Metrics
@@ -34,6 +35,16 @@ PROBE_TIMEOUT = 3.0
 PROBE_MISSES = 2
 
 
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    """A member as this node sees it, for the status page and `edgecache peers`."""
+
+    url: str
+    up: bool
+    last_seen: float | None  # Unix time of its last answer to a probe; None: never
+    is_self: bool = False
+
+
 class Peers:
     def __init__(self, config: ClusterConfig, client: PeerClient, metrics: Metrics,
                  node: str = "") -> None:
@@ -45,6 +56,7 @@ class Peers:
         self._members: tuple[str, ...] = tuple(p for p in config.peers if p != self.me)
         self._up: dict[str, bool] = {}
         self._misses: dict[str, int] = {}  # unanswered probes in a row
+        self._seen: dict[str, float] = {}  # Unix time of each member's last answer
         self.checked_at = 0.0  # monotonic time the last round of probes ended
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +81,12 @@ class Peers:
     def live(self) -> list[str]:
         """This node and every member that answered its last probe."""
         return [self.me, *(p for p in self._members if self._up.get(p, False))]
+
+    def states(self) -> list[PeerState]:
+        """This node first, then every member by URL, live or not."""
+        return [PeerState(self.me, True, time.time(), is_self=True),
+                *(PeerState(p, self._up.get(p, False), self._seen.get(p))
+                  for p in sorted(self._members))]
 
     def order(self, key: str) -> list[str]:
         """The live nodes by rendezvous weight for `key`: the owner first."""
@@ -107,6 +125,8 @@ class Peers:
                 self._found_self(peer)
                 continue
             self._misses[peer] = 0 if node is not None else self._misses.get(peer, 0) + 1
+            if node is not None:
+                self._seen[peer] = time.time()
             up = node is not None or (self._up.get(peer, False)
                                       and self._misses[peer] < PROBE_MISSES)
             if up != self._up.get(peer):
@@ -136,6 +156,7 @@ class Peers:
             log.info("cluster.dns %s: members %s", self._config.dns, ", ".join(urls) or "none")
             for gone in set(self._members) - set(urls):
                 self._up.pop(gone, None)
+                self._seen.pop(gone, None)
                 with contextlib.suppress(KeyError):
                     self._metrics.peer_up.remove(gone)
             self._members = urls

@@ -54,6 +54,8 @@ class Peer:
     address: str
     up: bool
     detail: str = ""
+    last_seen: float | None = None  # Unix time of its last answer; None: never answered
+    is_self: bool = False
 
 
 @dataclass(frozen=True, slots=True)

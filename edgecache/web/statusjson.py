@@ -25,7 +25,8 @@ def overview_json(disk: Disk, hour: Rate, start: Rate, upstreams: list[UpstreamS
         } for u in upstreams],
         "peers": {"cluster": peers is not None,
                   "nodes": [{"name": p.name, "address": p.address, "up": p.up,
-                             "detail": p.detail} for p in peers or ()]},
+                             "detail": p.detail, "last_seen": p.last_seen,
+                             "self": p.is_self} for p in peers or ()]},
         "viewer": {"authenticated": authenticated, "hidden_upstreams": hidden},
     }
 
