@@ -71,15 +71,16 @@ def build(raw: object, p: Problems) -> Config:
     metrics = _metrics(top.get("metrics"), p)
     fields.distinct_listeners(p, {"listen.http": listen.http, "listen.https": listen.https,
                                   "metrics.listen": metrics.listen})
+    tls = _tls(top.get("tls"), p)
     return Config(
-        listen=listen, tls=_tls(top.get("tls"), p), auth=auth, storage=storage,
+        listen=listen, tls=tls, auth=auth, storage=storage,
         upstreams=upstreams, default_upstream=_default_upstream(top, names, p),
         cache=_cache(top.get("cache"), p), health=_health(top.get("health"), p),
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
         pins=parse_pins(top.get("pins"), names, p),
         local=parse_local(top.get("local"), auth, names, p),
         prefetch=parse_prefetch(top.get("prefetch"), names, p),
-        cluster=parse_cluster(top.get("cluster"), listen, p))
+        cluster=parse_cluster(top.get("cluster"), listen, p, tls))
 
 
 # ---- sections -----------------------------------------------------------------------------------

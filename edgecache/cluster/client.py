@@ -11,6 +11,7 @@ NotFound for a peer's 404.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -80,14 +81,20 @@ class PeerStream(BlobStream):
 
 
 class PeerClient:
-    def __init__(self, proof: PeerProof, metrics: Metrics) -> None:
+    """`ca_file`: the site CA (`tls.ca_cert_file`), which verifies an https peer; without it
+    the system's CAs do (an operator's certificate), never nothing."""
+
+    def __init__(self, proof: PeerProof, metrics: Metrics, ca_file: str = "") -> None:
         self._proof = proof
         self._metrics = metrics
+        self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # made inside the running loop, at first use
+            tls = ssl.create_default_context(cafile=self._ca_file or None)
             self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=tls),
                 timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT,
                                               sock_read=READ_TIMEOUT),
                 auto_decompress=False)

@@ -26,7 +26,7 @@ from edgecache.configvalues import (
 from edgecache.errors import ConfigError
 
 if TYPE_CHECKING:  # config.py holds a ClusterConfig: no import of it at run time
-    from edgecache.config import ListenConfig
+    from edgecache.config import ListenConfig, TlsConfig
 
 KEYS = {"peers", "dns", "port", "scheme", "self", "secret_file", "health_interval",
         "dns_interval", "ask_timeout"}
@@ -78,7 +78,8 @@ def peer_url(value: object, key: str) -> str:
     return f"{parts.scheme}://{shown}:{port}"
 
 
-def parse_cluster(raw: object, listen: ListenConfig, p: Problems) -> ClusterConfig:
+def parse_cluster(raw: object, listen: ListenConfig, p: Problems,
+                  tls: TlsConfig | None = None) -> ClusterConfig:
     section = fields.section(raw, "cluster", KEYS, p)
     if not section:
         return ClusterConfig()
@@ -100,6 +101,13 @@ def parse_cluster(raw: object, listen: ListenConfig, p: Problems) -> ClusterConf
     secret = p.value(lambda: fields.existing_file(section, "secret_file", "cluster"), "")
     if not section.get("secret_file"):
         p.add("cluster.secret_file: required: peers prove they belong to the site with it")
+    elif secret:  # read as the node will at start: a short one is a problem here too
+        p.value(lambda: ClusterConfig(secret_file=secret).secret(), b"")
+    if tls is not None and not (tls.ca_cert_file or tls.cert_file) and (
+            scheme == "https" if dns else any(u.startswith("https:") for u in peers)):
+        p.add("cluster: https peers need a CA every node trusts: set tls.ca_cert_file and "
+              "tls.ca_key_file (the site CA) or tls.cert_file (a certificate the system CAs "
+              "trust); a self-managed CA is each node's own")
 
     def duration(name: str, default: float) -> float:
         return p.value(lambda: fields.positive_duration(section, name, "cluster", default),

@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trustme
+import yaml
 
+from edgecache import cli
+from edgecache.cluster.settings import ClusterConfig
 from edgecache.config import InvalidConfig, from_mapping
 from edgecache.errors import ConfigError
+from tests.unit.test_site_ca import write_ca
 
 LISTEN = {"http": "127.0.0.2:5000", "https": None}
 
@@ -44,7 +49,38 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
 
 
 def test_a_short_secret_stops_the_start_with_one_line(tmp_path: Path) -> None:
-    config = from_mapping({"cluster": {"dns": "edgecache.site.svc",
-                                       "secret_file": secret(tmp_path, "short\n")}})
+    short = ClusterConfig(secret_file=secret(tmp_path, "short\n"))
     with pytest.raises(ConfigError, match="at least 16 bytes"):
-        config.cluster.secret()
+        short.secret()
+
+
+def test_check_config_says_a_short_secret_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"storage": {"path": str(tmp_path / "storage")},
+                                    "cluster": {"dns": "edgecache.site.svc",
+                                                "secret_file": secret(tmp_path, "short\n")}}))
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "cluster.secret_file" in err[0] and "at least 16 bytes" in err[0]
+
+
+def test_https_peers_need_a_ca_every_node_trusts(tmp_path: Path) -> None:
+    cluster = {"peers": ["https://127.0.0.1:5001", "https://127.0.0.2:5001"],
+               "secret_file": secret(tmp_path)}
+    with pytest.raises(InvalidConfig) as caught:
+        from_mapping({"listen": LISTEN, "cluster": cluster})
+    assert [p for p in caught.value.problems if "CA" in p] == [
+        "cluster: https peers need a CA every node trusts: set tls.ca_cert_file and "
+        "tls.ca_key_file (the site CA) or tls.cert_file (a certificate the system CAs trust); "
+        "a self-managed CA is each node's own"]
+    with pytest.raises(InvalidConfig, match="https peers need a CA"):
+        from_mapping({"listen": LISTEN, "cluster": {"dns": "edgecache.site.svc",
+                                                    "scheme": "https",
+                                                    "secret_file": secret(tmp_path)}})
+    cert, key = write_ca(tmp_path, trustme.CA())
+    config = from_mapping({"listen": LISTEN, "cluster": cluster,
+                           "tls": {"ca_cert_file": str(cert), "ca_key_file": str(key)}})
+    assert config.cluster.peers == tuple(cluster["peers"])
+    plain = {"peers": ["http://127.0.0.1:5001"], "secret_file": secret(tmp_path)}
+    assert from_mapping({"listen": LISTEN, "cluster": plain}).cluster.enabled
