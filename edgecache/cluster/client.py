@@ -11,7 +11,9 @@ NotFound for a peer's 404.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -26,7 +28,7 @@ from edgecache.upstream.client import BlobStream, ManifestInfo
 from edgecache.upstream.exchange import read_upto
 from edgecache.upstream.headers import content_range, number
 
-from .proof import HEADER, NODE_HEADER, PeerProof
+from .proof import CHECKED_HEADER, HEADER, NODE_HEADER, PeerProof
 
 CONNECT_TIMEOUT = 2.0  # the site network: a peer that takes longer is as good as down
 READ_TIMEOUT = 15.0  # no byte for this long from a peer streaming a blob: try the next source
@@ -156,7 +158,8 @@ class PeerClient:
                     raise PeerFailed(peer, "manifest body cut short or too long", broken=False)
             return Asked(ManifestInfo(response.headers.get("Docker-Content-Digest"),
                                       response.headers.get("Content-Type"),
-                                      number(response.headers.get("Content-Length"))), data)
+                                      number(response.headers.get("Content-Length")),
+                                      checked_time(response.headers.get(CHECKED_HEADER))), data)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise PeerFailed(peer, _reason(exc), broken=True) from None
         finally:
@@ -178,6 +181,18 @@ class PeerClient:
             response.close()
             raise
         return PeerStream(peer, response, start, total, self._metrics)
+
+
+def checked_time(value: str | None) -> float | None:
+    """A peer's `X-Edgecache-Checked-At`: Unix seconds, never later than now (a peer's clock
+    ahead of ours must not make a tag look fresher than it is); None if absent or garbage."""
+    try:
+        seconds = float(value) if value and len(value) <= 32 else None
+    except ValueError:
+        return None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, time.time())
 
 
 def _reason(exc: BaseException) -> str:

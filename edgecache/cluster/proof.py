@@ -25,6 +25,7 @@ from edgecache.errors import Unauthorized
 
 HEADER = "X-Edgecache-Peer"
 NODE_HEADER = "X-Edgecache-Node"  # on a peer's answer to a probe: which process answered
+CHECKED_HEADER = "X-Edgecache-Checked-At"  # on a peer's tag answer: when the tag was confirmed
 MODES = ("owner", "local")
 WINDOW = 120.0  # seconds either way: the site's clocks are NTP-synchronised, not identical
 CHALLENGE = 'EdgecachePeer realm="site"'

@@ -25,7 +25,7 @@ from edgecache.metrics import Metrics
 from edgecache.oci import Digest, manifest_children, manifest_media_type
 from edgecache.proxy.claims import Claims
 from edgecache.proxy.routing import Target
-from edgecache.storage.store import Store
+from edgecache.storage.store import Store, Tag
 from edgecache.upstream.client import ManifestInfo, UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class ManifestAnswer:
     size: int
     body: bytes | None  # None for a HEAD
     source: str  # "cache", "upstream" or "stale"
+    checked_at: float | None = None  # a cached tag's: when it was last confirmed
 
 
 class Manifests:
@@ -60,15 +61,20 @@ class Manifests:
         self._store.touch(digest)  # pulling a manifest uses every blob it references
         return ManifestAnswer(digest, media_type, len(body), body, "cache")
 
+    def tagged(self, record: Tag | None, head: bool) -> ManifestAnswer | None:
+        """What a tag's record names, if held, with when the tag was last confirmed."""
+        local = self.local(record.digest, head) if record is not None else None
+        return None if local is None or record is None else replace(
+            local, checked_at=record.checked_at)
+
     async def held(self, target: Target, head: bool, claims: Claims,
                    client: UpstreamClient) -> ManifestAnswer:
         """What the store holds for `target`, a tag at any age, after the claim check: a
         cluster peer's `local` question, asked before the WAN."""
-        digest = target.digest
-        if digest is None:
-            record = self._store.tag(target.upstream, target.repository, target.reference)
-            digest = record.digest if record else None
-        local = self.local(digest, head) if digest is not None else None
+        record = None if target.digest else self._store.tag(target.upstream, target.repository,
+                                                            target.reference)
+        local = (self.tagged(record, head) if target.digest is None
+                 else self.local(target.digest, head))
         if local is None:
             raise ManifestUnknown("manifest not cached on this node")
         await claims.check(replace(target, reference=str(local.digest), digest=local.digest),

@@ -11,9 +11,8 @@
   then served at once while their HEAD goes on in the background, so a black hole costs the
   first request `revalidate_timeout`, not every request until it is marked down (threshold x
   response_timeout). Uncached tags still wait: there is nothing else to give.
-- A blob is served from disk when cached; otherwise every request joins the one `Fill` for that
-  digest. A HEAD of anything uncached asks the upstream without downloading, so a cache can be
-  chained behind edgecache.
+- A blob is served from disk when cached, else every request joins the digest's one `Fill`; a
+  HEAD of anything uncached asks the upstream without downloading (a cache may chain behind).
 - Manifests are kept by `proxy/manifests.py`: byte-exact, after their digest is checked.
 - Everything shared between requests passes the claim check (`proxy/claims.py`) before it
   answers a route: cached content, a download another request started, a size. Upstream work a
@@ -127,7 +126,7 @@ class RegistryService:
                       head: bool) -> ManifestAnswer:
         key = (target.upstream, target.repository, target.reference)
         record = self._store.tag(*key)
-        cached = self._manifests.local(record.digest, head) if record else None
+        cached = self._manifests.tagged(record, head)  # with when it was confirmed
         if cached is not None and record and time.time() - record.checked_at < self._cache.tag_ttl:
             return cached
         if cached is not None and client.health.suspect:
@@ -144,11 +143,11 @@ class RegistryService:
                 return local
             if head and info.media_type and info.size is not None:
                 if record is None:  # what the tag gives, so a pin on it holds from this pull on
-                    self._store.set_tag(*key, digest)
+                    self._store.set_tag(*key, digest, info.checked_at)
                 return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
         answer = await self._fetch_manifest(client, target, digest or target.reference,
                                             check=False, remember=cached is None or bool(digest))
-        self._store.set_tag(*key, answer.digest)
+        self._store.set_tag(*key, answer.digest, info.checked_at)
         return answer if not head else replace(answer, body=None)
 
     async def _revalidated(self, target: Target, client: UpstreamClient,
@@ -189,9 +188,10 @@ class RegistryService:
         even if every waiter has given up, so a late answer still refreshes the index."""
         info = await self._sources.head_manifest(target, target.reference, lambda: (
             client.head_manifest(target.repository, target.reference)))
-        digest = parse_upstream_digest(client.name, info.digest)
-        if digest is not None and self._store.media_type(digest) is not None:
-            self._store.set_tag(target.upstream, target.repository, target.reference, digest)
+        if (digest := parse_upstream_digest(client.name, info.digest)) is not None and (
+                self._store.media_type(digest) is not None):  # a peer's time kept, if it says
+            self._store.set_tag(client.name, target.repository, target.reference, digest,
+                                info.checked_at)
         return info
 
     async def _fetch_manifest(self, client: UpstreamClient, target: Target,

@@ -195,12 +195,13 @@ class Index:
         ).fetchone()
         return TagRecord(row[0], row[1]) if row else None
 
-    def set_tag(self, upstream: str, repository: str, tag: str, digest: str) -> None:
+    def set_tag(self, upstream: str, repository: str, tag: str, digest: str,
+                checked_at: float | None = None) -> None:
         self._db.execute(
             "INSERT INTO tags(upstream, repository, tag, digest, checked_at) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT(upstream, repository, tag) DO UPDATE SET"
             " digest=excluded.digest, checked_at=excluded.checked_at",
-            (upstream, repository, tag, digest, time.time()),
+            (upstream, repository, tag, digest, time.time() if checked_at is None else checked_at),
         )
 
     def tags(self, upstream: str, repository: str) -> list[str]:

@@ -198,8 +198,10 @@ class Store:
         record = self._index.tag(upstream, repository, tag)
         return None if record is None else Tag(Digest.parse(record.digest), record.checked_at)
 
-    def set_tag(self, upstream: str, repository: str, tag: str, digest: Digest) -> None:
-        self._index.set_tag(upstream, repository, tag, str(digest))
+    def set_tag(self, upstream: str, repository: str, tag: str, digest: Digest,
+                checked_at: float | None = None) -> None:
+        """`checked_at`: when the tag was confirmed, if not now (a peer's answer says)."""
+        self._index.set_tag(upstream, repository, tag, str(digest), checked_at)
 
     def tags(self, upstream: str, repository: str) -> list[str]:
         return self._index.tags(upstream, repository)

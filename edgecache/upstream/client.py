@@ -38,6 +38,7 @@ class ManifestInfo:
     digest: str | None
     media_type: str | None
     size: int | None
+    checked_at: float | None = None  # a peer's tag: when the site last confirmed it (else now)
 
 
 class BlobStream:

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from edgecache.cluster.proof import CHECKED_HEADER, NODE_HEADER, PeerProof, refuse_unclustered
 from edgecache.cluster.proof import HEADER as PEER_HEADER
-from edgecache.cluster.proof import NODE_HEADER, PeerProof, refuse_unclustered
 from edgecache.errors import BlobUploadUnknown, RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.oci import OCI_INDEX
@@ -130,6 +130,8 @@ class RegistryHandlers:
             "ETag": f'"{digest}"',
             "Content-Length": str(answer.size),
         }
+        if target.peer and answer.checked_at is not None:  # its asker keeps it (not "now")
+            headers[CHECKED_HEADER] = repr(answer.checked_at)
         if head:
             return web.Response(headers=headers)
         return web.Response(body=answer.body, headers=headers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edgecache.cluster.proof import HEADER, PeerProof
-from edgecache.cluster.ring import order
+from edgecache.cluster.ring import order, tag_key
 from tests.support.corpus import Seeded
 from tests.support.edgecache import EdgecacheProcess
 from tests.support.images import make_image, make_layer
@@ -345,3 +346,34 @@ def test_layer_prefetch_asks_the_site_too(
     mark = upstream.mark()
     pull_all(tmp_path, [(site.nodes[i], pre, f"pre-{i}") for i in range(3)])
     assert blob_gets(upstream, mark) == Counter({b.digest: 1 for b in pre.top.blobs})
+
+
+def tag_checked_at(node: EdgecacheProcess, repository: str, tag: str) -> float:
+    """When the node's index says the tag was last confirmed (read-only, beside the server)."""
+    db = sqlite3.connect(f"file:{node.storage / 'index.db'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT checked_at FROM tags WHERE upstream=? AND repository=? AND "
+                         "tag=?", (UPSTREAM, repository, tag)).fetchone()
+    finally:
+        db.close()
+    assert row is not None, f"no tag {repository}:{tag} on {node.url}"
+    return float(row[0])
+
+
+def test_a_tag_from_its_owner_keeps_the_owners_time(
+        upstream: DockerRegistry, images: dict[str, Seeded], site_of: Callable[[str, int], Site],
+        tmp_path: Path) -> None:
+    """A node that asks the tag's owner keeps when the owner confirmed it, not "now": a tag is
+    at most one tag_ttl old on every node, not the owner's TTL and then this node's."""
+    site = site_of(upstream.url, 2)
+    for i in range(2):
+        site.start(i, extra={"cache": {"tag_ttl": "1h"}})
+    for i in range(2):
+        site.wait_peers(i, 1)
+    solo = images["solo"]
+    owner = site.urls.index(order(site.urls, tag_key(UPSTREAM, solo.repository, solo.tag))[0])
+    other = 1 - owner
+    pull(tmp_path, site.nodes[owner], solo, "at-owner")  # the owner asks the upstream
+    confirmed = tag_checked_at(site.nodes[owner], solo.repository, solo.tag)
+    pull(tmp_path, site.nodes[other], solo, "at-other")  # answered by the owner from cache
+    assert tag_checked_at(site.nodes[other], solo.repository, solo.tag) == confirmed
