@@ -10,8 +10,10 @@ The copy is local content on this node too (linked to the local registry's name)
 evicted, collected by this node's local GC like a push. Not cache, because nothing can fetch it
 again once evicted if the node it was pushed to is gone: each node that pulled it is a replica,
 so the site keeps pushed content as long as one node that ran it lives, and a node keeps what
-its pods run. A copied tag keeps the time the holder gave it (a peer's `X-Edgecache-Checked-At`
-when it sends one), not the time of the copy.
+its pods run. A copied tag keeps the time of its push (a holder's `X-Edgecache-Checked-At`), not
+of the copy, and a client's read of a local tag asks every live peer for theirs: the newest push
+wins (`refresh_tag`), so a tag pushed again into any node is what every node answers next.
+Deletes are not carried: a tag deleted on one node stays on the nodes that copied it.
 
 Blobs stream while they are copied: one `Fill` per digest (joined by every reader), resumed
 from the next source with a Range when one breaks, published through the one publish path
@@ -21,6 +23,8 @@ link is new, as a claim check makes one.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from edgecache.errors import (
     BlobUnknown,
@@ -47,16 +51,40 @@ class LocalCopies:
         self._site = site
         self._store = store
         self._fills = fills
-        self._manifests: SingleFlight[tuple[str, str], Digest] = SingleFlight()
+        self._manifests: SingleFlight[str, Digest] = SingleFlight()
 
     async def close(self) -> None:
         await self._manifests.close()
 
     async def manifest(self, target: Target) -> Digest:
-        """Copy the manifest `target` names (for a tag, the tag too) from the site; its
-        digest. ManifestUnknown when no live node holds it."""
-        return await self._manifests.run((target.repository, target.reference),
-                                         lambda: self._copy_manifest(target))
+        """Copy the manifest `target` names by digest from the site (ManifestUnknown when no
+        live node holds it)."""
+        return await self._manifests.run(target.reference, lambda: self._copy_manifest(target))
+
+    def tag_time(self, target: Target) -> float | None:
+        """When this node's record of a local tag was pushed (here or where it was copied
+        from): what a peer compares to find the site's newest."""
+        record = self._store.tag(self.registry, target.repository, target.reference)
+        return None if record is None else record.checked_at
+
+    async def refresh_tag(self, target: Target) -> None:
+        """Make this node's record of a local tag the site's newest push of it (last writer
+        wins, by the time each record carries), asked of every live peer at once (bounded
+        `local` HEADs, so a re-push into any node is seen at the next pull through this one).
+        Nothing newer, or no peer answering, leaves this node's record as it is."""
+        mine = self.tag_time(target)
+        newest: tuple[float, Digest] | None = None
+        for _, asked in await self._site.holders(target, "manifests", target.reference):
+            at = asked.info.checked_at
+            digest = parse_upstream_digest(self.registry, asked.info.digest)
+            if at is not None and digest is not None and (newest is None or at > newest[0]):
+                newest = (at, digest)
+        if newest is None or (mine is not None and mine >= newest[0]):
+            return
+        at, digest = newest
+        if not (self.registry in self._store.links(digest) and self._store.manifest(digest)):
+            await self.manifest(replace(target, reference=str(digest), digest=digest))
+        self._store.set_tag(self.registry, target.repository, target.reference, digest, at)
 
     async def _copy_manifest(self, target: Target) -> Digest:
         body, info = await self._site.get_manifest(target, target.reference, _no_manifest)
@@ -74,8 +102,6 @@ class LocalCopies:
             except StorageError as exc:
                 raise UpstreamUnavailable(self.registry, f"cannot keep {actual}: {exc}") \
                     from None
-        if target.digest is None:
-            self._store.set_tag(self.registry, target.repository, target.reference, actual)
         return actual
 
     async def head_blob(self, target: Target) -> int | None:

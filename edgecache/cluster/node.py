@@ -36,8 +36,7 @@ class Cluster:
     def __init__(self, config: Config, proof: PeerProof, metrics: Metrics) -> None:
         self.client = PeerClient(proof, metrics, config.tls.ca_cert_file)
         self.peers = Peers(config.cluster, self.client, metrics, proof.node)
-        local = config.local.registry if config.local is not None else None
-        self.site = Site(self.peers, self.client, metrics, config.cluster.ask_timeout, local)
+        self.site = Site(self.peers, self.client, metrics, config.cluster.ask_timeout)
         self._copies: LocalCopies | None = None
 
     def copies(self, store: Store, fills: Fills, registry: str) -> LocalCopies:

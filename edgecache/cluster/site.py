@@ -42,9 +42,8 @@ OWNER, LOCAL, CLIENT = "owner", "local", "client"
 
 class Site:
     def __init__(self, peers: Peers, client: PeerClient, metrics: Metrics,
-                 ask_timeout: float = 1.0, local: str | None = None) -> None:
+                 ask_timeout: float = 1.0) -> None:
         self.peers = peers
-        self._local = local  # the local registry's route: its content is only on the site
         self._client = client
         self._metrics = metrics
         self._ask_timeout = ask_timeout
@@ -175,7 +174,7 @@ class Site:
                                               body=not head)
             except PeerFailed as exc:
                 self._failed(exc)
-        if by_digest or target.upstream == self._local:  # any copy on the site, before the WAN
+        if by_digest:  # content-addressed: any copy on the site, before the WAN
             found = await self._from_holders(target, reference, head, frozenset(tried))
             if found is not None:
                 return found

@@ -1,6 +1,7 @@
 """Pushed content in cluster mode: an image pushed into one node's local registry pulls through
-every node (containerd through another node, every routing style), and a node that pulled it
-keeps serving it once the node it was pushed to is gone.
+every node (containerd through another node, every routing style), a node that pulled it
+keeps serving it once the node it was pushed to is gone, and a tag pushed again into another
+node is what every node answers next.
 
 Three edgecache processes on 127.0.0.1-.3 (`test_cluster.Site`), each with the local registry
 `registry.local` (anonymous pushes: the push rules are test_push.py's), the seeded
@@ -19,7 +20,8 @@ import pytest
 from tests.integration.test_cluster import Site, site_of  # noqa: F401 - the fixture
 from tests.integration.test_push import MANIFEST_ACCEPT, assert_complete
 from tests.support.containerd import Containerd, write_hosts
-from tests.support.corpus import Corpus
+from tests.support.corpus import Corpus, Seeded
+from tests.support.edgecache import EdgecacheProcess
 from tests.support.httpclient import fetch
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo
@@ -27,6 +29,18 @@ from tests.support.skopeo import Skopeo
 pytestmark = pytest.mark.integration
 
 LOCAL = "registry.local"
+
+
+def push(skopeo: Skopeo, source: DockerRegistry, image: Seeded, node: EdgecacheProcess,
+         name: str) -> None:
+    """`skopeo copy --all` of a seeded image into the node's local registry as `name`."""
+    origin = f"docker://{source.url.removeprefix('http://')}/{image.repository}:{image.tag}"
+    result = subprocess.run(
+        [skopeo.binary, "--policy", str(skopeo.policy), "copy", "--all", "--preserve-digests",
+         "--retry-times", "0", "--src-tls-verify=false", "--dest-tls-verify=false", origin,
+         f"docker://{node.address}/{LOCAL}/{name}"],
+        env=skopeo.env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_pushed_into_one_node_pulls_through_the_others_and_outlives_it(
@@ -39,13 +53,7 @@ def test_pushed_into_one_node_pulls_through_the_others_and_outlives_it(
         site.wait_peers(i, 2)
     a, b, c = site.nodes[0], site.nodes[1], site.nodes[2]
     image = corpus.app_multi
-    source = f"docker://{registry_b.url.removeprefix('http://')}/{image.repository}:{image.tag}"
-    result = subprocess.run(
-        [skopeo.binary, "--policy", str(skopeo.policy), "copy", "--all", "--preserve-digests",
-         "--retry-times", "0", "--src-tls-verify=false", "--dest-tls-verify=false", source,
-         f"docker://{a.address}/{LOCAL}/team/multi:{image.tag}"],
-        env=skopeo.env, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    push(skopeo, registry_b, image, a, f"team/multi:{image.tag}")
     assert not b.stored_blobs() and not c.stored_blobs()
 
     # containerd through node B (the `ns` routing style: containerd names the registry)
@@ -75,3 +83,7 @@ def test_pushed_into_one_node_pulls_through_the_others_and_outlives_it(
                         headers={"Accept": MANIFEST_ACCEPT})
         assert got.status == 200, (digest, got.status)
         assert containerd.content_get(digest) == got.body
+
+    # the tag pushed again, into node C: the newest push is what B answers next
+    push(skopeo, registry_b, corpus.app, c, f"team/multi:{image.tag}")
+    assert assert_complete(b, "team/multi", image.tag) == corpus.app.top.digest
