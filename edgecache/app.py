@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from edgecache.airgap.selfpull import SelfPull
+from edgecache.cluster.listener import PeerListener
 from edgecache.cluster.node import Cluster, proof_for
 from edgecache.cluster.proof import PeerProof
 from edgecache.config import Config, secret_files
@@ -118,7 +119,8 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
     ids = RequestIds()
-    app = web.Application(middlewares=[ids.middleware(), error_middleware],
+    listeners = [PeerListener(config.cluster.listen).middleware()] if config.cluster.listen else []
+    app = web.Application(middlewares=[ids.middleware(), error_middleware, *listeners],
                           client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
     app[WRITE_TIMEOUT] = config.listen.idle_timeout  # a blob body's client that reads nothing

@@ -80,14 +80,14 @@ def build(raw: object, p: Problems) -> Config:
         pins=parse_pins(top.get("pins"), names, p),
         local=parse_local(top.get("local"), auth, names, p),
         prefetch=parse_prefetch(top.get("prefetch"), names, p),
-        cluster=parse_cluster(top.get("cluster"), listen, p, tls))
+        cluster=parse_cluster(top.get("cluster"), listen, p, tls, top.get("listen")))
 
 
 # ---- sections -----------------------------------------------------------------------------------
 
 def _listen(raw: object, p: Problems) -> ListenConfig:
     section = fields.section(raw, "listen",
-                             {"http", "https", "shutdown_timeout", "idle_timeout"}, p)
+                             {"http", "https", "peer", "shutdown_timeout", "idle_timeout"}, p)
     http = p.value(lambda: fields.address(section, "http", "listen", ListenConfig.http),
                    ListenConfig.http)
     https = p.value(lambda: fields.address(section, "https", "listen", ListenConfig.https),

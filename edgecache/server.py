@@ -130,14 +130,16 @@ class _MetricsListener:
 
 
 async def _listen_all(runner: web.AppRunner, config: Config, tls: ServerTls | None) -> None:
-    for scheme, address in (("http", config.listen.http), ("https", config.listen.https)):
+    for scheme, address in (("http", config.listen.http), ("https", config.listen.https),
+                            ("peer", config.cluster.listen)):  # peer: plain HTTP, peers only
         if not address:
             continue
         host, port = parse_hostport(address, f"listen.{scheme}")
         context = tls.context if scheme == "https" and tls is not None else None
         await _listen(web.TCPSite(runner, host, port, reuse_address=True,
                                   ssl_context=context), f"listen.{scheme}", address)
-        log.info("edgecache listening on %s://%s", scheme, address)
+        log.info("edgecache listening on %s://%s%s", "http" if scheme == "peer" else scheme,
+                 address, " (peer requests)" if scheme == "peer" else "")
 
 
 def _handle_signals(reload: Reload | None, reloads: set[asyncio.Task[None]]) -> asyncio.Event:

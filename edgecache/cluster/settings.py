@@ -44,6 +44,7 @@ class ClusterConfig:
     health_interval: float = 2.0
     dns_interval: float = 10.0
     ask_timeout: float = 1.0  # the bounded HEAD an owner sends its peers before the WAN
+    listen: str | None = None  # `listen.peer`: peer requests only there (`listener.py`)
 
     @property
     def enabled(self) -> bool:
@@ -79,9 +80,12 @@ def peer_url(value: object, key: str) -> str:
 
 
 def parse_cluster(raw: object, listen: ListenConfig, p: Problems,
-                  tls: TlsConfig | None = None) -> ClusterConfig:
+                  tls: TlsConfig | None = None, raw_listen: object = None) -> ClusterConfig:
     section = fields.section(raw, "cluster", KEYS, p)
+    peer_listen = _peer_listen(raw_listen, listen, p)
     if not section:
+        if peer_listen:
+            p.add("listen.peer: set only in cluster mode (cluster.peers or cluster.dns)")
         return ClusterConfig()
     peers = _peers(section.get("peers"), p)
     dns = p.value(lambda: fields.string(section, "dns", "cluster", ""), "")
@@ -115,12 +119,22 @@ def parse_cluster(raw: object, listen: ListenConfig, p: Problems,
 
     own = section.get("self")
     self_url = (p.value(lambda: peer_url(own, "cluster.self"), "") if own
-                else _derived_self(listen))
+                else _derived_self(listen, peer_listen))
     return ClusterConfig(
         peers=peers, dns=dns, port=port, scheme=scheme, self_url=self_url, secret_file=secret,
         health_interval=duration("health_interval", ClusterConfig.health_interval),
         dns_interval=duration("dns_interval", ClusterConfig.dns_interval),
-        ask_timeout=duration("ask_timeout", ClusterConfig.ask_timeout))
+        ask_timeout=duration("ask_timeout", ClusterConfig.ask_timeout), listen=peer_listen)
+
+
+def _peer_listen(raw: object, listen: ListenConfig, p: Problems) -> str | None:
+    """`listen.peer` (the listen section checks its other keys and its shape)."""
+    if not isinstance(raw, dict) or raw.get("peer") in (None, ""):
+        return None
+    address = p.value(lambda: fields.address(raw, "peer", "listen", None), None)
+    for key, other in (("listen.http", listen.http), ("listen.https", listen.https)):
+        fields.distinct_listeners(p, {key: other, "listen.peer": address})
+    return address
 
 
 def _peers(raw: Any, p: Problems) -> tuple[str, ...]:
@@ -137,9 +151,11 @@ def _peers(raw: Any, p: Problems) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _derived_self(listen: ListenConfig) -> str:
-    """This node's URL as its peers reach it: the plain listener when there is one."""
-    address, scheme = ((listen.http, "http") if listen.http else (listen.https, "https"))
+def _derived_self(listen: ListenConfig, peer_listen: str | None = None) -> str:
+    """This node's URL as its peers reach it: the peer listener (plain HTTP), else the plain
+    listener when there is one."""
+    address, scheme = ((peer_listen or listen.http, "http") if peer_listen or listen.http
+                       else (listen.https, "https"))
     if address is None:
         return ""
     try:

@@ -377,3 +377,29 @@ def test_a_tag_from_its_owner_keeps_the_owners_time(
     confirmed = tag_checked_at(site.nodes[owner], solo.repository, solo.tag)
     pull(tmp_path, site.nodes[other], solo, "at-other")  # answered by the owner from cache
     assert tag_checked_at(site.nodes[other], solo.repository, solo.tag) == confirmed
+
+
+def test_peers_on_listen_peer_and_clients_on_the_main_listener(
+        upstream: DockerRegistry, images: dict[str, Seeded], site_of: Callable[[str, int], Site],
+        tmp_path: Path) -> None:
+    site = site_of(upstream.url, 2)
+    peer_ports = [free_port(host) for host in site.hosts]
+    peer_urls = [f"http://{h}:{p}" for h, p in zip(site.hosts, peer_ports, strict=True)]
+    site.urls = peer_urls  # the ring is over the peer listeners' URLs
+    for i in range(2):
+        node = EdgecacheProcess(
+            site.workdir / f"node{i}", {UPSTREAM: site.upstream_url}, default_upstream=UPSTREAM,
+            host=site.hosts[i], port=site.ports[i], metrics=True,
+            listen={"peer": f"{site.hosts[i]}:{peer_ports[i]}"},
+            extra={"cluster": {"peers": peer_urls, "secret_file": str(site.secret),
+                               "health_interval": "0.3s"}})
+        site.nodes[i] = node
+        site._started.append(node)
+    for i in range(2):
+        site.wait_peers(i, 1)  # the probes went to the peer listeners
+    mark = upstream.mark()
+    pull_all(tmp_path, [(site.nodes[i], images["tool"], f"tool-{i}") for i in range(2)])
+    assert blob_gets(upstream, mark) == Counter({b.digest: 1 for b in images["tool"].top.blobs})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # a client on the peer listener
+        urllib.request.urlopen(peer_urls[0] + "/v2/", timeout=5)
+    assert refused.value.code == 401
