@@ -402,4 +402,5 @@ def test_peers_on_listen_peer_and_clients_on_the_main_listener(
     assert blob_gets(upstream, mark) == Counter({b.digest: 1 for b in images["tool"].top.blobs})
     with pytest.raises(urllib.error.HTTPError) as refused:  # a client on the peer listener
         urllib.request.urlopen(peer_urls[0] + "/v2/", timeout=5)
+    refused.value.close()  # its response's socket
     assert refused.value.code == 401
