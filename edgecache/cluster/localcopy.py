@@ -24,6 +24,7 @@ link is new, as a claim check makes one.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from edgecache.errors import (
@@ -52,9 +53,10 @@ class LocalCopies:
         self._store = store
         self._fills = fills
         self._manifests: SingleFlight[str, Digest] = SingleFlight()
+        self._tags: SingleFlight[tuple[str, str], None] = SingleFlight()  # one round at a time
 
     async def close(self) -> None:
-        await self._manifests.close()
+        await asyncio.gather(self._manifests.close(), self._tags.close())
 
     async def manifest(self, target: Target) -> Digest:
         """Copy the manifest `target` names by digest from the site (ManifestUnknown when no
@@ -72,6 +74,10 @@ class LocalCopies:
         wins, by the time each record carries), asked of every live peer at once (bounded
         `local` HEADs, so a re-push into any node is seen at the next pull through this one).
         Nothing newer, or no peer answering, leaves this node's record as it is."""
+        await self._tags.run((target.repository, target.reference),
+                             lambda: self._refresh_tag(target))
+
+    async def _refresh_tag(self, target: Target) -> None:
         mine = self.tag_time(target)
         newest: tuple[float, Digest] | None = None
         for _, asked in await self._site.holders(target, "manifests", target.reference):

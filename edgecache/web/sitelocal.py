@@ -22,6 +22,7 @@ from edgecache.web.ranges import parse_range
 from edgecache.web.responses import stream_fill
 
 READS = frozenset({"GET", "HEAD"})
+ANY_SIZE = 1 << 62  # a Range checked before the size is known (its bounds are checked after)
 
 
 class LocalRoute(Protocol):
@@ -60,6 +61,7 @@ class SiteLocal:
             if size is not None:
                 headers["Content-Length"] = str(size)
             return web.Response(headers=headers)
+        parse_range(request.headers.get("Range"), ANY_SIZE)  # a malformed one copies nothing
         fill = self._copies.blob(target)
         with fill.open_reader() as reader:
             try:
