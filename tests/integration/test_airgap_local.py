@@ -19,7 +19,7 @@ from tests.integration.test_push import LOCAL, PASSWORD, USER, _auth, assert_com
 from tests.support.corpus import Corpus
 from tests.support.edgecache import StartEdgecache
 from tests.support.httpclient import fetch
-from tests.support.images import OCI_MANIFEST
+from tests.support.images import OCI_MANIFEST, Index
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo
 
@@ -102,7 +102,9 @@ def test_pushed_content_is_exported_with_all_and_imported_as_local_content(
     listed = json.loads(fetch(f"{far.url}/v2/{LOCAL}/team/multi/referrers/{top}").body)
     assert [d["digest"] for d in listed["manifests"]] == [signature]
     # pushes see it: a mount of an imported blob needs no upload
-    layer = corpus.app_multi.top.images[0].layers[0].digest
+    multi = corpus.app_multi.top
+    assert isinstance(multi, Index)
+    layer = multi.images[0].layers[0].digest
     status, answer = _send("POST", f"{far.url}/v2/{LOCAL}/other/blobs/uploads/?mount={layer}",
                            b"", {})
     assert status == 201, answer

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgecache import config as config_mod
+from edgecache.airgap.export import export
 from edgecache.airgap.importer import import_bundle
 from edgecache.airgap.progress import Progress
 from edgecache.config import Config
@@ -85,6 +86,10 @@ async def test_a_local_image_and_its_referrer_by_digest_are_imported_as_local_co
         assert index.tag(LOCAL, "team/a", "1") is not None
     finally:
         index.close()
+    # exported again by its name, the pushed referrer goes along (named by digest)
+    again = export(config, [f"{LOCAL}/team/a:1"], str(tmp_path / "again.tar.zst"), _quiet())
+    assert [i.root.name for i in again.items] == [
+        f"{LOCAL}/team/a:1", f"{LOCAL}/team/a@{referrer['digest']}"]
 
 
 async def test_an_import_never_evicts_local_content_to_make_room(tmp_path: Path) -> None:
