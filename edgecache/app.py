@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from edgecache.airgap.selfpull import SelfPull
+from edgecache.cluster.node import Cluster, proof_for
+from edgecache.cluster.proof import PeerProof
 from edgecache.config import Config, secret_files
 from edgecache.errors import StorageError
 from edgecache.local.collector import collect_every
@@ -124,7 +126,8 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
                                     if upstream.access == "authenticated"],
                       pushes=config.local is not None and config.local.push == "authenticated")
     app[AUTH] = auth
-    app.cleanup_ctx.append(lambda a: _components(a, config, auth))
+    proof = proof_for(config)  # cluster mode: the site secret, read once (ConfigError if not)
+    app.cleanup_ctx.append(lambda a: _components(a, config, auth, proof))
     app.on_response_prepare.append(response_headers(API_VERSION, ids, app[METRICS]))
     add_health_routes(app, lambda: app.get(READY))
     router = Router(config.upstreams, config.default_upstream,
@@ -137,7 +140,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
         nonlocal handlers
         if handlers is None:
             handlers = RegistryHandlers(router, request.app[SERVICE], request.app[METRICS], auth,
-                                        request.app.get(LOCAL))
+                                        request.app.get(LOCAL), proof)
         if request.path in ("/v2", "/v2/"):
             return await handlers.base(request)
         if request.method in ("GET", "HEAD") and (listing := router.catalog(
@@ -154,8 +157,8 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     return app
 
 
-async def _components(app: web.Application, config: Config,
-                      auth: ClientAuth) -> AsyncIterator[None]:
+async def _components(app: web.Application, config: Config, auth: ClientAuth,
+                      proof: PeerProof | None) -> AsyncIterator[None]:
     metrics = app[METRICS]
     storage = open_storage(config, metrics)
     store = storage.store
@@ -169,10 +172,15 @@ async def _components(app: web.Application, config: Config,
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     private = frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated")
+    cluster = Cluster(config, proof, metrics) if proof is not None else None
     service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         store, clients, fills, metrics, config.cache,
         private=private | {UNKNOWN_OWNER} if private else private,
-        layers=LayerPrefetch(fills, store) if config.prefetch.layers else None)
+        layers=LayerPrefetch(fills, store, cluster.site if cluster is not None else None)
+        if config.prefetch.layers else None,
+        sources=cluster.site if cluster is not None else None)
+    if cluster is not None:
+        cluster.start()
     uploads = None
     if config.local is not None:  # the site's own registry (edgecache/local/)
         app[LOCAL], uploads = local_handlers(config.local, storage.store, storage.index, auth)
@@ -202,6 +210,8 @@ async def _components(app: web.Application, config: Config,
         await auth.close()
         await service.close()
         await fills.close()
+        if cluster is not None:  # its peer requests are made by fills and flights: after them
+            await cluster.close()
         await asyncio.gather(*(client.close() for client in clients.values()))
         storage.close(clean=True)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgecache import __version__
 from edgecache.airgap.cli import airgap, airgap_parsers
+from edgecache.cluster.cli import peers_command, peers_parser
 from edgecache.config import Config, InvalidConfig, load
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.local.gccli import gc_command, gc_parser
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     airgap_parsers(sub)
     gc_parser(sub)
     pin_parsers(sub)
+    peers_parser(sub)
     return parser
 
 
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return gc_command(config, args)
     if args.command in ("pin", "unpin", "pins"):
         return pins_command(config, args)
+    if args.command == "peers":
+        return peers_command(config, args)
     if args.command in ("verify", "du", "ls"):
         from edgecache import cachecli
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecache.cluster.settings import ClusterConfig
 from edgecache.configfile import read_document
 from edgecache.configvalues import (
     InvalidConfig,
@@ -141,6 +142,7 @@ class Config:
     pins: tuple[str, ...] = ()
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     local: LocalConfig | None = None  # the site's own registry (edgecache/local/settings.py)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 DEFAULT_UPSTREAMS: dict[str, dict[str, Any]] = {
@@ -187,4 +189,6 @@ def secret_files(config: Config) -> list[tuple[str, str]]:
                                              ("tokens_file", config.auth.tokens_file)) if v]
     found += [(f"tls.{k}", v) for k, v in (("key_file", config.tls.key_file),
                                             ("ca_key_file", config.tls.ca_key_file)) if v]
+    if config.cluster.secret_file:
+        found.append(("cluster.secret_file", config.cluster.secret_file))
     return found

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecache import configfields as fields
+from edgecache.cluster.settings import parse_cluster
 from edgecache.config import (
     DEFAULT_STORAGE,
     DEFAULT_UPSTREAMS,
@@ -47,7 +48,7 @@ from edgecache.prefetchconfig import parse_prefetch
 from edgecache.siteca import SITE_CA_KEYS, site_ca
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",
-            "health", "log", "metrics", "limits", "pins", "local", "prefetch"}
+            "health", "log", "metrics", "limits", "pins", "local", "prefetch", "cluster"}
 
 
 def build(raw: object, p: Problems) -> Config:
@@ -77,7 +78,8 @@ def build(raw: object, p: Problems) -> Config:
         log=_log(top.get("log"), p), metrics=metrics, limits=_limits(top.get("limits"), p),
         pins=parse_pins(top.get("pins"), names, p),
         local=parse_local(top.get("local"), auth, names, p),
-        prefetch=parse_prefetch(top.get("prefetch"), names, p))
+        prefetch=parse_prefetch(top.get("prefetch"), names, p),
+        cluster=parse_cluster(top.get("cluster"), listen, p))
 
 
 # ---- sections -----------------------------------------------------------------------------------

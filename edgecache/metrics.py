@@ -99,6 +99,23 @@ class Metrics:
         self.fill_readers = Gauge(
             "edgecache_download_readers", "Clients streaming from a download in progress.",
             registry=r)
+        # ---- cluster (`edgecache/cluster/`): the site's other nodes as a source
+        self.peer_up = Gauge(
+            "edgecache_peer_up", "1 while the peer answers its health probe, 0 while down.",
+            ["peer"], registry=r)
+        self.peer_bytes = Counter(
+            "edgecache_peer_fetched_bytes_total", "Blob bytes fetched from the site's peers.",
+            registry=r)
+        self.cluster_fetches = Counter(
+            "edgecache_cluster_fetches_total",
+            "Blob downloads (and resumptions) by source: a peer or the upstream.", ["source"],
+            registry=r)
+        self.peer_failures = Counter(
+            "edgecache_peer_failures_total", "Peer requests that failed over to the next source.",
+            registry=r)
+        self.owner_misses = Counter(
+            "edgecache_owner_misses_total",
+            "Content this node had to fetch as its owner that no live peer held.", registry=r)
         # ---- storage
         self.cache_bytes = Gauge(
             "edgecache_cache_size_bytes", "Bytes of content the cache holds.", registry=r)
@@ -134,7 +151,3 @@ class Metrics:
         self.uncacheable = Counter(
             "edgecache_uncacheable_total",
             "Blobs served without caching because no room could be made.", registry=r)
-        # ---- site (the cluster helper's gossip sets it; declared here so alerts can name it)
-        self.peer_up = Gauge(
-            "edgecache_peer_up", "1 while a peer node of the site answers, 0 while it does not.",
-            ["peer"], registry=r)

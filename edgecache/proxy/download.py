@@ -49,6 +49,11 @@ class Download:
         self._stream: BlobStream | None = None
         self._skip = 0
 
+    @property
+    def source(self) -> str:
+        """Where the bytes now come from ("upstream", or a cluster's "peer")."""
+        return self._stream.source if self._stream is not None else "upstream"
+
     async def open(self) -> int | None:
         """First connection; its failure is the caller's (nothing to resume yet)."""
         await self._connect()

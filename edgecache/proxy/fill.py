@@ -269,7 +269,8 @@ class Fills:
                     self._metrics.storage_errors.inc()
                     fill._finish(bypass=True)
                     return
-                self._metrics.upstream_bytes.labels(fill.upstream).inc(len(data))
+                if download.source == "upstream":
+                    self._metrics.upstream_bytes.labels(fill.upstream).inc(len(data))
                 fill._grew()
             reserved, held = 0, reserved  # publish settles the reservation
             await self._publish(fill, writer, held)

@@ -11,13 +11,22 @@ upstream they came from (the claim check reads those), and the quota counts them
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
-from edgecache.errors import DigestInvalid, DigestMismatch, StorageError, UpstreamBadResponse
+from edgecache.errors import (
+    DigestInvalid,
+    DigestMismatch,
+    ManifestUnknown,
+    StorageError,
+    UpstreamBadResponse,
+)
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest, manifest_children, manifest_media_type
+from edgecache.proxy.claims import Claims
+from edgecache.proxy.routing import Target
 from edgecache.storage.store import Store
-from edgecache.upstream.client import UpstreamClient
+from edgecache.upstream.client import ManifestInfo, UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +60,29 @@ class Manifests:
         self._store.touch(digest)  # pulling a manifest uses every blob it references
         return ManifestAnswer(digest, media_type, len(body), body, "cache")
 
+    async def held(self, target: Target, head: bool, claims: Claims,
+                   client: UpstreamClient) -> ManifestAnswer:
+        """What the store holds for `target`, a tag at any age, after the claim check: a
+        cluster peer's `local` question, asked before the WAN."""
+        digest = target.digest
+        if digest is None:
+            record = self._store.tag(target.upstream, target.repository, target.reference)
+            digest = record.digest if record else None
+        local = self.local(digest, head) if digest is not None else None
+        if local is None:
+            raise ManifestUnknown("manifest not cached on this node")
+        await claims.check(replace(target, reference=str(local.digest), digest=local.digest),
+                           client)
+        return local
+
     async def download(self, client: UpstreamClient, repository: str,
-                       reference: str | Digest) -> ManifestAnswer:
-        """`reference` a tag, or the digest the manifest must match."""
-        body, info = await client.get_manifest(repository, str(reference))
+                       reference: str | Digest,
+                       get: Callable[[], Awaitable[tuple[bytes, ManifestInfo]]] | None = None
+                       ) -> ManifestAnswer:
+        """`reference` a tag, or the digest the manifest must match; `get` fetches it when
+        someone else than the upstream may have it (a cluster's peers)."""
+        body, info = await (get() if get is not None
+                            else client.get_manifest(repository, str(reference)))
         expected = (reference if isinstance(reference, Digest)
                     else parse_upstream_digest(client.name, info.digest))
         actual = Digest.of(body, expected.algorithm if expected else "sha256")

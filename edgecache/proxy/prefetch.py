@@ -22,13 +22,16 @@ from edgecache.proxy.fill import Fills
 from edgecache.proxy.lookups import Lookups
 from edgecache.proxy.manifests import ManifestAnswer
 from edgecache.proxy.negative import Key
+from edgecache.proxy.routing import Target
+from edgecache.proxy.sources import Direct, GetCall, Sources
 from edgecache.storage.store import Store
 from edgecache.upstream.client import BlobStream, UpstreamClient
 
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-Download = Callable[[UpstreamClient, str, "str | Digest"], Awaitable[ManifestAnswer]]
+Download = Callable[[UpstreamClient, str, "str | Digest", "GetCall | None"],
+                   Awaitable[ManifestAnswer]]
 
 
 def image_blobs(answer: ManifestAnswer) -> list[Digest]:
@@ -42,15 +45,16 @@ def image_blobs(answer: ManifestAnswer) -> list[Digest]:
 
 
 class LayerPrefetch:
-    def __init__(self, fills: Fills, store: Store) -> None:
+    def __init__(self, fills: Fills, store: Store, sources: Sources | None = None) -> None:
         self._fills = fills
         self._store = store
+        self._sources = sources or Direct()  # a cluster's: its fills ask the site first
 
     def after(self, download: Download, lookups: Lookups) -> Download:
         """`download` (the service's manifest fetch, a miss), then its blobs' fills."""
-        async def fetch(client: UpstreamClient, repository: str,
-                        reference: str | Digest) -> ManifestAnswer:
-            answer = await download(client, repository, reference)
+        async def fetch(client: UpstreamClient, repository: str, reference: str | Digest,
+                        get: GetCall | None = None) -> ManifestAnswer:
+            answer = await download(client, repository, reference, get)
             self.start(answer, client, repository, lookups)
             return answer
         return fetch
@@ -67,7 +71,9 @@ class LayerPrefetch:
             key: Key = (client.name, repository, "blobs", str(digest))
             try:
                 lookups.check(key)
-                self._fills.start(digest, client.name, _opener(client, key, lookups))
+                self._fills.start(digest, client.name, self._sources.opener(
+                    Target(client.name, repository, "blobs", str(digest), digest),
+                    _opener(client, key, lookups)))
             except NotFound:
                 continue  # the upstream said it has no such blob, a moment ago
             except EdgecacheError as exc:  # the bound was reached: the client's ask will do

@@ -51,6 +51,8 @@ class Target:
     reference: str  # a tag or digest for manifests, a digest for blobs and referrers, "list"
     # the reference parsed, when it is a digest: parsed once here, carried to the store
     digest: Digest | None = field(default=None, compare=False)
+    # a cluster peer's request: "owner" or "local" (`cluster/proof.py`); "" for a client's
+    peer: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.digest is None and ":" in self.reference:  # a tag has no ':'

@@ -45,7 +45,6 @@ from edgecache.errors import (
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.proxy.claims import Claims
-from edgecache.proxy.download import Opener
 from edgecache.proxy.fill import Fill, FillReader, Fills
 from edgecache.proxy.lookups import Lookups, absent
 from edgecache.proxy.manifests import ManifestAnswer, Manifests, parse_upstream_digest
@@ -54,9 +53,10 @@ from edgecache.proxy.prefetch import LayerPrefetch
 from edgecache.proxy.referrers import ReferrerLists, Referrers
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
+from edgecache.proxy.sources import Direct, Sources
 from edgecache.proxy.tags import TagPage, TagQuery, page, upstream_page
 from edgecache.storage.store import Store, Stored
-from edgecache.upstream.client import BlobStream, ManifestInfo, UpstreamClient
+from edgecache.upstream.client import ManifestInfo, UpstreamClient
 
 __all__ = ["BlobAnswer", "ManifestAnswer", "RegistryService"]
 
@@ -78,9 +78,10 @@ class BlobAnswer:
 class RegistryService:
     def __init__(self, store: Store, upstreams: Mapping[str, UpstreamClient], fills: Fills,
                  metrics: Metrics, cache: CacheConfig | None = None,
-                 private: frozenset[str] = frozenset(), layers: LayerPrefetch | None = None
-                 ) -> None:
+                 private: frozenset[str] = frozenset(), layers: LayerPrefetch | None = None,
+                 sources: Sources | None = None) -> None:
         self._cache = cache or CacheConfig()
+        self._sources = sources or Direct()  # a cluster's: the site before the upstream
         self._store = store
         self._upstreams = upstreams
         self._fills = fills
@@ -101,6 +102,8 @@ class RegistryService:
 
     async def manifest(self, target: Target, head: bool) -> ManifestAnswer:
         client = self._upstreams[target.upstream]
+        if target.peer == "local":  # a peer's question about this store: nothing is asked
+            return await self._manifests.held(target, head, self._claims, client)
         if target.is_digest:
             return await self._by_digest(target, client, head)
         return await self._by_tag(target, client, head)
@@ -114,11 +117,11 @@ class RegistryService:
             await self._claims.check(target, client)
             return local
         if head:
-            info = await self._lookups.head_manifest(client, target.repository,
-                                                     target.reference)
+            info = await self._sources.head_manifest(target, target.reference, lambda: (
+                self._lookups.head_manifest(client, target.repository, target.reference)))
             if info.media_type and info.size is not None:
                 return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
-        return await self._fetch_manifest(client, target.repository, digest)
+        return await self._fetch_manifest(client, target, digest)
 
     async def _by_tag(self, target: Target, client: UpstreamClient,
                       head: bool) -> ManifestAnswer:
@@ -129,7 +132,7 @@ class RegistryService:
             return cached
         if cached is not None and client.health.suspect:
             # It has left someone waiting since it last answered: ask, but do not wait.
-            self._tag_heads.start(key, lambda: self._revalidate(client, key))
+            self._tag_heads.start(key, lambda: self._revalidate(client, target))
             return self._stale(key, cached, "upstream suspect, revalidating in the background")
         info = await self._revalidated(target, client, key, cached)
         if isinstance(info, ManifestAnswer):
@@ -143,7 +146,7 @@ class RegistryService:
                 if record is None:  # what the tag gives, so a pin on it holds from this pull on
                     self._store.set_tag(*key, digest)
                 return ManifestAnswer(digest, info.media_type, info.size, None, "upstream")
-        answer = await self._fetch_manifest(client, target.repository, digest or target.reference,
+        answer = await self._fetch_manifest(client, target, digest or target.reference,
                                             check=False, remember=cached is None or bool(digest))
         self._store.set_tag(*key, answer.digest)
         return answer if not head else replace(answer, body=None)
@@ -157,7 +160,7 @@ class RegistryService:
         if cached is None:  # a cached tag is always asked: never answered from the memory
             self._lookups.check(absence)
         revalidation = self._lookups.guard(
-            absence, self._tag_heads.run(key, lambda: self._revalidate(client, key)),
+            absence, self._tag_heads.run(key, lambda: self._revalidate(client, target)),
             remember=cached is None)
         try:
             if cached is None:
@@ -181,26 +184,29 @@ class RegistryService:
         log.debug("serving cached %s/%s:%s: %s", *key, why)
         return replace(cached, source="stale")
 
-    async def _revalidate(self, client: UpstreamClient, key: tuple[str, str, str]) -> ManifestInfo:
-        """HEAD the tag; when its digest is cached, confirm the tag. Runs to the end even if
-        every waiter has given up, so a late answer still refreshes the index."""
-        info = await client.head_manifest(key[1], key[2])
+    async def _revalidate(self, client: UpstreamClient, target: Target) -> ManifestInfo:
+        """HEAD the tag (`sources`); when its digest is cached, confirm the tag. Runs to the end
+        even if every waiter has given up, so a late answer still refreshes the index."""
+        info = await self._sources.head_manifest(target, target.reference, lambda: (
+            client.head_manifest(target.repository, target.reference)))
         digest = parse_upstream_digest(client.name, info.digest)
         if digest is not None and self._store.media_type(digest) is not None:
-            self._store.set_tag(*key, digest)
+            self._store.set_tag(target.upstream, target.repository, target.reference, digest)
         return info
 
-    async def _fetch_manifest(self, client: UpstreamClient, repository: str,
+    async def _fetch_manifest(self, client: UpstreamClient, target: Target,
                               reference: str | Digest, check: bool = True,
                               remember: bool = True) -> ManifestAnswer:
         """One GET per upstream, repository and reference at a time. Never shared wider: a
         request on another route (or for another repository) must not get this one's answer,
         neither its manifest (another route's claim) nor its failure."""
-        key: Key = (client.name, repository, "manifests", str(reference))
+        key: Key = (client.name, repository := target.repository, "manifests", str(reference))
         if check:
             self._lookups.check(key)
         return await self._lookups.guard(key, self._manifest_fetches.run(
-            key, lambda: self._download(client, repository, reference)), remember)
+            key, lambda: self._download(client, repository, reference, lambda: (
+                self._sources.get_manifest(target, str(reference), lambda: (
+                    client.get_manifest(repository, str(reference))))))), remember)
 
     def known_size(self, target: Target) -> int | None:
         """The blob's size if we know it without asking anyone (cached, or downloading) and the
@@ -240,15 +246,20 @@ class RegistryService:
                 if not head:
                     self._store.touch(digest)
                 return BlobAnswer(digest, stored.size, stored=stored)
+            if target.peer == "local":  # a peer's question about this store: nothing else
+                raise absent(key)
             if head:
                 if fill is not None and fill.size is not None:
                     return BlobAnswer(digest, fill.size, source="upstream")
-                size = await self._lookups.head_blob(client, target.repository, target.reference)
+                size = await self._sources.head_blob(target, lambda: self._lookups.head_blob(
+                    client, target.repository, target.reference))
                 return BlobAnswer(digest, size, source="upstream")
             joined = fill is not None
             if fill is None:
                 self._lookups.check(key)
-                fill = self._fills.start(digest, client.name, self._opener(client, key))
+                fill = self._fills.start(digest, client.name, self._sources.opener(  # 404s kept
+                    target, lambda at: self._lookups.guard(key, client.open_blob(
+                        target.repository, target.reference, at))))
             reader = fill.open_reader()
             try:
                 size = await fill.wait_size()
@@ -261,17 +272,7 @@ class RegistryService:
                 if isinstance(exc, NotFound):
                     raise absent(key) from None
                 raise
-            return BlobAnswer(digest, size, reader=reader, source="upstream",
-                              joined=joined)
-
-    def _opener(self, client: UpstreamClient, key: Key) -> Opener:
-        """The blob's GET on `key`'s route; a 404 is remembered the moment it arrives."""
-        repository, digest = key[1], key[3]
-
-        async def opener(offset: int) -> BlobStream:
-            return await self._lookups.guard(key, client.open_blob(repository, digest, offset))
-
-        return opener
+            return BlobAnswer(digest, size, reader=reader, source="upstream", joined=joined)
 
     async def tags(self, target: Target, query: TagQuery) -> tuple[TagPage, str]:
         """The page of the upstream's tag list (`proxy/tags.py`: sorted, paged by us), or of the

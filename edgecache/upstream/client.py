@@ -43,6 +43,8 @@ class ManifestInfo:
 class BlobStream:
     """An open upstream blob response; `start` is the offset of its first byte."""
 
+    source = "upstream"  # a cluster's peer stream says "peer" (counted apart: not the WAN)
+
     def __init__(self, client: UpstreamClient, response: aiohttp.ClientResponse, start: int,
                  total: int | None) -> None:
         self._client = client

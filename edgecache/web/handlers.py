@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from edgecache.cluster.proof import HEADER as PEER_HEADER
+from edgecache.cluster.proof import NODE_HEADER, PeerProof, refuse_unclustered
 from edgecache.errors import BlobUploadUnknown, RangeNotSatisfiable, Unsupported
 from edgecache.metrics import Metrics
 from edgecache.oci import OCI_INDEX
@@ -37,8 +40,10 @@ _ANY_SIZE = 1 << 62
 
 class RegistryHandlers:
     def __init__(self, router: Router, service: RegistryService, metrics: Metrics,
-                 auth: ClientAuth, local: LocalHandlers | None = None) -> None:
+                 auth: ClientAuth, local: LocalHandlers | None = None,
+                 proof: PeerProof | None = None) -> None:
         self._local = local  # the local registry's route (web/pushes.py), if configured
+        self._proof = proof  # cluster mode: peers prove the site secret instead of logging in
         self._router = router
         self._service = service
         self._metrics = metrics
@@ -49,8 +54,18 @@ class RegistryHandlers:
     async def base(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
             raise Unsupported(f"{request.method} is not supported by a pull-through cache")
+        if PEER_HEADER in request.headers:  # a peer's health probe: who answers
+            self._peer_mode(request)
+            return web.json_response({}, headers={NODE_HEADER: self._proof.node if self._proof
+                                                  else ""})
         await self._auth.check(request, None)
         return web.json_response({})
+
+    def _peer_mode(self, request: web.Request) -> str:
+        """A peer request's mode, once its proof checks out; 401 for any other claim."""
+        if self._proof is None:
+            raise refuse_unclustered()
+        return self._proof.verify(request.method, request.raw_path, request.headers[PEER_HEADER])
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS and self._local is None:
@@ -64,7 +79,10 @@ class RegistryHandlers:
                 raise Unsupported(f"{request.method} is not supported by a pull-through cache")
             if target.kind == "uploads":
                 raise BlobUploadUnknown("no uploads: only the local registry takes pushes")
-            await self._auth.check(request, target.upstream)
+            if PEER_HEADER in request.headers:  # never forwarded again (`cluster/site.py`)
+                target = replace(target, peer=self._peer_mode(request))
+            else:
+                await self._auth.check(request, target.upstream)
         route = ROUTES[target.kind]
         request[ACCESS] = {"route": route, "upstream": target.upstream, "result": "error"}
         started = time.monotonic()

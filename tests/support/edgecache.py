@@ -25,13 +25,15 @@ class EdgecacheProcess:
                  default_upstream: str | None = None, extra: dict[str, object] | None = None,
                  storage: Path | None = None, tls: bool = False,
                  listen: dict[str, object] | None = None, metrics: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1",
+                 port: int | None = None) -> None:
         """`listen` adds keys to the listen section (e.g. shutdown_timeout) and keeps the
-        addresses chosen here; `env` adds to the environment (e.g. SSL_CERT_FILE)."""
+        addresses chosen here; `env` adds to the environment (e.g. SSL_CERT_FILE); `host` and
+        `port` place the plain listener (another loopback address, a port kept for a restart)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.port = port if port is not None else free_port(host)
+        self.address = f"{host}:{self.port}"
         self.url = f"http://{self.address}"
         self.storage = storage if storage is not None else workdir / "storage"
         # HTTPS only when asked for, on a free port (the default 0.0.0.0:30003 would collide)

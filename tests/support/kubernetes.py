@@ -15,8 +15,6 @@ from typing import Any
 import trustme
 import yaml
 
-from edgecache.configsections import SECTIONS
-
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "images" / "kubernetes" / "edgecache.yaml"
 SITE_SECRET = ROOT / "images" / "kubernetes" / "site-secret.example.yaml"
@@ -90,13 +88,13 @@ def write_site_secret(directory: Path) -> trustme.CA:
 def local_config(paths: Mapping[str, str], https: str, metrics: str,
                  keep_cluster: bool) -> dict[str, Any]:
     """The ConfigMap's config with its files mapped, its listeners on loopback and its upstreams
-    a dead loopback port (nothing here may leave the machine). `cluster` is kept only where
-    edgecache knows the section (it comes with cluster mode, another branch of issue 16)."""
+    a dead loopback port (nothing here may leave the machine). Without `keep_cluster` the node
+    runs alone (the ConfigMap's `cluster.dns` names a Service that does not resolve here)."""
     config = configmap_config_doc()
     config["storage"]["path"] = map_path(config["storage"]["path"], paths)
     for key in ("ca_cert_file", "ca_key_file"):
         config["tls"][key] = map_path(config["tls"][key], paths)
-    if keep_cluster and "cluster" in SECTIONS:
+    if keep_cluster:
         config["cluster"]["secret_file"] = map_path(config["cluster"]["secret_file"], paths)
     else:
         config.pop("cluster", None)
