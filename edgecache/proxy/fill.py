@@ -19,13 +19,11 @@ ends every reader's stream one byte short, which the client sees as a broken dow
 temporary file is removed and nothing is published. A client that goes away costs only its
 reader; the download carries on for the others and for the cache.
 
-Every fill ends, and every reader hears how: whatever goes wrong in the download task (a domain
-error, a full disk, a bug, cancellation while it still queues for a slot) finishes the fill with
-an error its readers raise. And a reader waits for news at most `stall_timeout` (derived from
-the upstream's timeouts: `download.stall_bound`): a download that says nothing for longer than
-its own timeouts allow, or one still queued behind `max_downloads` others, fails that reader
-(503, or 429 while queued) instead of holding it. A reader is a context manager: its handler
-closes it on every path (headers that cannot be sent, a client gone before them).
+Every fill ends, and every reader hears how: whatever ends the download task (a domain error,
+a full disk, a bug, a cancel while queued) finishes the fill with an error its readers raise. A
+reader waits for news at most `stall_timeout` (`download.stall_bound`, from the upstream's
+timeouts), then fails (503, or 429 while queued). A reader is a context manager its handler
+closes on every path.
 
 Fills in flight are bounded (each holds a temporary file): `limits.max_downloads` run, as many
 again queue (`Fills.max_fills`); one more is 429 TOOMANYREQUESTS at once (joining is bounded by
