@@ -72,7 +72,11 @@ class RangeNotSatisfiable(InvalidRequest):
 
 
 class Unsupported(InvalidRequest):
-    pass
+    """A method the route does not take: 405 with `allow` (the methods it does) as Allow."""
+
+    def __init__(self, message: str, allow: str = "GET, HEAD") -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class BlobUploadInvalid(InvalidRequest):

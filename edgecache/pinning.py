@@ -15,7 +15,6 @@ running; `close()` cancels and awaits them at shutdown.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,12 +22,12 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from edgecache.airgap.platform import Platform
-from edgecache.airgap.progress import Progress
 from edgecache.airgap.selfpull import SelfPull
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError
 from edgecache.imagerefs import reference_problem
 from edgecache.oci import ImageReference, official_repository
+from edgecache.prefetcher import QuietProgress
 from edgecache.storage import pins as rows
 from edgecache.storage.index import Index
 
@@ -55,18 +54,12 @@ class PinJob:
         self.changed = asyncio.Event()  # the old one wakes who waited; new waiters wait anew
 
 
-class _JobProgress(Progress):
+class _JobProgress(QuietProgress):
     """Warm's progress, as events of one job instead of a bar on a terminal."""
 
     def __init__(self, job: PinJob) -> None:
-        super().__init__("pinning", "images", io.StringIO(), tty=False)
+        super().__init__("pinning")
         self._job = job
-
-    def refresh(self, force: bool = False) -> None:
-        return None
-
-    def finish(self) -> None:
-        return None
 
     def add_total(self, nbytes: int = 0, items: int = 0) -> None:
         super().add_total(nbytes, items)

@@ -63,8 +63,12 @@ class Pacer:
             await asyncio.sleep(wait)  # the pacing itself, not a stand-in for an event
 
 
-class _Quiet(Progress):
-    """Warm's progress with nowhere to draw: the schedule reports in the log, per image."""
+class QuietProgress(Progress):
+    """Warm's progress with nowhere to draw: the schedule reports in the log, per image (and a
+    pin job in its events: `pinning.py`)."""
+
+    def __init__(self, verb: str) -> None:
+        super().__init__(verb, "images", io.StringIO(), tty=False)
 
     def refresh(self, force: bool = False) -> None:
         return None
@@ -114,7 +118,7 @@ class Prefetcher:
         info = await self._clients[ref.registry].head_manifest(repository, ref.tag)
         digest = parse_upstream_digest(ref.registry, info.digest)
         wanted = f"{ref.registry}/{ref.repository}" + (f"@{digest}" if digest else f":{ref.tag}")
-        progress = _Quiet("prefetching", "images", io.StringIO(), tty=False)
+        progress = QuietProgress("prefetching")
         results = await self._puller.pull([wanted], progress, image.platforms,
                                           self._config.concurrency, self._pace)
         if results[0].error:

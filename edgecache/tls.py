@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecache.children import child_env
 from edgecache.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -168,17 +169,11 @@ def ensure_issued(directory: Path, dns: set[str], ips: set[IPAddress], site: Sit
 
 
 def _run_ca(directory: Path, dns: set[str], ips: set[IPAddress], site: SiteCa) -> None:
-    import edgecache
-
     wanted = json.dumps({"dns": sorted(dns), "ips": [str(ip) for ip in sorted_ips(ips)],
                          **({"ca": [str(path) for path in site]} if site else {})})
-    # the child runs the same edgecache as this process, wherever the working directory is
-    root = str(Path(edgecache.__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
     try:
         done = subprocess.run([sys.executable, "-m", "edgecache.ca", str(directory)],
-                              input=wanted, capture_output=True, text=True, env=env,
+                              input=wanted, capture_output=True, text=True, env=child_env(),
                               timeout=CA_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConfigError(f"tls: cannot run the certificate issuer: {exc}") from exc

@@ -33,6 +33,7 @@ from edgecache.airgap.bundle import (
     index_document,
     layout_document,
 )
+from edgecache.airgap.localcontent import local_name, referrer_roots, routes
 from edgecache.airgap.manifest import Manifest
 from edgecache.airgap.platform import Platform, wanted
 from edgecache.airgap.progress import Progress, plural, short_digest, table
@@ -138,11 +139,18 @@ class Exporter:
                     items.append(ExportItem(root, self._closure(root)))
                 except NotCached:
                     skipped.append(found[0])  # referrers not all cached: warm the image again
+            for name, digest in referrer_roots(self._index, local_name(self._config), item.root):
+                if not any(i.root.digest == digest for i in items):  # pushed referrers
+                    try:
+                        root = self._root(name, digest)
+                        items.append(ExportItem(root, self._closure(root)))
+                    except NotCached:
+                        skipped.append(name)
         return ExportReport(items, skipped=skipped)
 
     def _resolve(self, text: str) -> Root:
         ref = ImageReference.parse(text)
-        upstream = canonical_registry(ref.registry, self._config.upstreams)
+        upstream = canonical_registry(ref.registry, routes(self._config))
         if upstream is None:
             raise NotCached(f"{text}: registry {ref.registry!r} is not a configured upstream")
         repository = official_repository(upstream, ref.repository)

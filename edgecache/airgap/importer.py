@@ -33,6 +33,7 @@ from typing import BinaryIO
 
 from edgecache.airgap.bundle import REF_NAME, check_layout, parse_index
 from edgecache.airgap.imported import ImportedImage, ImportReport
+from edgecache.airgap.localcontent import local_name, local_route, record_subjects, routes
 from edgecache.airgap.manifest import Descriptor, Manifest
 from edgecache.airgap.progress import Progress, short_digest
 from edgecache.airgap.reference import TagTarget, tag_for
@@ -93,7 +94,7 @@ class Importer(Staging):
             image.members = tuple(members)
             image.new = sum(size for digest, size in members.items() if digest in self._staged)
             image.tag, warning = tag_for(descriptor.annotations, descriptor.digest,
-                                         self._config.upstreams, self._repository)
+                                         routes(self._config), self._repository)
             if warning:
                 self._warn(warning)
             plan.roots.append((descriptor, image))
@@ -176,7 +177,9 @@ class Importer(Staging):
 
     async def _publish_into(self, plan: _Plan, index: Index) -> None:
         config = self._config
-        quota = Quota(config.storage, self._blobs, index, config.pins, Metrics(), self._probe)
+        local = local_name(config)  # local content is never evicted, as in the service
+        quota = Quota(config.storage, self._blobs, index, config.pins, Metrics(), self._probe,
+                      local=local)
         store = Store(self._blobs, index, quota)
         order = [*plan.blobs.items(),
                  *((digest, self._size(digest) or 0) for digest in plan.manifests)]
@@ -217,6 +220,9 @@ class Importer(Staging):
             self.report.images.append(image)
         for target, digest in tagged.items():
             index.set_tag(target.upstream, target.repository, target.tag, digest)
+        if local is not None:  # the referrers API of local content reads `subjects`
+            record_subjects(index, local, ((d, self._blobs.read(Digest.parse(d)) or b"")
+                                           for d in plan.manifests if local in owners.get(d, ())))
 
     def _owners(self, plan: _Plan, index: Index) -> dict[str, set[str]]:
         """digest -> the upstreams a tagged image links it to, as a pull links what it fetched
@@ -224,16 +230,19 @@ class Importer(Staging):
         gains a link only if every route could read it already (checked again here: the
         service may have linked it since the stage)."""
         owners: dict[str, set[str]] = {}
+        local = local_name(self._config)
         for _, image in plan.roots:
-            if image.tag is None:
+            # a local image named by digest (a pushed referrer) is local content all the same
+            route = image.tag.upstream if image.tag is not None else local_route(image.name, local)
+            if route is None:
                 continue
             for digest in image.members:
                 if (digest in self._staged or digest in self._verified
                         or self._open_to_all(digest, index)):
-                    owners.setdefault(digest, set()).add(image.tag.upstream)
+                    owners.setdefault(digest, set()).add(route)
                 else:
                     self._warn(f"{short_digest(digest)} is cached for another upstream and the "
-                               f"bundle did not carry it: not linked to {image.tag.upstream}")
+                               f"bundle did not carry it: not linked to {route}")
         return owners
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import IO, BinaryIO
 
 from edgecache.airgap.imported import ImportReport
+from edgecache.airgap.localcontent import routes
 from edgecache.airgap.progress import Progress
 from edgecache.airgap.reader import BundleReader, read_exactly
 from edgecache.airgap.reference import parse_repository
@@ -68,7 +69,7 @@ class Staging:
         self._layout_json: bytes | None = None
         self._index_json: bytes | None = None
         self._fd_budget = raise_open_file_limit() - 64
-        self._repository = (parse_repository(repository, config.upstreams)
+        self._repository = (parse_repository(repository, routes(config))
                             if repository else None)
         self.report = ImportReport()
 

@@ -10,14 +10,11 @@ SIGTERM and stops between batches (a batch's rows and files are never left half 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import signal
-import sys
 from pathlib import Path
 
+from edgecache import children
 from edgecache.local.gcsettings import GcSettings
 
 log = logging.getLogger(__name__)
@@ -40,28 +37,12 @@ async def collect_every(root: Path, registry: str, settings: GcSettings) -> None
 
 async def collect_once(root: Path, registry: str, grace: float) -> dict[str, float]:
     """One collection in a child; its counts (RuntimeError when it failed)."""
-    request = json.dumps({"root": str(root), "registry": registry, "grace": grace}).encode()
-    import edgecache
-
-    package_root = str(Path(edgecache.__file__).resolve().parent.parent)  # the same edgecache
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edgecache.storage.gc", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    done = await children.run("edgecache.storage.gc",
+                              {"root": str(root), "registry": registry, "grace": grace})
     try:
-        out, err = await child.communicate(request)
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signal.SIGTERM)
-        await asyncio.shield(child.wait())
-        raise
-    try:
-        counts = json.loads(out)
+        counts = json.loads(done.out)
         if not isinstance(counts, dict):
             raise ValueError("not an object")
         return {str(k): float(v) for k, v in counts.items()}
     except (ValueError, TypeError) as exc:
-        lines = err.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"exit {child.returncode}: {lines[-1] if lines else 'no output'}"
-                           ) from exc
+        raise RuntimeError(f"exit {done.returncode}: {done.last_line}") from exc

@@ -111,7 +111,7 @@ class LocalRegistry:
             raise ManifestRejected(str(exc)) from None
         children = children_of(doc)
         self._check_references(doc, children, media_type)
-        subject, artifact_type = _subject(doc)
+        subject, artifact_type = subject_of(doc)
         await self._store.put(actual, body, media_type, children, upstreams=(self.name,))
         if subject is not None:
             self._index.record_subject(str(actual), subject, artifact_type)
@@ -145,7 +145,7 @@ class LocalRegistry:
             raise BlobUnknown(f"blob unknown: {digest}")
 
 
-def _subject(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+def subject_of(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     """The manifest's `subject` digest and its artifact type (`artifactType`, else an image
     manifest's config media type, as the spec's referrers list gives it)."""
     subject = doc.get("subject")

@@ -8,33 +8,27 @@ any offset (Range requests included) and keep reading after the file is renamed 
 fill ends in `Store.publish` (verify, fsync, rename, index row and link to the upstream, quota),
 the one publish every writer goes through.
 
-How a reader follows the download: the fill wakes its waiting readers when `NOTIFY_BYTES` more
-have been written, or `NOTIFY_DELAY` after the first byte they have not been told about (and at
-once when it ends), not on every upstream chunk: upstream chunks are often 16-64 KiB, and 50
-readers woken for each cost more than the bytes (50 clients behind a 200 Mbit/s upstream spent
-most of the loop in small writes). A woken reader takes everything readable at once: on plain
-HTTP, `copy` hands the span to the file's `sendfile` (zero copy from the page cache the fill
-just wrote);
-otherwise it `pread`s `READ_CHUNK` pieces (the reader is `proxy/reader.py`).
+How a reader follows the download: the fill wakes its waiting readers per `NOTIFY_BYTES`
+written, or `NOTIFY_DELAY` after the first byte they were not told about (at once when it
+ends), not per upstream chunk: 50 readers woken per 16-64 KiB chunk cost more than the bytes. A
+woken reader takes everything readable: `sendfile` on plain HTTP (zero copy from the page
+cache), else `READ_CHUNK` preads (`proxy/reader.py`).
 
 Readers never see the last byte before the digest is verified: a blob whose bytes do not match
 ends every reader's stream one byte short, which the client sees as a broken download; the
 temporary file is removed and nothing is published. A client that goes away costs only its
 reader; the download carries on for the others and for the cache.
 
-Every fill ends, and every reader hears how: whatever goes wrong in the download task (a domain
-error, a full disk, a bug, cancellation while it still queues for a slot) finishes the fill with
-an error its readers raise. And a reader waits for news at most `stall_timeout` (derived from
-the upstream's timeouts: `download.stall_bound`): a download that says nothing for longer than
-its own timeouts allow, or one still queued behind `max_downloads` others, fails that reader
-(503, or 429 while queued) instead of holding it. A reader is a context manager: its handler
-closes it on every path (headers that cannot be sent, a client gone before them).
+Every fill ends, and every reader hears how: whatever ends the download task (a domain error,
+a full disk, a bug, a cancel while queued) finishes the fill with an error its readers raise. A
+reader waits for news at most `stall_timeout` (`download.stall_bound`, from the upstream's
+timeouts), then fails (503, or 429 while queued). A reader is a context manager its handler
+closes on every path.
 
 Fills in flight are bounded (each holds a temporary file): `limits.max_downloads` run, as many
-again queue for a slot (`Fills.max_fills`); a request that would start one more is answered 429
-TOOMANYREQUESTS at once (joining a fill is bounded by `limits.max_readers_per_blob` only). A
-queued fill whose readers have all left is dropped with its file: it would start for nobody. A
-running one carries on for the cache, and counts toward the bound until it ends.
+again queue (`Fills.max_fills`); one more is 429 TOOMANYREQUESTS at once (joining is bounded by
+`limits.max_readers_per_blob` only). A queued fill whose readers all left is dropped with its
+file; a running one carries on for the cache.
 
 When the blob cannot be cached (no room can be made for its announced size, or the disk fills
 while writing), the fill steps aside and each reader continues from where it stands with its

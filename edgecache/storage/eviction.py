@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgecache import children
 from edgecache.errors import EdgecacheError
 from edgecache.oci import Digest, ImageReference, official_repository
 from edgecache.policy import choose_victims, closure
@@ -42,7 +41,6 @@ from edgecache.storage.layout import Layout
 from edgecache.storage.localindex import local_digests
 
 BATCH = 128
-NICE = 10
 
 
 def pinned_digests(index: Index, pins: tuple[str, ...]) -> set[str]:
@@ -121,13 +119,7 @@ def _evict(index: Index, layout: Layout, pins: tuple[str, ...], need: int,
 
 
 def main() -> int:
-    # background work: the server's loop (nice 0) comes first when the CPUs are busy; at 10 a
-    # busy CPU still gives this ~10 % against a nice 0 neighbour, so a waiting fill is not
-    # starved
-    os.nice(NICE)
-    request = json.loads(sys.stdin.read())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    request, stop = children.request()  # at nice 10, SIGTERM sets `stop`
     result = run_eviction(Layout(Path(request["root"])), tuple(request["pins"]),
                           int(request["need"]), request["allowance"], stop,
                           request.get("local"))

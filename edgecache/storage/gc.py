@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import sys
 import threading
@@ -39,12 +38,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgecache import children
 from edgecache.oci import Digest, reach
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
 
 BATCH = 128
-NICE = 10  # as eviction: the server's loop comes first when the CPUs are busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +265,7 @@ def run(root: Path, registry: str, grace: float, dry_run: bool = False,
 def main() -> int:
     """The service's periodic collection, in a child as eviction is (it reads every local row
     and unlinks many files): the request as JSON on stdin, the counts as JSON on stdout."""
-    os.nice(NICE)
-    request = json.loads(sys.stdin.read())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    request, stop = children.request()
     result = run(Path(request["root"]), request["registry"], float(request["grace"]), stop=stop)
     sys.stdout.write(json.dumps({"removed": result.removed, "freed": result.freed,
                                  "unlinked": result.unlinked, "kept": result.kept,

@@ -1,5 +1,7 @@
-"""What the store holds, as an operator asks about it: images by tag, one image's parts, and
-the repositories (`/v2/_catalog`). Queries beside `index.py`, on its connection.
+"""The status page's and the catalog's pages of what the store holds: images by tag, one
+image's parts, the repositories (`/v2/_catalog`). Queries beside `index.py`, on its connection;
+each row is an `images.Image`, the one definition of an image's closure, size and pins that the
+cache commands (`ls`, `du`) read too.
 
 Every answer is one page: a bounded `LIMIT`, searched and sorted in SQL, so a store of a
 million tags costs a page's rows in memory, never the table. These run on the event loop, so
@@ -20,8 +22,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from edgecache.errors import EdgecacheError
-from edgecache.oci import ImageReference, official_repository
+from edgecache.storage.images import Image, Images
 from edgecache.storage.index import Index
 
 MAX_PAGE = 200
@@ -37,19 +38,6 @@ SORT_LIMITS: Mapping[str, int] = MappingProxyType({"size": 1_000, "pulled": 5_00
 
 
 @dataclass(frozen=True, slots=True)
-class ImageRow:
-    upstream: str
-    repository: str
-    tag: str
-    digest: str
-    media_type: str | None  # None: the manifest is no longer held (evicted)
-    size: int  # bytes held of it
-    last_pulled: float | None
-    pinned: bool
-    local: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Part:
     """One thing an image references: a manifest, config or layer, held or not."""
 
@@ -61,7 +49,7 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    rows: list[ImageRow]
+    rows: list[Image]
     offset: int
     more: bool
     sort: str = "name"  # the sort the page has (not the one asked for when `note` says why)
@@ -75,10 +63,8 @@ class Holdings:
         """`restricted`: the owners (private upstreams) whose content counts towards another
         upstream's image only once linked to it, as `proxy/claims.py` hands it out."""
         self._db = index.sql
-        self._size = _size_sql(restricted)
+        self._images = Images(index, pins, local, restricted)
         self._sort_limits = sort_limits
-        self._local = local
-        self._pins = [ref for ref in map(_reference, pins) if ref is not None]
 
     def images(self, visible: Collection[str], search: str = "", sort: str = "name",
                descending: bool = False, offset: int = 0, limit: int = 50) -> Page:
@@ -102,19 +88,19 @@ class Holdings:
             note = f"sorting by {sort} is offered for at most {bound} images: search to narrow"
             sort = "name"
         sort = sort if sort in _SORTS else "name"
-        order = _SORTS[sort].format("DESC" if descending else "ASC", size=self._size)
+        order = _SORTS[sort].format("DESC" if descending else "ASC", size=self._images.size)
         rows = self._db.execute(  # the tags alone: rows skipped by OFFSET cost no join
             f"SELECT t.upstream, t.repository, t.tag, t.digest FROM tags t WHERE {where}"
             f" ORDER BY {order} LIMIT ? OFFSET ?", (*args, limit + 1, offset)).fetchall()
-        pins = self._all_pins()
-        return Page([self._row(row, pins) for row in rows[:limit]], offset, len(rows) > limit,
-                    sort, note)
+        protected = self._images.protected()
+        return Page([self._images.row(row, protected) for row in rows[:limit]], offset,
+                    len(rows) > limit, sort, note)
 
-    def image(self, upstream: str, repository: str, tag: str) -> ImageRow | None:
+    def image(self, upstream: str, repository: str, tag: str) -> Image | None:
         row = self._db.execute(
             "SELECT upstream, repository, tag, digest FROM tags"
             " WHERE upstream=? AND repository=? AND tag=?", (upstream, repository, tag)).fetchone()
-        return None if row is None else self._row(row, self._all_pins())
+        return None if row is None else self._images.row(row, self._images.protected())
 
     def parts(self, digests: Iterable[str], media_types: dict[str, str]) -> list[Part]:
         """What the index knows of each digest (a layer's media type comes from its manifest:
@@ -154,58 +140,6 @@ class Holdings:
                 " ORDER BY repository LIMIT ?", (upstream, after, n + 1))]
         found.sort()
         return found[:n], len(found) > n
-
-    def _row(self, row: tuple[str, ...], pins: list[ImageReference]) -> ImageRow:
-        """A page row: its manifest's index row and its size looked up for it alone."""
-        upstream, repository, tag, digest = row
-        held = self._db.execute("SELECT media_type, last_access FROM blobs WHERE digest=?",
-                                (digest,)).fetchone()
-        size = self._db.execute(f"SELECT {self._size} FROM (SELECT ? AS digest, ? AS upstream) t",
-                                (digest, upstream)).fetchone()[0]
-        return ImageRow(upstream, repository, tag, digest, held[0] if held else None,
-                        int(size), float(held[1]) if held else None,
-                        _pinned(pins, upstream, repository, tag, digest), upstream == self._local)
-
-    def _all_pins(self) -> list[ImageReference]:
-        """The config's pins and those added at runtime (the `pins` table of issue 18's
-        runtime pins; none before it exists), read once per page."""
-        try:
-            rows = self._db.execute("SELECT reference FROM pins LIMIT 10000").fetchall()
-        except sqlite3.OperationalError:  # no such table (yet)
-            rows = []
-        return self._pins + [ref for ref in (_reference(row[0]) for row in rows)
-                             if ref is not None]
-
-
-def _pinned(pins: list[ImageReference], upstream: str, repository: str, tag: str,
-            digest: str) -> bool:
-    return any(ref.digest == digest or (
-        ref.registry == upstream and ref.tag == tag
-        and official_repository(upstream, ref.repository) == repository) for ref in pins)
-
-
-def _size_sql(restricted: Collection[str]) -> str:
-    """The bytes held for tag `t`: its manifest, what that references and one level further
-    down (index -> platform manifests -> configs and layers), each digest counted once; a
-    digest linked to a `restricted` owner only if it is linked to `t`'s upstream too. (The
-    owners are configuration names, quoted as SQL literals.)"""
-    claim = ""
-    if restricted:
-        names = ",".join("'" + name.replace("'", "''") + "'" for name in sorted(restricted))
-        claim = (" AND (EXISTS (SELECT 1 FROM links l WHERE l.digest=b.digest"
-                 " AND l.upstream=t.upstream) OR NOT EXISTS (SELECT 1 FROM links l"
-                 f" WHERE l.digest=b.digest AND l.upstream IN ({names})))")
-    return ("(SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN ("
-            "SELECT t.digest UNION SELECT child FROM refs WHERE parent=t.digest"
-            " UNION SELECT r2.child FROM refs r1 JOIN refs r2 ON r2.parent=r1.child"
-            f" WHERE r1.parent=t.digest){claim})")
-
-
-def _reference(text: object) -> ImageReference | None:
-    try:
-        return ImageReference.parse(text) if isinstance(text, str) else None
-    except EdgecacheError:
-        return None
 
 
 def _after(head: str, last: str | None) -> str | None:

@@ -16,16 +16,14 @@ totals (flushing access times before an eviction costs what was accessed since t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from edgecache import children
 from edgecache.config import StorageConfig
 from edgecache.errors import StorageError
 from edgecache.metrics import Metrics
@@ -168,30 +166,15 @@ async def _evict(root: Path, pins: tuple[str, ...], need: int, allowance: int | 
     """Run one eviction in a child process and wait for it. Cancelled (shutdown), it stops the
     child (SIGTERM: it finishes the batch in progress) and waits for it: nothing of the run
     outlives its owner."""
-    import edgecache
-
-    package_root = str(Path(edgecache.__file__).resolve().parent.parent)  # the same edgecache
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
-    request = json.dumps({"root": str(root), "pins": list(pins), "need": need,
-                          "allowance": allowance, "local": local}).encode()
+    request = {"root": str(root), "pins": list(pins), "need": need, "allowance": allowance,
+               "local": local}
     try:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edgecache.storage.eviction", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        done = await children.run("edgecache.storage.eviction", request)
     except OSError as exc:
         raise StorageError(f"cannot start the eviction: {exc.strerror or exc}") from exc
     try:
-        out, err = await child.communicate(request)
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signal.SIGTERM)
-        await asyncio.shield(child.wait())
-        raise
-    try:
-        return Evicted(**json.loads(out))
+        return Evicted(**json.loads(done.out))
     except (ValueError, TypeError) as exc:
-        lines = err.decode(errors="replace").strip().splitlines()
-        raise StorageError(f"eviction failed (exit {child.returncode}): "
-                           f"{lines[-1] if lines else 'no output'}") from exc
+        raise StorageError(f"eviction failed (exit {done.returncode}): {done.last_line}"
+                           ) from exc
 

@@ -37,11 +37,12 @@ from edgecache.oci import Digest
 from edgecache.storage import referrers
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.files import BlobFile
-from edgecache.storage.holdings import Holdings, ImageRow, Page, Part
+from edgecache.storage.holdings import Holdings, Page, Part
+from edgecache.storage.images import Image
 from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
 
-__all__ = ["BlobFile", "BlobWriter", "Holdings", "ImageRow", "Page", "Part", "Record", "Store",
+__all__ = ["BlobFile", "BlobWriter", "Holdings", "Image", "Page", "Part", "Record", "Store",
            "Stored", "Tag"]
 
 

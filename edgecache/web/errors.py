@@ -76,7 +76,7 @@ def from_domain(exc: errors.EdgecacheError) -> web.Response:
     if isinstance(exc, errors.RangeNotSatisfiable) and exc.size is not None:
         response.headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, errors.Unsupported):
-        response.headers["Allow"] = "GET, HEAD"
+        response.headers["Allow"] = exc.allow
     if isinstance(exc, errors.TooManyRequests):
         response.headers["Retry-After"] = "1"
     if isinstance(exc, errors.Unauthorized):

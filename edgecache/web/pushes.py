@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edgecache.errors import BlobUnknown, PushTooLarge, Unauthorized, Unsupported
+from edgecache.errors import BlobUnknown, NameUnknown, PushTooLarge, Unauthorized, Unsupported
 from edgecache.local.referrers import local_referrers
 from edgecache.local.registry import LocalRegistry
 from edgecache.oci import MANIFEST_LIMIT, OCI_INDEX
@@ -26,6 +26,8 @@ from edgecache.web.responses import BlobFileResponse
 from edgecache.web.uploads import UploadHandlers
 
 READS = frozenset({"GET", "HEAD"})
+ALLOWED = {"manifests": "GET, HEAD, PUT, DELETE", "blobs": "GET, HEAD, DELETE", "tags": "GET",
+           "referrers": "GET"}  # a 405's Allow, per route (uploads: web/uploads.py)
 
 
 class LocalHandlers:
@@ -68,7 +70,8 @@ class LocalHandlers:
             if answer.filters:
                 response.headers["OCI-Filters-Applied"] = answer.filters
             return response
-        raise Unsupported(f"{method} is not supported on /v2/<name>/{kind}/")
+        raise Unsupported(f"{method} is not supported on /v2/<name>/{kind}/",
+                          ALLOWED.get(kind, "GET, HEAD"))
 
     async def _check_push(self, request: web.Request) -> None:
         if self._anonymous:
@@ -131,6 +134,9 @@ class LocalHandlers:
     def _tags(self, request: web.Request, target: Target) -> web.Response:
         query = TagQuery.parse(request.query)
         tags = self._registry.tags(target.repository)
+        if not tags:  # content is per registry: a repository is its tags (as Distribution)
+            raise NameUnknown(f"repository name not known to registry: {target.repository} "
+                              "has no tags")
         found = page(tags, query)
         response = web.json_response({"name": target.repository, "tags": found.tags})
         if found.more:

@@ -51,25 +51,33 @@ class StatusPages:
         self._auth = auth
         self._challenge = challenge
 
-    async def _viewer(self, request: web.Request) -> bool | web.Response:
-        """Whether the viewer is authenticated, or the answer to give instead."""
+    async def _refusal(self, request: web.Request) -> Refusal | web.Response | None:
+        """Why the viewer's credentials fail (None: valid), or the 429 to give instead."""
         header = request.headers.get("Authorization", "")
         try:
-            refusal = (await self._auth.identify(header))[1] if header else Refusal.MISSING
+            return (await self._auth.identify(header))[1] if header else Refusal.MISSING
         except EdgecacheError as exc:  # too many password checks in progress: 429
             return from_domain(exc)
-        if (self._challenge and self._auth.required(None)
-                and refusal not in (None, Refusal.ANONYMOUS)):
-            return _basic_challenge(self._auth.realm)
-        return refusal is None
 
-    async def overview(self, request: web.Request) -> web.StreamResponse:
+    async def _open(self, request: web.Request) -> tuple[StatusSource, bool] | web.Response:
+        """The source and whether the viewer is authenticated, or the answer to give instead
+        (503 while the service starts, a 401 challenge, a 429)."""
         source = self._source()
         if source is None:
             return _starting()
-        viewer = await self._viewer(request)
-        if isinstance(viewer, web.Response):
-            return viewer
+        refusal = await self._refusal(request)
+        if isinstance(refusal, web.Response):
+            return refusal
+        if (self._challenge and self._auth.required(None)
+                and refusal not in (None, Refusal.ANONYMOUS)):
+            return _basic_challenge(self._auth.realm)
+        return source, refusal is None
+
+    async def overview(self, request: web.Request) -> web.StreamResponse:
+        opened = await self._open(request)
+        if isinstance(opened, web.Response):
+            return opened
+        source, viewer = opened
         query = request.query
         search = query.get("q", "")[:200]
         sort = query.get("sort", "name")
@@ -95,12 +103,10 @@ class StatusPages:
         return _html(overview_html(doc))
 
     async def image(self, request: web.Request) -> web.StreamResponse:
-        source = self._source()
-        if source is None:
-            return _starting()
-        viewer = await self._viewer(request)
-        if isinstance(viewer, web.Response):
-            return viewer
+        opened = await self._open(request)
+        if isinstance(opened, web.Response):
+            return opened
+        source, viewer = opened
         query = request.query
         upstream, repository = query.get("upstream", ""), query.get("repository", "")
         tag = query.get("tag", "")
@@ -117,11 +123,9 @@ class StatusPages:
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         """A browser sends credentials only after a challenge: this is that challenge."""
-        header = request.headers.get("Authorization", "")
-        try:
-            refusal = (await self._auth.identify(header))[1] if header else Refusal.MISSING
-        except EdgecacheError as exc:
-            return from_domain(exc)
+        refusal = await self._refusal(request)
+        if isinstance(refusal, web.Response):
+            return refusal
         if refusal is not None:
             return _basic_challenge(self._auth.realm)
         raise web.HTTPSeeOther("/")

@@ -18,7 +18,7 @@ from typing import Any
 from edgecache.errors import EdgecacheError
 from edgecache.metrics import Metrics
 from edgecache.oci import INDEX_TYPES, Digest, manifest_document
-from edgecache.storage.store import Holdings, ImageRow, Part, Store
+from edgecache.storage.store import Holdings, Image, Part, Store
 
 SAMPLE_EVERY = 60.0
 WINDOW = 3600.0
@@ -165,7 +165,7 @@ class StatusSource:
     async def close(self) -> None:
         await self.rates.close()
 
-    def platforms(self, row: ImageRow) -> list[str]:
+    def platforms(self, row: Image) -> list[str]:
         """`os/arch[/variant]` of a held image: an index's entries (attestations left out), or
         a single image's config (when it is held and small)."""
         doc = self._document(row.digest, None) if row.media_type else None
@@ -179,7 +179,7 @@ class StatusSource:
                               if isinstance(config, dict) else None)
         return [found_one] if found_one else []
 
-    def parts(self, row: ImageRow) -> tuple[list[Part], list[str]]:
+    def parts(self, row: Image) -> tuple[list[Part], list[str]]:
         """An image's manifests, configs and layers (held or not; a platform manifest's own
         parts when it is held) and its platforms: bounded by MAX_PARTS. A part this route
         could not be handed without its upstream's word (`proxy/claims.py`: it came from

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgecache.storage.store import ImageRow, Part
+from edgecache.storage.store import Image, Part
 from edgecache.web.statusdata import Disk, Peer, Rate, UpstreamState
 
 
@@ -36,14 +36,14 @@ def _rate(rate: Rate) -> dict[str, Any]:
             "saved_bytes": rate.saved_bytes}
 
 
-def row_json(row: ImageRow, platforms: list[str]) -> dict[str, Any]:
+def row_json(row: Image, platforms: list[str]) -> dict[str, Any]:
     return {"upstream": row.upstream, "repository": row.repository, "tag": row.tag,
             "digest": row.digest, "media_type": row.media_type, "held": row.media_type is not None,
-            "platforms": platforms, "size_bytes": row.size, "last_pulled": row.last_pulled,
+            "platforms": platforms, "size_bytes": row.size, "last_pulled": row.last_use,
             "pinned": row.pinned, "local": row.local}
 
 
-def image_json(row: ImageRow, platforms: list[str], parts: list[Part],
+def image_json(row: Image, platforms: list[str], parts: list[Part],
                referrers: list[tuple[str, str | None]]) -> dict[str, Any]:
     return {
         "image": row_json(row, platforms),

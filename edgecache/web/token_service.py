@@ -38,7 +38,8 @@ class TokenService:
         elif request.method in ("GET", "HEAD"):
             header = request.headers.get("Authorization", "")
         else:
-            raise Unsupported(f"{request.method} is not supported by the token endpoint")
+            raise Unsupported(f"{request.method} is not supported by the token endpoint",
+                              "GET, HEAD, POST")
         subject, refusal = await self._auth.identify(header)
         if refusal is Refusal.MISSING:
             return self._answer("", False)

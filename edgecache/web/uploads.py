@@ -32,6 +32,7 @@ from edgecache.storage.store import BlobWriter, Store
 
 _RANGE_RE = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})")
 UUID_HEADER = "Docker-Upload-UUID"
+SESSION_METHODS = "GET, HEAD, PATCH, PUT, DELETE"  # on /blobs/uploads/<id>
 
 
 def _full(size: int) -> str:
@@ -48,7 +49,7 @@ class UploadHandlers:
         method = request.method
         if not target.reference:
             if method != "POST":
-                raise Unsupported(f"{method} of an upload needs its session id")
+                raise Unsupported(f"{method} of an upload needs its session id", "POST")
             return await self._post(request, target)
         session = self._uploads.get(target.repository, target.reference)
         if method in ("GET", "HEAD"):
@@ -62,7 +63,7 @@ class UploadHandlers:
                 return self._status(request, session, 202)
             if method == "PUT":
                 return await self._finish(request, session)
-        raise Unsupported(f"{method} is not an upload method")
+        raise Unsupported(f"{method} is not an upload method", SESSION_METHODS)
 
     async def _post(self, request: web.Request, target: Target) -> web.StreamResponse:
         query = request.query
@@ -73,7 +74,7 @@ class UploadHandlers:
             if self._registry.mount(digest):
                 return self._created(request, digest)
         elif "digest" in query:
-            digest = Digest.parse(query["digest"])
+            digest = _upload_digest(query["digest"])
             writer = self._store.begin_upload()
             try:
                 await self._receive(request, writer, 0)
@@ -89,7 +90,7 @@ class UploadHandlers:
         text = request.query.get("digest")
         if text is None:
             raise DigestInvalid("finishing an upload needs ?digest=<the blob's digest>")
-        digest = Digest.parse(text)
+        digest = _upload_digest(text)  # refused before the body: the session stays
         await self._receive(request, session.writer, session.size)
         self._uploads.finish(session)  # published or removed: the session ends either way
         await self._registry.publish_blob(session.writer, digest)
@@ -142,6 +143,17 @@ class UploadHandlers:
         return web.Response(status=201, headers={
             "Location": f"{base}/blobs/{digest}{_ns(request)}",
             "Docker-Content-Digest": str(digest), "Content-Length": "0"})
+
+
+def _upload_digest(text: str) -> Digest:
+    """An upload's digest: sha256, what an upload is hashed with as it arrives (the
+    algorithm is named only at the end of a session); sha512 is refused as DIGEST_INVALID
+    rather than found to mismatch after the whole body. Manifests take sha512 too."""
+    digest = Digest.parse(text)
+    if digest.algorithm != "sha256":
+        raise DigestInvalid(f"{digest.algorithm} is not taken for blob uploads: pushed blobs "
+                            "are verified as sha256")
+    return digest
 
 
 def _ns(request: web.Request) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.containerd import Containerd, ContainerdCannotRun
 from tests.support.corpus import HUB, REGISTRY_B, Corpus, build_corpus, seed
+from tests.support.docker import Dockerd
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.registry import DockerRegistry
 from tests.support.skopeo import Skopeo
@@ -95,3 +96,14 @@ def containerd(tmp_path: Path) -> Iterator[Containerd]:
         yield daemon
     finally:
         daemon.close()
+
+
+@pytest.fixture
+def dockerds() -> Iterator[list[Dockerd]]:
+    """Daemons the test starts (with the config file it generated); stopped by PID."""
+    started: list[Dockerd] = []
+    try:
+        yield started
+    finally:
+        for daemon in started:
+            daemon.close()

@@ -12,7 +12,6 @@ registry-1.docker.io is pinned to a dead loopback port (tests/support/docker.py)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -26,17 +25,6 @@ from tests.support.images import Image
 from tests.support.registry import DockerRegistry, free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def start_dockerd(tmp_path: Path) -> Iterator[list[Dockerd]]:
-    """Daemons the test starts (with the config file it generated); stopped by PID."""
-    started: list[Dockerd] = []
-    try:
-        yield started
-    finally:
-        for daemon in started:
-            daemon.close()
 
 
 def assert_pulled(dockerd: Dockerd, ref: str, seeded: Seeded) -> None:
@@ -61,7 +49,7 @@ def assert_served(ec: EdgecacheProcess, mark: int, path_repo: str, seeded: Seede
 
 def test_docker_pulls_through_registry_mirrors_and_by_mirror_address_over_plain_http(
         hub: DockerRegistry, registry_b: DockerRegistry, corpus: Corpus,
-        edgecaches: StartEdgecache, start_dockerd: list[Dockerd], tmp_path: Path) -> None:
+        edgecaches: StartEdgecache, dockerds: list[Dockerd], tmp_path: Path) -> None:
     ec = edgecaches("edgecache", {HUB: hub.url, REGISTRY_B: registry_b.url},
                     default_upstream=HUB)
     root = tmp_path / "root"
@@ -72,7 +60,7 @@ def test_docker_pulls_through_registry_mirrors_and_by_mirror_address_over_plain_
         **json.loads(key.with_name("daemon.json.edgecache-bak").read_text()),
         "registry-mirrors": [ec.url], "insecure-registries": [ec.address]}
     dockerd = Dockerd(tmp_path / "dockerd", daemon_json)
-    start_dockerd.append(dockerd)
+    dockerds.append(dockerd)
     assert dockerd.info()["RegistryConfig"]["Mirrors"] == [ec.url + "/"]  # type: ignore[index]
 
     mark = ec.mark()
@@ -90,7 +78,7 @@ def test_docker_pulls_through_registry_mirrors_and_by_mirror_address_over_plain_
 
 def test_docker_pulls_through_an_ipv6_https_mirror_with_the_generated_certs_d(
         hub: DockerRegistry, corpus: Corpus, edgecaches: StartEdgecache,
-        start_dockerd: list[Dockerd], tmp_path: Path) -> None:
+        dockerds: list[Dockerd], tmp_path: Path) -> None:
     """dockerd skips TLS verification for anything resolving into 127.0.0.0/8 (its built-in
     insecure range), so the HTTPS mirror listens on [::1], where dockerd verifies: the pull
     fails until the generated certs.d/[::1]:<port>/ca.crt is installed."""
@@ -107,7 +95,7 @@ def test_docker_pulls_through_an_ipv6_https_mirror_with_the_generated_certs_d(
     assert json.loads(daemon_json.read_text())["registry-mirrors"] == [f"https://{address}"]
     assert "insecure-registries" not in json.loads(daemon_json.read_text())
     dockerd = Dockerd(tmp_path / "dockerd", daemon_json)
-    start_dockerd.append(dockerd)
+    dockerds.append(dockerd)
     ref = f"docker.io/{corpus.beta.repository}:{corpus.beta.tag}"
 
     untrusted = dockerd.run("pull", ref)
@@ -148,14 +136,14 @@ def private_b(hub: DockerRegistry, registry_b: DockerRegistry, edgecaches: Start
 
 
 def test_docker_pulls_the_private_upstream_by_mirror_address_after_docker_login(
-        private_b: EdgecacheProcess, corpus: Corpus, start_dockerd: list[Dockerd],
+        private_b: EdgecacheProcess, corpus: Corpus, dockerds: list[Dockerd],
         tmp_path: Path) -> None:
     ec = private_b
     root = tmp_path / "root"
     existing_daemon_json(root, tmp_path / "dockerd")
     client_config(ec.config_path, root, "127.0.0.1")
     dockerd = Dockerd(tmp_path / "dockerd", root / "etc/docker/daemon.json")
-    start_dockerd.append(dockerd)
+    dockerds.append(dockerd)
     ref = f"{ec.address}/{REGISTRY_B}/{corpus.app.repository}:{corpus.app.tag}"
     anonymous = dockerd.run("pull", ref)
     # anonymous token, then 401 on the private route: dockerd tells the user to log in
@@ -171,14 +159,14 @@ def test_docker_pulls_the_private_upstream_by_mirror_address_after_docker_login(
 
 
 def test_docker_pulls_public_images_anonymously_through_registry_mirrors_with_auth_elsewhere(
-        private_b: EdgecacheProcess, corpus: Corpus, start_dockerd: list[Dockerd],
+        private_b: EdgecacheProcess, corpus: Corpus, dockerds: list[Dockerd],
         tmp_path: Path) -> None:
     ec = private_b
     root = tmp_path / "root"
     existing_daemon_json(root, tmp_path / "dockerd")
     client_config(ec.config_path, root, "127.0.0.1")
     dockerd = Dockerd(tmp_path / "dockerd", root / "etc/docker/daemon.json")
-    start_dockerd.append(dockerd)
+    dockerds.append(dockerd)
     mark = ec.mark()
     dockerd.pull(f"docker.io/{corpus.alpha.repository}:{corpus.alpha.tag}")
     assert_served(ec, mark, corpus.alpha.repository, corpus.alpha)
@@ -190,7 +178,7 @@ def test_docker_pulls_public_images_anonymously_through_registry_mirrors_with_au
 
 def test_docker_pulls_public_images_anonymously_through_an_https_mirror_with_auth_elsewhere(
         hub: DockerRegistry, registry_b: DockerRegistry, corpus: Corpus,
-        edgecaches: StartEdgecache, start_dockerd: list[Dockerd], tmp_path: Path) -> None:
+        edgecaches: StartEdgecache, dockerds: list[Dockerd], tmp_path: Path) -> None:
     """As above over HTTPS (on [::1], where dockerd verifies TLS): the token realm is the
     https address the client used, which dockerd trusts through the same certs.d."""
     port = free_port()
@@ -200,7 +188,7 @@ def test_docker_pulls_public_images_anonymously_through_an_https_mirror_with_aut
     existing_daemon_json(root, tmp_path / "dockerd")
     client_config(ec.config_path, root, "::1")
     dockerd = Dockerd(tmp_path / "dockerd", root / "etc/docker/daemon.json")
-    start_dockerd.append(dockerd)
+    dockerds.append(dockerd)
     dockerd.trust(root / "etc/docker/certs.d", f"[::1]:{port}")
     mark = ec.mark()
     dockerd.pull(f"docker.io/{corpus.beta.repository}:{corpus.beta.tag}")

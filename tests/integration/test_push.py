@@ -16,7 +16,6 @@ import random
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -79,16 +78,6 @@ def assert_complete(ec: EdgecacheProcess, repository: str, tag: str) -> str:
             if kind == "manifests":
                 pending.append(json.loads(got.body))
     return "sha256:" + hashlib.sha256(top.body).hexdigest()
-
-
-@pytest.fixture
-def dockerds() -> Iterator[list[Dockerd]]:
-    started: list[Dockerd] = []
-    try:
-        yield started
-    finally:
-        for daemon in started:
-            daemon.close()
 
 
 def test_skopeo_copy_into_a_local_repository_then_containerd_pulls_it(

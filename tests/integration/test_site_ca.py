@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import trustme
 
 from tests.integration.test_tls import client_config, mirror_locations, skopeo_copy
+from tests.support.clientconfig import wait_listening
 from tests.support.corpus import HUB, Corpus
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
 from tests.support.registry import DockerRegistry
@@ -34,15 +34,14 @@ def free_port_on(host: str) -> int:
 
 def wait_tls_port(host: str, port: int, ec: EdgecacheProcess, timeout: float = 30.0) -> None:
     """The HTTPS listener starts after the plain one (and after the issuing child): bounded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def running() -> None:
         assert ec.proc.poll() is None, ec.log()[-3000:]
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)  # poll interval of a deadline-bounded readiness wait
-    raise TimeoutError(f"{host}:{port} did not open; log:\n{ec.log()[-3000:]}")
+
+    try:
+        wait_listening(host, port, timeout, check=running)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; log:\n{ec.log()[-3000:]}") from exc
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +30,14 @@ def client_config(config: Path, out: Path, *addresses: str) -> list[Path]:
             for line in stdout.splitlines() if line.startswith("wrote ")]
 
 
-def wait_listening(host: str, port: int, timeout: float = 15.0) -> None:
-    """Bounded wait until host:port (IPv4 or IPv6) accepts TCP connections."""
+def wait_listening(host: str, port: int, timeout: float = 15.0,
+                   check: Callable[[], None] | None = None) -> None:
+    """Bounded wait until host:port (IPv4 or IPv6) accepts TCP connections; `check` is called
+    each round (it asserts what must hold meanwhile: the server process still runs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if check is not None:
+            check()
         try:
             with socket.create_connection((host, port), timeout=1):
                 return

@@ -31,7 +31,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 PROBE = "zz-probe"
 WILD = "*"  # an entry of a mapping keyed by the operator (upstream names)
 # dataclass fields that are not keys of the file
-NOT_KEYS = {("upstreams", WILD, "name"), ("cluster", "self_url"),  # `self:`
+NOT_KEYS = {("upstreams", WILD, "name"), ("cluster", "self_url"),  # `cluster.self`
             ("cluster", "listen")}  # `listen.peer`
 # dataclasses whose fields are keys of the section above them with a prefix (`local.gc_grace`)
 PREFIXED = {("local", "gc"): "gc_"}

@@ -48,13 +48,14 @@ UPSTREAM = "fake.test"
 MiB = 1 << 20
 
 
-def make_config(root: Path, upstream_url: str) -> Config:
+def make_config(root: Path, upstream_url: str, tag_ttl: str | None = None) -> Config:
     return config_mod.from_mapping({
         "listen": {"http": f"127.0.0.1:{free_port()}", "https": None},
         "storage": {"path": str(root)},
         "upstreams": {UPSTREAM: {"url": upstream_url}},
         "default_upstream": UPSTREAM,
         "metrics": {"listen": None},
+        **({"cache": {"tag_ttl": tag_ttl}} if tag_ttl else {}),
     })
 
 

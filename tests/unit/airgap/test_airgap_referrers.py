@@ -11,32 +11,20 @@ from pathlib import Path
 
 from pytest_aiohttp import AiohttpClient
 
-from edgecache import config as config_mod
 from edgecache.airgap.export import export
 from edgecache.airgap.importer import import_bundle
 from edgecache.airgap.progress import Progress
 from edgecache.airgap.warm import warm
 from edgecache.app import build_app
-from edgecache.config import Config
 from edgecache.metrics import Metrics
 from tests.fakes.registry import FakeRegistry
 from tests.support.artifacts import SBOM, SIGNATURE, descriptor, make_artifact
 from tests.support.images import make_image, make_layer
 from tests.support.registry import free_port
+from tests.unit.airgap.test_airgap_bundle import UPSTREAM, make_config
 
-UPSTREAM = "fake.test"
 REPO = "team/signed"
 
-
-def make_config(root: Path, upstream_url: str) -> Config:
-    return config_mod.from_mapping({
-        "listen": {"http": f"127.0.0.1:{free_port()}", "https": None},
-        "storage": {"path": str(root)},
-        "upstreams": {UPSTREAM: {"url": upstream_url}},
-        "default_upstream": UPSTREAM,
-        "cache": {"tag_ttl": "0s"},
-        "metrics": {"listen": None},
-    })
 
 
 def quiet() -> Progress:
@@ -53,7 +41,7 @@ async def test_an_oci_upstreams_referrers_cross_the_air_gap(
     for artifact in artifacts:
         fake.add_image(REPO, artifact, tags=())
         fake.add_referrer(REPO, image.digest, descriptor(artifact))
-    config_a = make_config(tmp_path / "a", fake.url)
+    config_a = make_config(tmp_path / "a", fake.url, tag_ttl="0s")
     report = await warm(config_a, [f"{UPSTREAM}/{REPO}:1"], quiet())
     assert not report.failed
     bundle = tmp_path / "bundle.tar.zst"
@@ -61,7 +49,8 @@ async def test_an_oci_upstreams_referrers_cross_the_air_gap(
     schema_name = f"{UPSTREAM}/{REPO}:sha256-{image.digest[7:]}"
     assert [i.root.name for i in exported.items] == [f"{UPSTREAM}/{REPO}:1", schema_name]
 
-    config_b = make_config(tmp_path / "b", f"http://127.0.0.1:{free_port()}")  # unreachable
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    config_b = make_config(tmp_path / "b", unreachable, tag_ttl="0s")
     assert (await import_bundle(config_b, str(bundle), quiet())).warnings == []
     client = await aiohttp_client(build_app(config_b, Metrics()))
     async with client.get(f"/v2/{REPO}/referrers/{image.digest}",
