@@ -32,6 +32,7 @@ from edgecache.errors import (
     DigestMismatch,
     ManifestUnknown,
     StorageError,
+    UpstreamBadResponse,
     UpstreamUnavailable,
 )
 from edgecache.oci import Digest, manifest_children, manifest_media_type
@@ -82,7 +83,10 @@ class LocalCopies:
         newest: tuple[float, Digest] | None = None
         for _, asked in await self._site.holders(target, "manifests", target.reference):
             at = asked.info.checked_at
-            digest = parse_upstream_digest(self.registry, asked.info.digest)
+            try:
+                digest = parse_upstream_digest(self.registry, asked.info.digest)
+            except UpstreamBadResponse:  # that peer's answer is no evidence: the others' are
+                continue
             if at is not None and digest is not None and (newest is None or at > newest[0]):
                 newest = (at, digest)
         if newest is None or (mine is not None and mine >= newest[0]):
