@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from edgecache.cluster.proof import HEADER, PeerProof
 from tests.integration.test_cluster import Site, site_of  # noqa: F401 - the fixture
 from tests.integration.test_push import MANIFEST_ACCEPT, assert_complete
 from tests.support.containerd import Containerd, write_hosts
@@ -71,6 +72,14 @@ def test_pushed_into_one_node_pulls_through_the_others_and_outlives_it(
                     headers={"Accept": MANIFEST_ACCEPT})
     assert missing.status == 404, missing.body[:300]
     assert json.loads(missing.body)["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+    # a peer's `local` question is answered from that node's store alone, never forwarded
+    only_elsewhere = sorted(set(c.stored_blobs()) - set(b.stored_blobs()))
+    assert only_elsewhere  # the other platform's parts: C copied them, B did not
+    path = f"/v2/team/multi/blobs/{only_elsewhere[0]}?ns={LOCAL}"
+    proof = PeerProof(site.secret.read_text().strip().encode())
+    asked = fetch(b.url + path, headers={HEADER: proof.sign("GET", path, "local")})
+    assert asked.status == 404 and only_elsewhere[0] not in b.stored_blobs()
 
     a.close()  # by PID: the node the image was pushed to is gone
     containerd.remove_images(ref)
