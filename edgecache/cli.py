@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ca_pem(config: Config) -> bytes | None:
     """The CA clients must trust: ours when self-managed, none for operator certificates."""
-    from edgecache.siteca import certificate_names
-    from edgecache.tls import ensure_self_managed
+    from edgecache.tls.server import ensure_self_managed
+    from edgecache.tls.site import certificate_names
 
     if config.tls.cert_file:
         return None

@@ -50,7 +50,7 @@ class TlsConfig:
     key_file: str = ""
     extra_names: tuple[str, ...] = ()
     client_ca_file: str = ""  # set: clients must present a certificate signed by it (mTLS)
-    ca_cert_file: str = ""  # a site CA (edgecache/siteca.py): each node issues its own from it
+    ca_cert_file: str = ""  # a site CA (edgecache/tls/site.py): each node issues its own from it
     ca_key_file: str = ""
 
 

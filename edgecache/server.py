@@ -36,7 +36,7 @@ from edgecache.web.observability import access_logger_for, metrics_app
 from edgecache.web.status import add_status_routes
 
 if TYPE_CHECKING:  # imported only when HTTPS is configured
-    from edgecache.tls import ServerTls
+    from edgecache.tls.server import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ Reload = Callable[[], Coroutine[Any, Any, None]]
 def server_tls(config: Config) -> ServerTls | None:
     if not config.listen.https:
         return None
-    from edgecache.siteca import certificate_names
-    from edgecache.tls import ServerTls
+    from edgecache.tls.server import ServerTls
+    from edgecache.tls.site import certificate_names
     return ServerTls(config.tls.cert_file, config.tls.key_file, certificate_names(config),
                      config.storage.path / "tls", config.tls.client_ca_file,
                      (config.tls.ca_cert_file, config.tls.ca_key_file))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from edgecache.config import Config, parse_hostport
 from edgecache.configvalues import show, valid_host
 from edgecache.errors import ConfigError
-from edgecache.tls import host_names
+from edgecache.tls.server import host_names
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,10 +72,10 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def edgecache() -> list[str]:
     """`edgecache` as uid 10001 can run it, children included (the certificate issuer is
-    `sys.executable -m edgecache.ca`): this interpreter, or the system's of the same version."""
+    `sys.executable -m edgecache.tls.ca`): this interpreter, or the system's of the same version."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     probe = ("import subprocess, sys, edgecache.app, uvloop; "
-             "subprocess.run([sys.executable, '-c', 'import edgecache.ca'], check=True)")
+             "subprocess.run([sys.executable, '-c', 'import edgecache.tls.ca'], check=True)")
     for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
         if os.access(python, os.X_OK) and run(as_uid([python, "-c", probe])).returncode == 0:
             return [python, "-m", "edgecache"]

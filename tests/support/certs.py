@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edgecache.tls import host_names
+from edgecache.tls.server import host_names
 
 
 def issue_server_cert(directory: Path, extra_names: tuple[str, ...],

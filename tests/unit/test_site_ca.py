@@ -1,4 +1,4 @@
-"""A site CA (`tls.ca_cert_file` / `tls.ca_key_file`, edgecache/siteca.py), on real files: the
+"""A site CA (`tls.ca_cert_file` / `tls.ca_key_file`, edgecache/tls/site.py), on real files: the
 config's one-line problems, the node's own certificate from it, and when it is re-issued.
 
 The site CAs are trustme's (EC by default, RSA where the key type matters): made by another
@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 from edgecache import cli
 from edgecache.config import load
 from edgecache.errors import ConfigError
-from edgecache.siteca import certificate_names, ensure_site_issued
-from edgecache.tls import ServerTls, ensure_self_managed
+from edgecache.tls.server import ServerTls, ensure_self_managed
+from edgecache.tls.site import certificate_names, ensure_site_issued
 from tests.unit.test_tls import handshake, load_cert, sans
 
 SITE_NAMES = ("registry.site.test", "192.0.2.10")  # the site's name and virtual IP
@@ -202,7 +202,7 @@ def test_an_expired_site_ca_is_one_config_error(tmp_path: Path) -> None:
 
 def test_the_serving_side_never_imports_cryptography_with_a_site_ca(tmp_path: Path) -> None:
     cert, key = write_ca(tmp_path, trustme.CA())
-    code = ("import sys; from pathlib import Path; from edgecache.tls import ServerTls\n"
+    code = ("import sys; from pathlib import Path; from edgecache.tls.server import ServerTls\n"
             f"tls = ServerTls('', '', {SITE_NAMES!r}, Path({str(tmp_path / 'tls')!r}), '',"
             f" ({str(cert)!r}, {str(key)!r}))\n"
             "tls.apply(tls.resolve())\n"

@@ -1,4 +1,4 @@
-"""The self-managed CA and server certificate (edgecache/tls.py), on real files.
+"""The self-managed CA and server certificate (edgecache/tls/server.py), on real files.
 
 Everything is checked with `cryptography` against what `ensure_self_managed` wrote: the key
 files' modes, the chain, the SANs, and when (and only when) a new server certificate is issued.
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgecache.errors import ConfigError
-from edgecache.tls import RENEW_BEFORE, ServerTls, ensure_self_managed
+from edgecache.tls.server import RENEW_BEFORE, ServerTls, ensure_self_managed
 from tests.support.certs import issue_server_cert
 
 EXTRA = ("mirror.edge.test", "192.0.2.77")
@@ -219,8 +219,8 @@ def test_a_failed_reload_keeps_serving_the_current_certificate(tmp_path: Path) -
 def test_the_serving_side_never_imports_cryptography(tmp_path: Path) -> None:
     """cryptography costs ~9 MiB of RSS for the life of a process: the listener's side
     (ServerTls: first issue, then the record's fast path, then a reload) must leave it to the
-    short-lived `python -m edgecache.ca` child."""
-    code = ("import sys; from pathlib import Path; from edgecache.tls import ServerTls\n"
+    short-lived `python -m edgecache.tls.ca` child."""
+    code = ("import sys; from pathlib import Path; from edgecache.tls.server import ServerTls\n"
             f"tls = ServerTls('', '', {EXTRA!r}, Path({str(tmp_path / 'tls')!r}))\n"
             "tls.apply(tls.resolve())\n"
             "again = ServerTls('', '', (), tls.files.cert.parent); again.apply(again.resolve())\n"

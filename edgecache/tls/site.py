@@ -3,7 +3,7 @@ issues its own server certificate, so that one `ca.crt` trusts every node.
 
 Each node's certificate carries what a self-managed one carries (its host names, every address
 of the host, `tls.extra_names`: the site's names and virtual IP); only the issuer differs. The
-issue itself is `edgecache/ca.py`'s, in the same short-lived child as the self-managed CA, so the
+issue itself is `tls/ca.py`'s, in the same short-lived child as the self-managed CA, so the
 server never imports `cryptography`. The node's certificate and its record live in
 `storage.path/tls/site/`, apart from the self-managed CA's files: switching a node to the site CA
 and back never destroys the CA its clients already trust. The record hashes the site CA's
@@ -24,7 +24,7 @@ from typing import Any
 from edgecache import configfields as fields
 from edgecache.config import Config
 from edgecache.configvalues import Problems, parse_hostport
-from edgecache.tls import TlsFiles, ensure_issued, host_names
+from edgecache.tls.server import TlsFiles, ensure_issued, host_names
 
 SITE_CA_KEYS = frozenset({"ca_cert_file", "ca_key_file"})
 SUBDIRECTORY = "site"

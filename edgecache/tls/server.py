@@ -4,13 +4,13 @@ When the operator gives no certificate, edgecache keeps its own CA under `storag
 (key mode 0600) and issues a server certificate whose SANs hold `localhost`, 127.0.0.1, ::1,
 every address of the host, its host names and `tls.extra_names`: the fix for the "x509: cannot
 validate certificate for <ip> because it doesn't contain any IP SANs" that NodePort mirrors are
-known for. (With a site CA the same certificate comes from the operator's CA: siteca.py.)
+known for. (With a site CA the same certificate comes from the operator's CA: tls/site.py.)
 The certificate is re-issued from the same CA when the address set changes (checked
 at start and on SIGHUP) or when it nears expiry. Reloading swaps the chain in the live
 `SSLContext`: new handshakes get the new certificate, open connections carry on.
 
 This module needs only the standard library: issuing and the thorough check of a
-certificate are `edgecache/ca.py`'s, run in a child process only when the record it leaves
+certificate are `edgecache/tls/ca.py`'s, run in a child process only when the record it leaves
 (`server.json`) does not vouch for the files on disk; see `ensure_self_managed`.
 """
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 RENEW_BEFORE = datetime.timedelta(days=30)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-RECORD = "server.json"  # what edgecache/ca.py last found good: see _record_vouches
+RECORD = "server.json"  # what edgecache/tls/ca.py last found good: see _record_vouches
 RECORDED = ("ca.crt", "server.crt", "server.key")
 CA_TIMEOUT = 120.0  # python + cryptography start and one EC signature: seconds on a slow node
 
@@ -108,7 +108,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-SiteCa = tuple[Path, Path] | None  # a site CA's certificate and key (edgecache/siteca.py)
+SiteCa = tuple[Path, Path] | None  # a site CA's certificate and key (edgecache/tls/site.py)
 
 
 def recorded(directory: Path, site: SiteCa = None) -> dict[str, Path]:
@@ -121,7 +121,7 @@ def recorded(directory: Path, site: SiteCa = None) -> dict[str, Path]:
 
 def write_record(directory: Path, dns: set[str], ips: set[IPAddress],
                  not_after: datetime.datetime, site: SiteCa = None) -> None:
-    """After a slow check or an issue (edgecache/ca.py): which files were found good, for which
+    """After a slow check or an issue (edgecache/tls/ca.py): which files were found good, for which
     SANs, until when. Hashes tie the record to the very bytes checked: any other file (an
     operator's copy, a test's, a half-finished issue) makes the record void."""
     record = {"dns": sorted(dns), "ips": [str(ip) for ip in sorted_ips(ips)],
@@ -152,7 +152,7 @@ def _record_vouches(directory: Path, dns: set[str], ips: set[IPAddress],
 def ensure_self_managed(directory: Path, extra_names: tuple[str, ...]) -> TlsFiles:
     """The CA (created once) and a server certificate covering this host's current names.
 
-    Usually the record vouches for the files; otherwise `python -m edgecache.ca` checks them
+    Usually the record vouches for the files; otherwise `python -m edgecache.tls.ca` checks them
     with `cryptography` and re-issues what it must, in a child process, so that the ~9 MiB
     `cryptography` costs never stay in the server."""
     dns, ips = host_names(extra_names)
@@ -172,7 +172,7 @@ def _run_ca(directory: Path, dns: set[str], ips: set[IPAddress], site: SiteCa) -
     wanted = json.dumps({"dns": sorted(dns), "ips": [str(ip) for ip in sorted_ips(ips)],
                          **({"ca": [str(path) for path in site]} if site else {})})
     try:
-        done = subprocess.run([sys.executable, "-m", "edgecache.ca", str(directory)],
+        done = subprocess.run([sys.executable, "-m", "edgecache.tls.ca", str(directory)],
                               input=wanted, capture_output=True, text=True, env=child_env(),
                               timeout=CA_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -242,7 +242,7 @@ class ServerTls:
         if self._cert_file:
             return TlsFiles(Path(self._cert_file), Path(self._key_file), None)
         if self._site_ca[0]:
-            from edgecache.siteca import ensure_site_issued
+            from edgecache.tls.site import ensure_site_issued
 
             return ensure_site_issued(self._directory, *self._site_ca, self._extra_names)
         return ensure_self_managed(self._directory, self._extra_names)

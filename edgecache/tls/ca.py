@@ -1,12 +1,12 @@
 """The local CA and the server certificate it issues: the only module that imports `cryptography`.
-With a site CA (`tls.ca_cert_file`, edgecache/siteca.py) the issuer is the operator's CA instead,
+With a site CA (`tls.ca_cert_file`, edgecache/tls/site.py) the issuer is the operator's CA instead,
 checked here the slow way and never written.
 
 `cryptography` costs ~9 MiB of RSS for as long as a process has imported it, and a server needs
 it only on the rare occasions a certificate is checked the slow way or (re)issued. So the server
 never imports this module: `tls.ensure_self_managed` first asks the record (`server.json`, see
 `tls.py`) written here, and only when it does not vouch for the files on disk runs
-`python -m edgecache.ca DIR` as a short-lived child, the wanted SANs as JSON on stdin. The child
+`python -m edgecache.tls.ca DIR` as a short-lived child, the wanted SANs as JSON on stdin. The child
 writes key, certificate and record each by atomic rename, in that order, and the server loads the
 chain only after the child exited 0: it never sees a half-written pair.
 """
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgecache.errors import ConfigError
-from edgecache.tls import (
+from edgecache.tls.server import (
     RENEW_BEFORE,
     IPAddress,
     SiteCa,
@@ -178,7 +178,7 @@ def ensure(directory: Path, dns: set[str], ips: set[IPAddress], site: SiteCa = N
     """The CA (created once) and a server certificate for exactly these SANs, checked the slow
     way (signature, issuer, key match, expiry) and re-issued unless all hold; then the record
     that lets the server skip this next time. What was done, for the caller to log. With
-    `site` the CA is the operator's (edgecache/siteca.py), never created here."""
+    `site` the CA is the operator's (edgecache/tls/site.py), never created here."""
     ca_cert: x509.Certificate
     ca_key: CertificateIssuerPrivateKeyTypes
     if site is None:
@@ -196,11 +196,11 @@ def ensure(directory: Path, dns: set[str], ips: set[IPAddress], site: SiteCa = N
 
 
 def main(argv: list[str]) -> int:
-    """`python -m edgecache.ca DIR` with {"dns": [...], "ips": [...]} on stdin (and "ca":
+    """`python -m edgecache.tls.ca DIR` with {"dns": [...], "ips": [...]} on stdin (and "ca":
     [cert, key] for a site CA); prints what was
     done as JSON; exit 2 with a one-line message on stderr if it cannot."""
     if len(argv) != 1:
-        print("usage: python -m edgecache.ca DIR < {\"dns\": [...], \"ips\": [...]}",
+        print("usage: python -m edgecache.tls.ca DIR < {\"dns\": [...], \"ips\": [...]}",
               file=sys.stderr)
         return 2
     try:
