@@ -15,7 +15,7 @@ from prometheus_client import Gauge
 
 from edgecache.config import Config, Size, parse_hostport
 from edgecache.metrics import Metrics
-from edgecache.usage import human
+from edgecache.units import human
 
 log = logging.getLogger("edgecache")
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, TextIO
 from edgecache.airgap.progress import Progress, table
 from edgecache.config import Config
 from edgecache.storage.images import Image, Images
-from edgecache.usage import human, image_document, usage_report, when
+from edgecache.units import human, when
+from edgecache.usage import image_document, usage_report
 
 if TYPE_CHECKING:  # app imports aiohttp: only when a command runs
     from edgecache.app import Storage

@@ -23,7 +23,7 @@ from edgecache.airgap.progress import short_digest, table
 from edgecache.config import Config, parse_hostport
 from edgecache.errors import EdgecacheError
 from edgecache.imagerefs import reference_problem
-from edgecache.usage import human
+from edgecache.units import human
 
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
 

@@ -7,22 +7,12 @@ images, and `local` in all (tagged or not)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from edgecache.storage.images import Image, Images, reading
 from edgecache.storage.index import Index
 from edgecache.storage.quota import Quota
-
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human(size: float) -> str:
-    for unit in _UNITS:
-        if abs(size) < 1024 or unit == _UNITS[-1]:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+from edgecache.units import human, iso
 
 
 @dataclass(frozen=True)
@@ -72,18 +62,6 @@ def image_document(image: Image) -> dict[str, Any]:
     return {"image": image.name, "upstream": image.upstream, "repository": image.repository,
             "tag": image.tag, "digest": image.digest, "bytes": image.size,
             "last_use": iso(image.last_use), "pinned": image.pinned, "local": image.local}
-
-
-def iso(when: float | None) -> str | None:
-    if when is None:
-        return None
-    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def when(moment: float | None) -> str:
-    """A last use for a person: UTC to the minute."""
-    text = iso(moment)
-    return text[:16].replace("T", " ") if text else "-"
 
 
 def usage_report(index: Index, quota: Quota, pins: tuple[str, ...],

@@ -61,7 +61,7 @@ from edgecache.storage import pins as runtime_pins
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
-from edgecache.usage import human
+from edgecache.units import human
 
 COPY_BUFSIZE = tarfile.RECORDSIZE  # tarfile copies its whole buffer on every write: small
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from edgecache.airgap.progress import plural, short_digest, table
 from edgecache.airgap.reference import TagTarget
-from edgecache.usage import human
+from edgecache.units import human
 
 
 @dataclass

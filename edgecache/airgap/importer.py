@@ -45,7 +45,7 @@ from edgecache.oci import MANIFEST_LIMIT, Digest
 from edgecache.storage.index import Index
 from edgecache.storage.quota import DiskUsage, Quota, disk_usage
 from edgecache.storage.store import Record, Store
-from edgecache.usage import human
+from edgecache.units import human
 
 MAX_DEPTH = 4  # index → index → manifest is already unusual
 

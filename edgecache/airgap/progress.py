@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from edgecache.usage import human
+from edgecache.units import human
 
 TTY_INTERVAL = 0.2
 PLAIN_INTERVAL = 5.0

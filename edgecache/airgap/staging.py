@@ -26,7 +26,7 @@ from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
 from edgecache.storage.quota import disk_usage
 from edgecache.storage.schema import UNKNOWN_OWNER
-from edgecache.usage import human
+from edgecache.units import human
 
 MAX_MEMBERS = 100_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgecache.airgap.progress import plural, short_digest, table
-from edgecache.usage import human
+from edgecache.units import human
 
 
 @dataclass

@@ -17,7 +17,7 @@ from edgecache.configvalues import parse_duration
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.storage import gc
 from edgecache.storage.layout import Layout
-from edgecache.usage import human
+from edgecache.units import human
 
 
 def gc_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
