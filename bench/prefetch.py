@@ -9,7 +9,9 @@ alternated run by run (the order rotates every repetition):
 - direct: containerd pulls from the relay (the upstream over the WAN);
 - edgecache: containerd pulls through a cold edgecache on loopback (the site's LAN), whose
   upstream is the relay; `prefetch.layers` off (the default);
-- prefetch: the same with `prefetch.layers: true`.
+- prefetch: the same with `prefetch.layers: true`;
+- held: right after each edgecache run, the same pull again from that edgecache, which now holds
+  everything (nothing crosses the WAN): what a pull costs here besides the link (ctr, unpack).
 Measured: the wall time of `ctr images pull` (with unpack), the image removed and garbage
 collected between runs. Results: the medians and their ratios, printed and written to
 bench/results/prefetch-<date>.md. Every process is stopped by PID; every wait is bounded.
@@ -161,7 +163,7 @@ def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containe
         flow_rate: float | None) -> dict[str, list[float]]:
     link = WanLink(registry.port, flow_rate)
     kinds = ["direct", "edgecache", "prefetch"]
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    times: dict[str, list[float]] = {kind: [] for kind in [*kinds, "held"]}
     try:
         for rep in range(reps):
             for kind in kinds[rep % 3:] + kinds[:rep % 3]:
@@ -176,6 +178,8 @@ def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containe
                 write_hosts(hosts, "docker.io", edge.url if edge else link.url)
                 try:
                     times[kind].append(timed_pull(containerd, hosts))
+                    if kind == "edgecache":
+                        times["held"].append(timed_pull(containerd, hosts))
                 finally:
                     if edge is not None:
                         edge.close()
@@ -216,6 +220,9 @@ def report(title: str, times: dict[str, list[float]]) -> list[str]:
         f"- prefetch / direct: {med['prefetch'] / med['direct']:.2f}x",
         f"- edgecache without / direct: {med['edgecache'] / med['direct']:.2f}x",
         f"- the link's floor (bytes / rate): {sum(LAYERS) / RATE:.2f}s",
+        f"- over the WAN (median minus held): direct {med['direct'] - med['held']:.2f}s, "
+        f"edgecache {med['edgecache'] - med['held']:.2f}s, "
+        f"prefetch {med['prefetch'] - med['held']:.2f}s",
     ]
     return lines
 
@@ -223,6 +230,8 @@ def report(title: str, times: dict[str, list[float]]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out", type=Path, help="the results file (default: "
+                        "bench/results/prefetch-<date>.md)")
     args = parser.parse_args()
     reps = max(1, args.reps)
     lines = header(reps)
@@ -244,7 +253,8 @@ def main() -> int:
             registry.close()
     text = "\n".join(lines) + "\n"
     print(text)
-    out = ROOT / "bench" / "results" / f"prefetch-{datetime.date.today().isoformat()}.md"
+    out = args.out or ROOT / "bench" / "results" / \
+        f"prefetch-{datetime.date.today().isoformat()}.md"
     out.write_text(text)
     print(f"written to {out}")
     return 0
