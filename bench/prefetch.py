@@ -45,6 +45,7 @@ RATE = 200e6 / 8  # bytes per second
 ONE_WAY = 0.025  # seconds
 FLOW_RATE = 50e6 / 8  # bytes per second per connection, in the second link
 CHUNK = 64 * 1024
+METHODS = (b"GET ", b"HEAD ")
 PULL_TIMEOUT = 300.0
 
 
@@ -64,11 +65,15 @@ class WanLink:
     """A TCP relay to a loopback port: answers share one `RATE` (a link, not per connection),
     optionally also `flow_rate` per connection (a lossy long path bounds each TCP flow: Mathis
     et al., MSS / (RTT * sqrt(loss))), and every piece of data in either direction arrives
-    `ONE_WAY` seconds after it left."""
+    `ONE_WAY` seconds after it left. `request_delay` more on every request (a piece of data
+    to the upstream that begins with an HTTP method): the round trips a real registry adds per
+    request (a redirect to a CDN, its TCP and TLS handshakes), which this one does not."""
 
-    def __init__(self, target_port: int, flow_rate: float | None = None) -> None:
+    def __init__(self, target_port: int, flow_rate: float | None = None,
+                 request_delay: float = 0.0) -> None:
         self._target = target_port
         self._flow_rate = flow_rate
+        self._request_delay = request_delay
         self._loop = asyncio.new_event_loop()
         self._link = _Bucket(RATE)
         self._ready = threading.Event()
@@ -142,7 +147,8 @@ class WanLink:
             while data := await reader.read(CHUNK):
                 if buckets:
                     await self._pace(len(data), buckets)
-                queue.put_nowait((self._loop.time() + ONE_WAY, data))
+                extra = self._request_delay if not buckets and data.startswith(METHODS) else 0
+                queue.put_nowait((self._loop.time() + ONE_WAY + extra, data))
         except OSError:
             pass
         queue.put_nowait((self._loop.time() + ONE_WAY, b""))
@@ -160,8 +166,8 @@ def timed_pull(containerd: Containerd, hosts: Path) -> float:
 
 
 def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containerd,
-        flow_rate: float | None) -> dict[str, list[float]]:
-    link = WanLink(registry.port, flow_rate)
+        flow_rate: float | None, request_delay: float) -> dict[str, list[float]]:
+    link = WanLink(registry.port, flow_rate, request_delay)
     kinds = ["direct", "edgecache", "prefetch"]
     times: dict[str, list[float]] = {kind: [] for kind in [*kinds, "held"]}
     try:
@@ -189,19 +195,20 @@ def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containe
     return times
 
 
-def header(reps: int) -> list[str]:
+def header(reps: int, rtts: int) -> list[str]:
     return [
         f"# Layer prefetch: a cold `ctr images pull` behind 200 Mbit/s, 50 ms "
         f"({datetime.date.today().isoformat()})",
         "",
-        f"`python bench/prefetch.py --reps {reps}` on {platform.node()} "
+        f"`python bench/prefetch.py --reps {reps} --request-rtts {rtts}` on {platform.node()} "
         f"({platform.machine()}); image: 10 layers, {sum(LAYERS) / MiB:.0f} MiB, random bytes; "
         "the link: one relay, 200 Mbit/s shared by every connection, 25 ms each way; "
         "edgecache on loopback (the LAN), cold each run; containerd 1.6's default of 3 "
         "downloads at a time; runs alternated, order rotated per repetition. Two links: "
         "the rate shared only (an ideal link: any one connection can fill it), and also "
         f"{FLOW_RATE * 8 / 1e6:.0f} Mbit/s per connection (a lossy long path bounds each TCP "
-        "flow).",
+        f"flow). Each request costs {rtts} round trip(s) before its answer"
+        f"{' (the extra ones: a redirect to a CDN, its handshakes)' if rtts > 1 else ''}.",
     ]
 
 
@@ -230,11 +237,15 @@ def report(title: str, times: dict[str, list[float]]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--request-rtts", type=int, default=1,
+                        help="round trips each request costs (3: a redirect to a CDN on a new "
+                        "connection); default 1")
     parser.add_argument("--out", type=Path, help="the results file (default: "
                         "bench/results/prefetch-<date>.md)")
     args = parser.parse_args()
     reps = max(1, args.reps)
-    lines = header(reps)
+    lines = header(reps, args.request_rtts)
+    request_delay = max(0, args.request_rtts - 1) * 2 * ONE_WAY
     with tempfile.TemporaryDirectory(prefix="ec-prefetch-") as tmp:
         workdir = Path(tmp)
         registry = DockerRegistry(workdir / "registry")
@@ -247,7 +258,7 @@ def main() -> int:
                                  FLOW_RATE)):
                 print(title, flush=True)
                 lines += report(title, run(reps, workdir / title[:8].replace(" ", "-"),
-                                           registry, containerd, flow))
+                                           registry, containerd, flow, request_delay))
         finally:
             containerd.close()
             registry.close()
