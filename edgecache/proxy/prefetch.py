@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edgecache.errors import EdgecacheError, NotFound
 from edgecache.oci import DOCKER_MANIFEST, OCI_MANIFEST, Digest, manifest_document
@@ -81,7 +81,7 @@ class _Image:
     repository: str
     lookups: Lookups
     blobs: list[Digest]
-    pending: list[Digest] = field(default_factory=list)
+    pending: list[Digest]
 
 
 class LayerPrefetch:
@@ -122,6 +122,7 @@ class LayerPrefetch:
         return self._fills.in_flight - before
 
     async def close(self) -> None:
+        """At shutdown, before the fills close: no schedule starts a download after that."""
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
@@ -129,8 +130,11 @@ class LayerPrefetch:
 
     async def _follow(self, image: _Image) -> None:
         """Each time one of the image's downloads ends, the next; until none is left."""
-        while running := self._top_up(image):
-            await _first_end(running)
+        try:
+            while running := self._top_up(image):
+                await _first_end(running)
+        except Exception:  # a task's guard: a defect ends this schedule, logged, not unheard
+            log.exception("layer prefetch of %s stopped", image.repository)
 
     def _top_up(self, image: _Image) -> list[Fill]:
         """Start pending blobs in order until `width` of the image's blobs download (a slot
