@@ -11,7 +11,8 @@ alternated run by run (the order rotates every repetition):
   upstream is the relay; `prefetch.layers` off (the default);
 - prefetch: the same with `prefetch.layers: true`;
 - held: right after each edgecache run, the same pull again from that edgecache, which now holds
-  everything (nothing crosses the WAN): what a pull costs here besides the link (ctr, unpack).
+  everything (at most the tag's HEAD crosses the WAN): what a pull costs besides the link.
+`--client-downloads 3` (the default) bounds ctr as kubelet's and Docker's pulls are bounded.
 Measured: the wall time of `ctr images pull` (with unpack), the image removed and garbage
 collected between runs. Results: the medians and their ratios, printed and written to
 bench/results/prefetch-<date>.md. Every process is stopped by PID; every wait is bounded.
@@ -155,10 +156,13 @@ class WanLink:
         await delivery
 
 
-def timed_pull(containerd: Containerd, hosts: Path) -> float:
+def timed_pull(containerd: Containerd, hosts: Path, downloads: int) -> float:
+    """`downloads` at a time: ctr's own default is 0 (no bound: every blob at once); the CRI
+    plugin that kubelet pulls through (`max_concurrent_downloads`) and Docker default to 3."""
     started = time.monotonic()
     containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--snapshotter",
                    containerd.snapshotter, "--platform", "linux/amd64",
+                   "--max-concurrent-downloads", str(downloads),
                    "docker.io/library/bench:1", timeout=PULL_TIMEOUT)
     seconds = time.monotonic() - started
     containerd.remove_images("docker.io/library/bench:1")
@@ -166,7 +170,8 @@ def timed_pull(containerd: Containerd, hosts: Path) -> float:
 
 
 def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containerd,
-        flow_rate: float | None, request_delay: float) -> dict[str, list[float]]:
+        flow_rate: float | None, request_delay: float, downloads: int
+        ) -> dict[str, list[float]]:
     link = WanLink(registry.port, flow_rate, request_delay)
     kinds = ["direct", "edgecache", "prefetch"]
     times: dict[str, list[float]] = {kind: [] for kind in [*kinds, "held"]}
@@ -183,9 +188,9 @@ def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containe
                                             default_upstream="docker.io", extra=extra)
                 write_hosts(hosts, "docker.io", edge.url if edge else link.url)
                 try:
-                    times[kind].append(timed_pull(containerd, hosts))
+                    times[kind].append(timed_pull(containerd, hosts, downloads))
                     if kind == "edgecache":
-                        times["held"].append(timed_pull(containerd, hosts))
+                        times["held"].append(timed_pull(containerd, hosts, downloads))
                 finally:
                     if edge is not None:
                         edge.close()
@@ -195,16 +200,18 @@ def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containe
     return times
 
 
-def header(reps: int, rtts: int) -> list[str]:
+def header(reps: int, rtts: int, downloads: int) -> list[str]:
     return [
         f"# Layer prefetch: a cold `ctr images pull` behind 200 Mbit/s, 50 ms "
         f"({datetime.date.today().isoformat()})",
         "",
-        f"`python bench/prefetch.py --reps {reps} --request-rtts {rtts}` on {platform.node()} "
+        f"`python bench/prefetch.py --reps {reps} --request-rtts {rtts} --client-downloads "
+        f"{downloads}` on {platform.node()} "
         f"({platform.machine()}); image: 10 layers, {sum(LAYERS) / MiB:.0f} MiB, random bytes; "
         "the link: one relay, 200 Mbit/s shared by every connection, 25 ms each way; "
-        "edgecache on loopback (the LAN), cold each run; containerd 1.6's default of 3 "
-        "downloads at a time; runs alternated, order rotated per repetition. Two links: "
+        "edgecache on loopback (the LAN), cold each run; containerd 1.6 (`ctr`) taking "
+        f"{downloads or 'every'} blob(s) at a time (the CRI plugin's and Docker's default: 3; "
+        "ctr's own: no bound); runs alternated, order rotated per repetition. Two links: "
         "the rate shared only (an ideal link: any one connection can fill it), and also "
         f"{FLOW_RATE * 8 / 1e6:.0f} Mbit/s per connection (a lossy long path bounds each TCP "
         f"flow). Each request costs {rtts} round trip(s) before its answer"
@@ -240,11 +247,14 @@ def main() -> int:
     parser.add_argument("--request-rtts", type=int, default=1,
                         help="round trips each request costs (3: a redirect to a CDN on a new "
                         "connection); default 1")
+    parser.add_argument("--client-downloads", type=int, default=3,
+                        help="blobs ctr fetches at a time (0: every blob at once, ctr's own "
+                        "default); default 3, as kubelet's and Docker's pulls")
     parser.add_argument("--out", type=Path, help="the results file (default: "
                         "bench/results/prefetch-<date>.md)")
     args = parser.parse_args()
     reps = max(1, args.reps)
-    lines = header(reps, args.request_rtts)
+    lines = header(reps, args.request_rtts, max(0, args.client_downloads))
     request_delay = max(0, args.request_rtts - 1) * 2 * ONE_WAY
     with tempfile.TemporaryDirectory(prefix="ec-prefetch-") as tmp:
         workdir = Path(tmp)
@@ -258,7 +268,8 @@ def main() -> int:
                                  FLOW_RATE)):
                 print(title, flush=True)
                 lines += report(title, run(reps, workdir / title[:8].replace(" ", "-"),
-                                           registry, containerd, flow, request_delay))
+                                           registry, containerd, flow, request_delay,
+                                           max(0, args.client_downloads)))
         finally:
             containerd.close()
             registry.close()
