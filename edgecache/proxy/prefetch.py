@@ -8,10 +8,11 @@ platform manifests, whose own first pull prefetches the layers of the platform t
 The schedule (bench/results/prefetch-2026-12-02b.md has the model and the figures): the config
 first (a client reads it before any layer), then the layers largest first, at most `WIDTH` of
 the image's blobs downloading at once (the client's own fills count), the next started as one
-ends. Starting every blob at once was slower (1.15x behind a per-connection bound): the flows
-share the link, so the largest layer, which ends the pull, ran at a fraction of its rate.
-Largest first puts the critical path at the front; a bound one above a client's three keeps it
-at its flow's full rate while the link is shared with few others.
+ends, whatever the client is doing: what it saves is the client's gap between one blob and the
+next (its own work per blob, the next request's round trips). Largest first puts the pull's
+critical path at the front; 4 at a time keeps it at its flow's full rate where each connection
+is bounded (every blob at once shares the link so finely that the largest layer, which ends the
+pull, runs slower: 1.06x in the model).
 
 A blob is started only with a download slot free (`limits.max_downloads`), never queued: a
 prefetch never makes a live pull wait for a slot, nor pushes it into 429. A blob already held,
