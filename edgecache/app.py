@@ -9,9 +9,9 @@ torn down in reverse order:
    janitor;
 shutdown (once requests have ended) cancels and awaits, in order, the janitor, the prefetch
 schedule and pin fetches (`prefetcher.py`, `pinning.py`), password checks, the service's
-flights (tag revalidations, manifest fetches) and downloads (their temporary files are removed);
-then it closes the clients, flushes access times, closes the index and only then marks the
-stop as clean. Every background task has one owner that does this.
+flights (tag revalidations, manifest fetches), layer prefetch schedules and downloads (their
+temporary files are removed); then it closes the clients, flushes access times, closes the
+index and only then marks the stop as clean. Every background task has one owner that does this.
 """
 
 from __future__ import annotations
