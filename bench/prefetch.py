@@ -9,7 +9,10 @@ alternated run by run (the order rotates every repetition):
 - direct: containerd pulls from the relay (the upstream over the WAN);
 - edgecache: containerd pulls through a cold edgecache on loopback (the site's LAN), whose
   upstream is the relay; `prefetch.layers` off (the default);
-- prefetch: the same with `prefetch.layers: true`.
+- prefetch: the same with `prefetch.layers: true`;
+- held: right after each edgecache run, the same pull again from that edgecache, which now holds
+  everything (at most the tag's HEAD crosses the WAN): what a pull costs besides the link.
+`--client-downloads 3` (the default) bounds ctr as kubelet's and Docker's pulls are bounded.
 Measured: the wall time of `ctr images pull` (with unpack), the image removed and garbage
 collected between runs. Results: the medians and their ratios, printed and written to
 bench/results/prefetch-<date>.md. Every process is stopped by PID; every wait is bounded.
@@ -43,6 +46,7 @@ RATE = 200e6 / 8  # bytes per second
 ONE_WAY = 0.025  # seconds
 FLOW_RATE = 50e6 / 8  # bytes per second per connection, in the second link
 CHUNK = 64 * 1024
+METHODS = (b"GET ", b"HEAD ")
 PULL_TIMEOUT = 300.0
 
 
@@ -62,11 +66,15 @@ class WanLink:
     """A TCP relay to a loopback port: answers share one `RATE` (a link, not per connection),
     optionally also `flow_rate` per connection (a lossy long path bounds each TCP flow: Mathis
     et al., MSS / (RTT * sqrt(loss))), and every piece of data in either direction arrives
-    `ONE_WAY` seconds after it left."""
+    `ONE_WAY` seconds after it left. `request_delay` more on every request (a piece of data
+    to the upstream that begins with an HTTP method): the round trips a real registry adds per
+    request (a redirect to a CDN, its TCP and TLS handshakes), which this one does not."""
 
-    def __init__(self, target_port: int, flow_rate: float | None = None) -> None:
+    def __init__(self, target_port: int, flow_rate: float | None = None,
+                 request_delay: float = 0.0) -> None:
         self._target = target_port
         self._flow_rate = flow_rate
+        self._request_delay = request_delay
         self._loop = asyncio.new_event_loop()
         self._link = _Bucket(RATE)
         self._ready = threading.Event()
@@ -140,17 +148,21 @@ class WanLink:
             while data := await reader.read(CHUNK):
                 if buckets:
                     await self._pace(len(data), buckets)
-                queue.put_nowait((self._loop.time() + ONE_WAY, data))
+                extra = self._request_delay if not buckets and data.startswith(METHODS) else 0
+                queue.put_nowait((self._loop.time() + ONE_WAY + extra, data))
         except OSError:
             pass
         queue.put_nowait((self._loop.time() + ONE_WAY, b""))
         await delivery
 
 
-def timed_pull(containerd: Containerd, hosts: Path) -> float:
+def timed_pull(containerd: Containerd, hosts: Path, downloads: int) -> float:
+    """`downloads` at a time: ctr's own default is 0 (no bound: every blob at once); the CRI
+    plugin that kubelet pulls through (`max_concurrent_downloads`) and Docker default to 3."""
     started = time.monotonic()
     containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--snapshotter",
                    containerd.snapshotter, "--platform", "linux/amd64",
+                   "--max-concurrent-downloads", str(downloads),
                    "docker.io/library/bench:1", timeout=PULL_TIMEOUT)
     seconds = time.monotonic() - started
     containerd.remove_images("docker.io/library/bench:1")
@@ -158,10 +170,11 @@ def timed_pull(containerd: Containerd, hosts: Path) -> float:
 
 
 def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containerd,
-        flow_rate: float | None) -> dict[str, list[float]]:
-    link = WanLink(registry.port, flow_rate)
+        flow_rate: float | None, request_delay: float, downloads: int
+        ) -> dict[str, list[float]]:
+    link = WanLink(registry.port, flow_rate, request_delay)
     kinds = ["direct", "edgecache", "prefetch"]
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    times: dict[str, list[float]] = {kind: [] for kind in [*kinds, "held"]}
     try:
         for rep in range(reps):
             for kind in kinds[rep % 3:] + kinds[:rep % 3]:
@@ -175,7 +188,9 @@ def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containe
                                             default_upstream="docker.io", extra=extra)
                 write_hosts(hosts, "docker.io", edge.url if edge else link.url)
                 try:
-                    times[kind].append(timed_pull(containerd, hosts))
+                    times[kind].append(timed_pull(containerd, hosts, downloads))
+                    if kind == "edgecache":
+                        times["held"].append(timed_pull(containerd, hosts, downloads))
                 finally:
                     if edge is not None:
                         edge.close()
@@ -185,19 +200,22 @@ def run(reps: int, workdir: Path, registry: DockerRegistry, containerd: Containe
     return times
 
 
-def header(reps: int) -> list[str]:
+def header(reps: int, rtts: int, downloads: int) -> list[str]:
     return [
         f"# Layer prefetch: a cold `ctr images pull` behind 200 Mbit/s, 50 ms "
         f"({datetime.date.today().isoformat()})",
         "",
-        f"`python bench/prefetch.py --reps {reps}` on {platform.node()} "
+        f"`python bench/prefetch.py --reps {reps} --request-rtts {rtts} --client-downloads "
+        f"{downloads}` on {platform.node()} "
         f"({platform.machine()}); image: 10 layers, {sum(LAYERS) / MiB:.0f} MiB, random bytes; "
         "the link: one relay, 200 Mbit/s shared by every connection, 25 ms each way; "
-        "edgecache on loopback (the LAN), cold each run; containerd 1.6's default of 3 "
-        "downloads at a time; runs alternated, order rotated per repetition. Two links: "
+        "edgecache on loopback (the LAN), cold each run; containerd 1.6 (`ctr`) taking "
+        f"{downloads or 'every'} blob(s) at a time (the CRI plugin's and Docker's default: 3; "
+        "ctr's own: no bound); runs alternated, order rotated per repetition. Two links: "
         "the rate shared only (an ideal link: any one connection can fill it), and also "
         f"{FLOW_RATE * 8 / 1e6:.0f} Mbit/s per connection (a lossy long path bounds each TCP "
-        "flow).",
+        f"flow). Each request costs {rtts} round trip(s) before its answer"
+        f"{' (the extra ones: a redirect to a CDN, its handshakes)' if rtts > 1 else ''}.",
     ]
 
 
@@ -216,6 +234,9 @@ def report(title: str, times: dict[str, list[float]]) -> list[str]:
         f"- prefetch / direct: {med['prefetch'] / med['direct']:.2f}x",
         f"- edgecache without / direct: {med['edgecache'] / med['direct']:.2f}x",
         f"- the link's floor (bytes / rate): {sum(LAYERS) / RATE:.2f}s",
+        f"- over the WAN (median minus held): direct {med['direct'] - med['held']:.2f}s, "
+        f"edgecache {med['edgecache'] - med['held']:.2f}s, "
+        f"prefetch {med['prefetch'] - med['held']:.2f}s",
     ]
     return lines
 
@@ -223,9 +244,18 @@ def report(title: str, times: dict[str, list[float]]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--request-rtts", type=int, default=1,
+                        help="round trips each request costs (3: a redirect to a CDN on a new "
+                        "connection); default 1")
+    parser.add_argument("--client-downloads", type=int, default=3,
+                        help="blobs ctr fetches at a time (0: every blob at once, ctr's own "
+                        "default); default 3, as kubelet's and Docker's pulls")
+    parser.add_argument("--out", type=Path, help="the results file (default: "
+                        "bench/results/prefetch-<date>.md)")
     args = parser.parse_args()
     reps = max(1, args.reps)
-    lines = header(reps)
+    lines = header(reps, args.request_rtts, max(0, args.client_downloads))
+    request_delay = max(0, args.request_rtts - 1) * 2 * ONE_WAY
     with tempfile.TemporaryDirectory(prefix="ec-prefetch-") as tmp:
         workdir = Path(tmp)
         registry = DockerRegistry(workdir / "registry")
@@ -238,13 +268,15 @@ def main() -> int:
                                  FLOW_RATE)):
                 print(title, flush=True)
                 lines += report(title, run(reps, workdir / title[:8].replace(" ", "-"),
-                                           registry, containerd, flow))
+                                           registry, containerd, flow, request_delay,
+                                           max(0, args.client_downloads)))
         finally:
             containerd.close()
             registry.close()
     text = "\n".join(lines) + "\n"
     print(text)
-    out = ROOT / "bench" / "results" / f"prefetch-{datetime.date.today().isoformat()}.md"
+    out = args.out or ROOT / "bench" / "results" / \
+        f"prefetch-{datetime.date.today().isoformat()}.md"
     out.write_text(text)
     print(f"written to {out}")
     return 0

@@ -9,9 +9,9 @@ torn down in reverse order:
    janitor;
 shutdown (once requests have ended) cancels and awaits, in order, the janitor, the prefetch
 schedule and pin fetches (`prefetcher.py`, `pinning.py`), password checks, the service's
-flights (tag revalidations, manifest fetches) and downloads (their temporary files are removed);
-then it closes the clients, flushes access times, closes the index and only then marks the
-stop as clean. Every background task has one owner that does this.
+flights (tag revalidations, manifest fetches), layer prefetch schedules and downloads (their
+temporary files are removed); then it closes the clients, flushes access times, closes the
+index and only then marks the stop as clean. Every background task has one owner that does this.
 """
 
 from __future__ import annotations
@@ -175,11 +175,11 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     private = frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated")
     cluster = Cluster(config, proof, metrics) if proof is not None else None
+    layers = LayerPrefetch(fills, store, cluster.site if cluster is not None else None) \
+        if config.prefetch.layers else None
     service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         store, clients, fills, metrics, config.cache,
-        private=private | {UNKNOWN_OWNER} if private else private,
-        layers=LayerPrefetch(fills, store, cluster.site if cluster is not None else None)
-        if config.prefetch.layers else None,
+        private=private | {UNKNOWN_OWNER} if private else private, layers=layers,
         sources=cluster.site if cluster is not None else None)
     if cluster is not None:
         cluster.start()
@@ -214,6 +214,8 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
             await uploads.close()  # before the index: sessions' files are abandoned
         await auth.close()
         await service.close()
+        if layers is not None:  # its schedules start fills: before the downloads close
+            await layers.close()
         await fills.close()
         if cluster is not None:  # its peer requests are made by fills and flights: after them
             await cluster.close()

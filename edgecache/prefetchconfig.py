@@ -5,6 +5,7 @@
       concurrency: 2         # blob transfers at a time for the schedule
       bandwidth: 10MiB       # bytes per second the schedule may read on average (none: no bound)
       layers: false          # on a manifest's first pull, fetch its layers ahead of the client
+                             # (the config, then the largest, 4 at a time: proxy/prefetch.py)
       images:
         - docker.io/library/nginx:1.27
         - image: registry.k8s.io/pause:3.9
