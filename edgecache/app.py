@@ -8,7 +8,7 @@ torn down in reverse order:
    publish every writer goes through), 2. upstream clients, 3. fills, the service and the
    janitor;
 shutdown (once requests have ended) cancels and awaits, in order, the janitor, the prefetch
-schedule and pin fetches (`prefetcher.py`, `pinning.py`), password checks, the service's
+schedule and pin fetches (`ops/prefetch.py`, `ops/pins.py`), password checks, the service's
 flights (tag revalidations, manifest fetches), layer prefetch schedules and downloads (their
 temporary files are removed); then it closes the clients, flushes access times, closes the
 index and only then marks the stop as clean. Every background task has one owner that does this.
@@ -35,8 +35,8 @@ from edgecache.local.collector import collect_every
 from edgecache.local.wiring import local_handlers
 from edgecache.metrics import Metrics
 from edgecache.oci import MANIFEST_LIMIT
-from edgecache.pinning import Pinning
-from edgecache.prefetcher import Prefetcher
+from edgecache.ops.pins import Pinning
+from edgecache.ops.prefetch import Prefetcher
 from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
 from edgecache.proxy.prefetch import LayerPrefetch

@@ -17,7 +17,7 @@ from edgecache.cluster.cli import peers_command, peers_parser
 from edgecache.config import Config, InvalidConfig, load
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.local.gccli import gc_command, gc_parser
-from edgecache.pinscli import pin_parsers, pins_command
+from edgecache.ops.pinscli import pin_parsers, pins_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "peers":
         return peers_command(config, args)
     if args.command in ("verify", "du", "ls"):
-        from edgecache import cachecli
+        from edgecache.ops import cachecli
 
         try:
             if args.command == "verify":

@@ -25,7 +25,7 @@ from edgecache.configvalues import (
     parse_size,
 )
 from edgecache.errors import ConfigError
-from edgecache.prefetchconfig import PrefetchConfig
+from edgecache.ops.prefetchsettings import PrefetchConfig
 
 if TYPE_CHECKING:
     from edgecache.local.settings import LocalConfig

@@ -44,7 +44,7 @@ from edgecache.configvalues import (
 )
 from edgecache.imagerefs import parse_pins
 from edgecache.local.settings import parse_local
-from edgecache.prefetchconfig import parse_prefetch
+from edgecache.ops.prefetchsettings import parse_prefetch
 from edgecache.tls.site import SITE_CA_KEYS, site_ca
 
 SECTIONS = {"listen", "tls", "auth", "storage", "upstreams", "default_upstream", "cache",

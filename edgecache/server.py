@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edgecache import banner, systemd
-from edgecache.admin import mount_admin
 from edgecache.app import (
     AUTH,
     METRICS,
@@ -32,6 +31,7 @@ from edgecache.app import (
 from edgecache.config import Config, parse_hostport
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.memory import HeapTrimmer, trim_periodically
+from edgecache.ops.admin import mount_admin
 from edgecache.web.observability import access_logger_for, metrics_app
 from edgecache.web.status import add_status_routes
 

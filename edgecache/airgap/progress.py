@@ -63,7 +63,7 @@ class Progress:
 
     def blob_done(self, digest: str, size: int, fetched: bool) -> None:
         """One blob is in the cache (fetched now, or found there); the line-per-layer view of
-        `edgecache pin` (`pinning.py`) records these. The bar needs nothing more."""
+        `edgecache pin` (`ops/pins.py`) records these. The bar needs nothing more."""
 
     def rate(self) -> float:
         elapsed = self.clock() - self.started

@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from pytest_aiohttp import AiohttpClient
 
-from edgecache.admin import _guard, admin_app, loopback
 from edgecache.airgap.selfpull import SelfPull
 from edgecache.config import Config, from_mapping
-from edgecache.pinning import Pinning
+from edgecache.ops.admin import _guard, admin_app, loopback
+from edgecache.ops.pins import Pinning
 from edgecache.storage.index import Index
 from tests.support.waiting import await_until
 

@@ -12,8 +12,8 @@ import yaml
 from edgecache.config import from_mapping
 from edgecache.configvalues import InvalidConfig
 from edgecache.oci import DOCKER_MANIFEST_LIST, OCI_MANIFEST, Digest
-from edgecache.prefetchconfig import PrefetchConfig
-from edgecache.prefetcher import Pacer
+from edgecache.ops.prefetch import Pacer
+from edgecache.ops.prefetchsettings import PrefetchConfig
 from edgecache.proxy.manifests import ManifestAnswer
 from edgecache.proxy.prefetch import image_blobs
 

@@ -8,9 +8,9 @@ import io
 import json
 from typing import Any
 
-from edgecache import cachecli
 from edgecache import config as config_mod
 from edgecache.config import Config
+from edgecache.ops import cachecli
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import make_image, make_layer
 from tests.unit.local.conftest import (  # noqa: F401 - fixtures

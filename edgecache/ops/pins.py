@@ -27,7 +27,7 @@ from edgecache.config import Config
 from edgecache.errors import EdgecacheError
 from edgecache.imagerefs import reference_problem
 from edgecache.oci import ImageReference, official_repository
-from edgecache.prefetcher import QuietProgress
+from edgecache.ops.prefetch import QuietProgress
 from edgecache.storage import pins as rows
 from edgecache.storage.index import Index
 

@@ -32,7 +32,7 @@ from edgecache.airgap.progress import Progress
 from edgecache.airgap.selfpull import NotListening, SelfPull
 from edgecache.errors import EdgecacheError
 from edgecache.oci import ImageReference, official_repository
-from edgecache.prefetchconfig import PrefetchConfig, PrefetchImage
+from edgecache.ops.prefetchsettings import PrefetchConfig, PrefetchImage
 from edgecache.proxy.manifests import parse_upstream_digest
 from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient

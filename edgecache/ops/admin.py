@@ -29,7 +29,7 @@ from aiohttp import web
 from edgecache import jsondoc
 from edgecache.airgap.platform import parse_platforms
 from edgecache.errors import ConfigError
-from edgecache.pinning import PinJob, Pinning
+from edgecache.ops.pins import PinJob, Pinning
 from edgecache.web.errors import error_response
 
 BODY_LIMIT = 64 * 1024

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from edgecache.airgap.progress import Progress, table
 from edgecache.config import Config
+from edgecache.ops.usage import image_document, usage_report
 from edgecache.storage.images import Image, Images
 from edgecache.units import human, when
-from edgecache.usage import image_document, usage_report
 
 if TYPE_CHECKING:  # app imports aiohttp: only when a command runs
     from edgecache.app import Storage
