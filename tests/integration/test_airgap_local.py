@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_airgap import edgecache, ok
-from tests.integration.test_push import LOCAL, PASSWORD, USER, _auth, assert_complete, start_local
+from tests.integration.test_push import (
+    LOCAL,
+    _auth,
+    assert_complete,
+    skopeo_push,
+    start_local,
+)
 from tests.support.corpus import Corpus
 from tests.support.edgecache import StartEdgecache
 from tests.support.httpclient import fetch
@@ -69,12 +74,7 @@ def test_pushed_content_is_exported_with_all_and_imported_as_local_content(
         skopeo: Skopeo, tmp_path: Path) -> None:
     near = start_local(edgecaches, registry_b, tmp_path, storage=tmp_path / "near")
     source = f"docker://{registry_b.url.removeprefix('http://')}/{corpus.app_multi.repository}:2"
-    pushed = subprocess.run(
-        [skopeo.binary, "--policy", str(skopeo.policy), "copy", "--all", "--preserve-digests",
-         "--retry-times", "0", "--src-tls-verify=false", "--dest-tls-verify=false",
-         "--dest-creds", f"{USER}:{PASSWORD}", source,
-         f"docker://{near.address}/{LOCAL}/team/multi:2"],
-        env=skopeo.env, capture_output=True, text=True, timeout=120, check=False)
+    pushed = skopeo_push(skopeo, source, f"docker://{near.address}/{LOCAL}/team/multi:2")
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     top = corpus.app_multi.top.digest
     signature = _referrer(near.url, {"mediaType": corpus.app_multi.top.media_type,

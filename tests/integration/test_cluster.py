@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import pytest
 
 from edgecache.cluster.proof import HEADER, PeerProof
 from edgecache.cluster.ring import order, tag_key
+from tests.support import indexfile
 from tests.support.corpus import Seeded
 from tests.support.edgecache import EdgecacheProcess
 from tests.support.images import make_image, make_layer
@@ -349,15 +349,7 @@ def test_layer_prefetch_asks_the_site_too(
 
 
 def tag_checked_at(node: EdgecacheProcess, repository: str, tag: str) -> float:
-    """When the node's index says the tag was last confirmed (read-only, beside the server)."""
-    db = sqlite3.connect(f"file:{node.storage / 'index.db'}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT checked_at FROM tags WHERE upstream=? AND repository=? AND "
-                         "tag=?", (UPSTREAM, repository, tag)).fetchone()
-    finally:
-        db.close()
-    assert row is not None, f"no tag {repository}:{tag} on {node.url}"
-    return float(row[0])
+    return indexfile.tag_checked_at(node.storage, UPSTREAM, repository, tag)
 
 
 def test_a_tag_from_its_owner_keeps_the_owners_time(

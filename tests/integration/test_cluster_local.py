@@ -11,7 +11,6 @@ docker-registry `registry-b.test` as the source of the image skopeo copies in.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from edgecache.cluster.proof import HEADER, PeerProof
 from tests.integration.test_cluster import Site, site_of  # noqa: F401 - the fixture
-from tests.integration.test_push import MANIFEST_ACCEPT, assert_complete
+from tests.integration.test_push import MANIFEST_ACCEPT, assert_complete, skopeo_push
 from tests.support.containerd import Containerd, write_hosts
 from tests.support.corpus import Corpus, Seeded
 from tests.support.edgecache import EdgecacheProcess
@@ -36,11 +35,7 @@ def push(skopeo: Skopeo, source: DockerRegistry, image: Seeded, node: EdgecacheP
          name: str) -> None:
     """`skopeo copy --all` of a seeded image into the node's local registry as `name`."""
     origin = f"docker://{source.url.removeprefix('http://')}/{image.repository}:{image.tag}"
-    result = subprocess.run(
-        [skopeo.binary, "--policy", str(skopeo.policy), "copy", "--all", "--preserve-digests",
-         "--retry-times", "0", "--src-tls-verify=false", "--dest-tls-verify=false", origin,
-         f"docker://{node.address}/{LOCAL}/{name}"],
-        env=skopeo.env, capture_output=True, text=True, timeout=120, check=False)
+    result = skopeo_push(skopeo, origin, f"docker://{node.address}/{LOCAL}/{name}", creds=False)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

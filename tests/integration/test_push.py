@@ -58,6 +58,18 @@ def start_local(edgecaches: StartEdgecache, registry_b: DockerRegistry, tmp_path
         "local": {"registry": LOCAL, "upload_timeout": "10m"}})
 
 
+def skopeo_push(skopeo: Skopeo, source: str, destination: str,
+                creds: bool = True) -> subprocess.CompletedProcess[str]:
+    """`skopeo copy --all --preserve-digests` into a local repository, as the pusher (or,
+    without `creds`, anonymously)."""
+    login = ["--dest-creds", f"{USER}:{PASSWORD}"] if creds else []
+    return subprocess.run(
+        [skopeo.binary, "--policy", str(skopeo.policy), "copy", "--all", "--preserve-digests",
+         "--retry-times", "0", "--src-tls-verify=false", "--dest-tls-verify=false", *login,
+         source, destination],
+        env=skopeo.env, capture_output=True, text=True, timeout=120, check=False)
+
+
 def assert_complete(ec: EdgecacheProcess, repository: str, tag: str) -> str:
     """The pushed tag resolves (anonymously) and every manifest and blob it names is served
     with the bytes its digest says; the top manifest's digest."""
@@ -86,20 +98,12 @@ def test_skopeo_copy_into_a_local_repository_then_containerd_pulls_it(
     ec = start_local(edgecaches, registry_b, tmp_path)
     source = f"docker://{registry_b.url.removeprefix('http://')}/{corpus.app_multi.repository}:2"
     destination = f"docker://{ec.address}/{LOCAL}/team/multi:2"
-    result = subprocess.run(
-        [skopeo.binary, "--policy", str(skopeo.policy), "copy", "--all", "--preserve-digests",
-         "--retry-times", "0",
-         "--src-tls-verify=false", "--dest-tls-verify=false",
-         "--dest-creds", f"{USER}:{PASSWORD}", source, destination],
-        env=skopeo.env, capture_output=True, text=True, timeout=120, check=False)
+    result = skopeo_push(skopeo, source, destination)
     assert result.returncode == 0, result.stderr[-3000:]
     assert assert_complete(ec, "team/multi", "2") == corpus.app_multi.top.digest
     # without credentials the same push is refused
-    refused = subprocess.run(
-        [skopeo.binary, "--policy", str(skopeo.policy), "copy", "--retry-times", "0",
-         "--src-tls-verify=false", "--dest-tls-verify=false", source,
-         f"docker://{ec.address}/{LOCAL}/team/anon:2"],
-        env=skopeo.env, capture_output=True, text=True, timeout=120, check=False)
+    refused = skopeo_push(skopeo, source, f"docker://{ec.address}/{LOCAL}/team/anon:2",
+                          creds=False)
     assert refused.returncode != 0
 
     hosts = tmp_path / "hosts"

@@ -4,12 +4,11 @@ default route (`<node>/...`: no upstream is the default, so the local registry i
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_push import LOCAL, PASSWORD, USER, start_local
+from tests.integration.test_push import LOCAL, skopeo_push, start_local
 from tests.support.containerd import Containerd, write_hosts
 from tests.support.corpus import Corpus
 from tests.support.edgecache import StartEdgecache
@@ -33,12 +32,7 @@ def test_containerd_pulls_pushed_content_by_every_routing_style(
         skopeo: Skopeo, containerd: Containerd, tmp_path: Path) -> None:
     ec = start_local(edgecaches, registry_b, tmp_path)  # no default_upstream
     source = f"docker://{registry_b.url.removeprefix('http://')}/{corpus.app_multi.repository}:2"
-    pushed = subprocess.run(
-        [skopeo.binary, "--policy", str(skopeo.policy), "copy", "--all", "--preserve-digests",
-         "--retry-times", "0", "--src-tls-verify=false", "--dest-tls-verify=false",
-         "--dest-creds", f"{USER}:{PASSWORD}", source,
-         f"docker://{ec.address}/{LOCAL}/team/routed:2"],
-        env=skopeo.env, capture_output=True, text=True, timeout=120, check=False)
+    pushed = skopeo_push(skopeo, source, f"docker://{ec.address}/{LOCAL}/team/routed:2")
     assert pushed.returncode == 0, pushed.stderr[-3000:]
 
     hosts = tmp_path / "hosts"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.registry import FakeRegistry
+from tests.support import indexfile
 from tests.support.images import Image, make_image, make_layer, sha256
 from tests.support.waiting import eventually
 from tests.unit.conftest import UPSTREAM, Edge, MakeEdge
@@ -557,15 +557,7 @@ def answered_again(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def checked_at(edge: Edge, name: str) -> float:
-    """When the index last confirmed the tag (read from the store, read-only)."""
-    db = sqlite3.connect(f"file:{edge.storage / 'index.db'}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT checked_at FROM tags WHERE upstream=? AND repository=? "
-                         "AND tag=?", (UPSTREAM, REPO, name)).fetchone()
-    finally:
-        db.close()
-    assert row is not None, f"tag {name} is not in the index"
-    return float(row[0])
+    return indexfile.tag_checked_at(edge.storage, UPSTREAM, REPO, name)
 
 
 async def poll(condition: Callable[[], bool]) -> bool:
