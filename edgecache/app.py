@@ -22,24 +22,19 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from edgecache.airgap.selfpull import SelfPull
-from edgecache.cluster.listener import PeerListener
-from edgecache.cluster.node import Cluster, proof_for
-from edgecache.cluster.proof import PeerProof
 from edgecache.config import Config, secret_files
 from edgecache.errors import StorageError
-from edgecache.local.collector import collect_every
-from edgecache.local.wiring import local_handlers
 from edgecache.metrics import Metrics
 from edgecache.oci import MANIFEST_LIMIT
 from edgecache.ops.pins import Pinning
 from edgecache.ops.prefetch import Prefetcher
 from edgecache.proxy.download import stall_bound
 from edgecache.proxy.fill import Fills
-from edgecache.proxy.prefetch import LayerPrefetch
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.statuswiring import status_source
@@ -63,11 +58,15 @@ from edgecache.web.observability import (
     readiness,
     response_headers,
 )
-from edgecache.web.sitelocal import LocalRoute, SiteLocal
 from edgecache.web.stalls import WRITE_TIMEOUT
 from edgecache.web.status import add_status_routes
 from edgecache.web.statusdata import StatusSource
 from edgecache.web.token_service import TokenService
+
+if TYPE_CHECKING:  # cluster/ and local/ are imported only when their section is configured
+    from edgecache.cluster.node import Cluster
+    from edgecache.cluster.proof import PeerProof
+    from edgecache.web.sitelocal import LocalRoute
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,10 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
     ids = RequestIds()
-    listeners = [PeerListener(config.cluster.listen).middleware()] if config.cluster.listen else []
+    listeners = []
+    if config.cluster.listen:
+        from edgecache.cluster.listener import PeerListener
+        listeners.append(PeerListener(config.cluster.listen).middleware())
     app = web.Application(middlewares=[ids.middleware(), error_middleware, *listeners],
                           client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
@@ -128,7 +130,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
                                     if upstream.access == "authenticated"],
                       pushes=config.local is not None and config.local.push == "authenticated")
     app[AUTH] = auth
-    proof = proof_for(config)  # cluster mode: the site secret, read once (ConfigError if not)
+    proof = _proof(config)
     app.cleanup_ctx.append(lambda a: _components(a, config, auth, proof))
     app.on_response_prepare.append(response_headers(API_VERSION, ids, app[METRICS]))
     add_health_routes(app, lambda: app.get(READY))
@@ -174,9 +176,15 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
     _scrape_time_gauges(metrics, storage)
     app[READY] = readiness(storage.layout.tmp_dir, storage.index.healthy)
     private = frozenset(n for n, u in config.upstreams.items() if u.access == "authenticated")
-    cluster = Cluster(config, proof, metrics) if proof is not None else None
-    layers = LayerPrefetch(fills, store, cluster.site if cluster is not None else None) \
-        if config.prefetch.layers else None
+    cluster: Cluster | None = None
+    if proof is not None:
+        from edgecache.cluster.node import Cluster
+
+        cluster = Cluster(config, proof, metrics)
+    layers = None
+    if config.prefetch.layers:
+        from edgecache.proxy.prefetch import LayerPrefetch
+        layers = LayerPrefetch(fills, store, cluster.site if cluster is not None else None)
     service = app[SERVICE] = RegistryService(  # adopted after a crash: owner unknown, restricted
         store, clients, fills, metrics, config.cache,
         private=private | {UNKNOWN_OWNER} if private else private, layers=layers,
@@ -185,16 +193,23 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
         cluster.start()
     uploads = None
     if config.local is not None:  # the site's own registry (edgecache/local/)
+        from edgecache.local.wiring import local_handlers
+
         app[LOCAL], uploads = local_handlers(config.local, storage.store, storage.index, auth)
         if cluster is not None:  # what this node's local registry misses is asked of the site
+            from edgecache.web.sitelocal import SiteLocal
+
             app[LOCAL] = SiteLocal(app[LOCAL], cluster.copies(store, fills, config.local.registry))
     status = app[STATUS] = status_source(config, store, storage.index, storage.quota, clients,
                                          metrics, config.local.registry if config.local else None,
                                          cluster.status_peers if cluster is not None else None)
     janitor = asyncio.create_task(_janitor(storage, config), name="janitor")
-    collector = (asyncio.create_task(collect_every(storage.layout.root, config.local.registry,
-                                                   config.local.gc), name="local-gc")
-                 if config.local is not None and config.local.gc.interval > 0 else None)
+    collector = None
+    if config.local is not None and config.local.gc.interval > 0:
+        from edgecache.local.collector import collect_every
+
+        collector = asyncio.create_task(collect_every(storage.layout.root, config.local.registry,
+                                                      config.local.gc), name="local-gc")
     pinning = app[PINNING] = Pinning(storage.index, config, SelfPull(config))
     prefetch = asyncio.create_task(Prefetcher(config.prefetch, clients, store, SelfPull(
         config)).run(), name="prefetch") if config.prefetch.images else None
@@ -221,6 +236,14 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
             await cluster.close()
         await asyncio.gather(*(client.close() for client in clients.values()))
         storage.close(clean=True)
+
+
+def _proof(config: Config) -> PeerProof | None:
+    """Cluster mode: the site secret, read once (ConfigError if not); cluster/ only then."""
+    if not config.cluster.enabled:
+        return None
+    from edgecache.cluster.node import proof_for
+    return proof_for(config)
 
 
 async def _cancel(*tasks: asyncio.Task[None] | None) -> None:

@@ -12,16 +12,18 @@ by its owner.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from edgecache.airgap.endpoint import credentials, find_service
 from edgecache.airgap.platform import Platform
 from edgecache.airgap.progress import Progress
-from edgecache.airgap.warm import CONCURRENCY, READ_TIMEOUT, Warmer
-from edgecache.airgap.warmreport import ImageResult
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError
+
+if TYPE_CHECKING:  # warm.py is imported at the first pull: a service without pins skips it
+    from edgecache.airgap.warmreport import ImageResult
 
 Pace = Callable[[int], Awaitable[None]]
 
@@ -35,10 +37,13 @@ class SelfPull:
         self._config = config
 
     async def pull(self, references: Sequence[str], progress: Progress,
-                   platforms: Sequence[Platform] = (), concurrency: int = CONCURRENCY,
+                   platforms: Sequence[Platform] = (), concurrency: int | None = None,
                    pace: Pace | None = None) -> list[ImageResult]:
         """One result per reference (its `error` set when it failed); NotListening when the
-        service does not answer on its own listener."""
+        service does not answer on its own listener. `concurrency`: warm's default if None."""
+        from edgecache.airgap.warm import CONCURRENCY, READ_TIMEOUT, Warmer
+
+        concurrency = CONCURRENCY if concurrency is None else concurrency
         endpoint = await find_service(self._config)
         if endpoint is None:
             raise NotListening("the service does not answer on its own listener yet")

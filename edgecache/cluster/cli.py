@@ -14,16 +14,14 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError
 from edgecache.metrics import Metrics
 
-from .client import PeerClient
-from .peers import resolve
-from .proof import PeerProof
-from .ring import order, tag_key
+if TYPE_CHECKING:  # the peer client is imported when `peers` runs, not for every command line
+    from .client import PeerClient
 
 PROBE_TIMEOUT = 2.0
 
@@ -61,6 +59,11 @@ def peers_command(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _view(config: Config, key: str | None) -> dict[str, Any]:
+    from .client import PeerClient
+    from .peers import resolve
+    from .proof import PeerProof
+    from .ring import order
+
     cluster = config.cluster
     client = PeerClient(PeerProof(cluster.secret()), Metrics())
     try:
@@ -81,6 +84,8 @@ async def _view(config: Config, key: str | None) -> dict[str, Any]:
 
 def _tag(reference: str) -> str:
     """`upstream/repository:tag` as the ring keys a tag."""
+    from .ring import tag_key
+
     name, _, tag = reference.rpartition(":")
     upstream, _, repository = name.partition("/")
     return tag_key(upstream, repository, tag)

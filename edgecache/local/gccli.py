@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from edgecache.airgap.progress import plural, table
 from edgecache.config import Config
 from edgecache.configvalues import parse_duration
 from edgecache.errors import ConfigError, EdgecacheError
-from edgecache.storage import gc
 from edgecache.storage.layout import Layout
 from edgecache.units import human
+
+if TYPE_CHECKING:  # storage/gc.py is imported when gc runs, not for every command line
+    from edgecache.storage import gc
 
 
 def gc_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +46,8 @@ def gc_command(config: Config, args: argparse.Namespace) -> int:
     if not layout.index_file.is_file():
         print(f"edgecache: gc: no storage at {layout.root} (storage.path)", file=sys.stderr)
         return 1
+    from edgecache.storage import gc
+
     try:
         result = gc.run(layout.root, config.local.registry, grace, dry_run=args.dry_run)
     except (EdgecacheError, OSError) as exc:

@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from edgecache.config import CacheConfig
 from edgecache.errors import (
@@ -48,7 +49,6 @@ from edgecache.proxy.fill import Fill, FillReader, Fills
 from edgecache.proxy.lookups import Lookups, absent
 from edgecache.proxy.manifests import ManifestAnswer, Manifests, parse_upstream_digest
 from edgecache.proxy.negative import Absences, Key
-from edgecache.proxy.prefetch import LayerPrefetch
 from edgecache.proxy.referrers import ReferrerLists, Referrers
 from edgecache.proxy.routing import Target
 from edgecache.proxy.singleflight import SingleFlight
@@ -56,6 +56,9 @@ from edgecache.proxy.sources import Direct, Sources
 from edgecache.proxy.tags import TagPage, TagQuery, page, upstream_page
 from edgecache.storage.store import Store, Stored
 from edgecache.upstream.client import ManifestInfo, UpstreamClient
+
+if TYPE_CHECKING:
+    from edgecache.proxy.prefetch import LayerPrefetch  # imported when configured
 
 __all__ = ["BlobAnswer", "ManifestAnswer", "RegistryService"]
 

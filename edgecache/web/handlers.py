@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,7 +25,9 @@ from edgecache.proxy.tags import TagQuery
 from edgecache.web.auth import ClientAuth
 from edgecache.web.observability import ACCESS
 from edgecache.web.responses import BlobFileResponse, parse_range, stream_fill
-from edgecache.web.sitelocal import LocalRoute
+
+if TYPE_CHECKING:
+    from edgecache.web.sitelocal import LocalRoute  # cluster/ is imported when configured
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 ROUTES = {"manifests": "manifest", "blobs": "blob", "tags": "tags", "referrers": "referrers",
