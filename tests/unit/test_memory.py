@@ -4,6 +4,8 @@ the service is tested in). What it gives back is a benchmark figure (bench/), no
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -29,3 +31,21 @@ async def test_the_periodic_task_keeps_running_until_cancelled() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_a_single_node_without_a_local_registry_loads_neither_room() -> None:
+    """Idle RSS is mostly modules: what a node does not run (cluster mode, the local registry,
+    layer prefetch, warm) is imported only when configured or first used."""
+    code = ("import sys\n"
+            "from edgecache.config import from_mapping\n"
+            "from edgecache.app import build_app\n"
+            "import edgecache.server, edgecache.cli\n"
+            "build_app(from_mapping({}))\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('edgecache'))))\n")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=60, check=True).stdout.split())
+    assert "edgecache.app" in loaded  # the probe ran
+    unwanted = {"edgecache.cluster.node", "edgecache.cluster.site", "edgecache.local.registry",
+                "edgecache.local.uploads", "edgecache.web.pushes", "edgecache.web.uploads",
+                "edgecache.proxy.prefetch", "edgecache.airgap.warm"}
+    assert not loaded & unwanted
