@@ -36,12 +36,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from edgecache.config import CacheConfig
-from edgecache.errors import (
-    EdgecacheError,
-    NotFound,
-    UpstreamAuthError,
-    UpstreamError,
-)
+from edgecache.errors import EdgecacheError, NotFound, UpstreamAuthError, UpstreamError
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.proxy.claims import Claims
