@@ -13,13 +13,13 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from tests.support.clientconfig import client_config, edgecache_cli
 from tests.support.containerd import Containerd
 from tests.support.corpus import HUB, REGISTRY_B, Corpus, Seeded
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
+from tests.support.htpasswd import write_htpasswd
 from tests.support.registry import DockerRegistry
 
 pytestmark = pytest.mark.integration
@@ -33,9 +33,7 @@ def private_b(hub: DockerRegistry, registry_b: DockerRegistry, edgecaches: Start
               tmp_path: Path) -> EdgecacheProcess:
     """docker.io public, registry-b.test authenticated."""
     htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{USER}:$2y${hashed[4:]}\n")
-    htpasswd.chmod(0o600)
+    write_htpasswd(htpasswd, USER, PASSWORD)
     return edgecaches("edgecache", {}, default_upstream=HUB, extra={
         "upstreams": {HUB: {"url": hub.url},
                       REGISTRY_B: {"url": registry_b.url, "access": "authenticated"}},

@@ -22,11 +22,11 @@ import sys
 import threading
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from tests.support.corpus import HUB, REGISTRY_B, Corpus, MiB, Seeded
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
+from tests.support.htpasswd import write_htpasswd
 from tests.support.httpclient import fetch
 from tests.support.images import Blob, Image, make_image
 from tests.support.registry import DockerRegistry
@@ -324,9 +324,7 @@ def test_a_private_file_adopted_after_a_crash_stays_private(
     seeded = corpus.alpha
     layer = max(seeded.blobs, key=lambda d: len(seeded.blobs[d]))
     password = "Pw-crash-7Hj3Kl9"
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    (tmp_path / "htpasswd").write_text(f"puller:{hashed}\n")
-    (tmp_path / "htpasswd").chmod(0o600)
+    write_htpasswd((tmp_path / "htpasswd"), "puller", password)
     storage = tmp_path / "storage"
     extra = {"upstreams": {HUB: {"url": hub.url, "access": "authenticated"},
                            REGISTRY_B: {"url": registry_b.url}},

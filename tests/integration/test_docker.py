@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from tests.support.clientconfig import client_config, wait_listening
 from tests.support.corpus import HUB, REGISTRY_B, Corpus, Seeded
 from tests.support.docker import Dockerd, existing_daemon_json
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
+from tests.support.htpasswd import write_htpasswd
 from tests.support.images import Image
 from tests.support.registry import DockerRegistry, free_port
 
@@ -119,9 +119,7 @@ def start_private_b(hub: DockerRegistry, registry_b: DockerRegistry,
                     https: str | None = None) -> EdgecacheProcess:
     """docker.io public, registry-b.test `access: authenticated` (htpasswd)."""
     htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{USER}:$2y${hashed[4:]}\n")
-    htpasswd.chmod(0o600)
+    write_htpasswd(htpasswd, USER, PASSWORD)
     return edgecaches("edgecache", {}, default_upstream=HUB,
                       listen={"https": https} if https else None, extra={
         "upstreams": {HUB: {"url": hub.url},

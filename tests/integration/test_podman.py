@@ -13,12 +13,12 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from tests.support.clientconfig import client_config, edgecache_cli, wait_listening
 from tests.support.corpus import HUB, REGISTRY_B, Corpus, Seeded
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
+from tests.support.htpasswd import write_htpasswd
 from tests.support.images import Image
 from tests.support.podman import Podman
 from tests.support.registry import DockerRegistry, free_port
@@ -116,9 +116,7 @@ def test_podman_pulls_public_images_anonymously_and_the_private_upstream_after_l
     routes do not need and the private one refuses; after `podman login` it fetches a token
     with its credentials."""
     htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(b"pull-secret", bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"site:$2y${hashed[4:]}\n")
-    htpasswd.chmod(0o600)
+    write_htpasswd(htpasswd, "site", "pull-secret")
     ec = edgecaches("edgecache", {}, extra={
         "upstreams": {HUB: {"url": hub.url},
                       REGISTRY_B: {"url": registry_b.url, "access": "authenticated"}},

@@ -18,7 +18,6 @@ import socket
 import subprocess
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from tests.integration.test_crash import verify_clean
@@ -26,6 +25,7 @@ from tests.support.containerd import Containerd, write_hosts
 from tests.support.corpus import REGISTRY_B, Corpus
 from tests.support.docker import Dockerd, existing_daemon_json
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
+from tests.support.htpasswd import write_htpasswd
 from tests.support.httpclient import fetch
 from tests.support.podman import Podman
 from tests.support.registry import DockerRegistry
@@ -50,9 +50,7 @@ def start_local(edgecaches: StartEdgecache, registry_b: DockerRegistry, tmp_path
                 storage: Path | None = None, name: str = "edgecache") -> EdgecacheProcess:
     htpasswd = tmp_path / "htpasswd"
     if not htpasswd.exists():
-        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-        htpasswd.write_text(f"{USER}:{hashed}\n")
-        htpasswd.chmod(0o600)
+        write_htpasswd(htpasswd, USER, PASSWORD)
     return edgecaches(name, {REGISTRY_B: registry_b.url}, storage=storage, extra={
         "auth": {"htpasswd_file": str(htpasswd)},
         "local": {"registry": LOCAL, "upload_timeout": "10m"}})

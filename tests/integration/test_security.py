@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import bcrypt
 import pytest
 import trustme
 import yaml
@@ -37,6 +36,7 @@ import yaml
 from tests.support.containerd import Containerd, write_hosts
 from tests.support.corpus import HUB, REGISTRY_B, Corpus, Seeded
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
+from tests.support.htpasswd import entry
 from tests.support.httpclient import fetch
 from tests.support.registry import DockerRegistry, free_port
 from tests.support.skopeo import Skopeo, verify_oci_layout
@@ -64,8 +64,7 @@ def write_secret(path: Path, text: str, mode: int = 0o600) -> Path:
 
 
 def htpasswd(path: Path, user: str, password: str, mode: int = 0o600) -> Path:
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    return write_secret(path, f"{user}:$2y${hashed[4:]}\n", mode)  # as `htpasswd -B` writes it
+    return write_secret(path, entry(user, password) + "\n", mode)
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import bcrypt
 import pytest
 from aiohttp.test_utils import TestServer
 from hypothesis import example, given, settings
@@ -34,6 +33,7 @@ from edgecache import config as config_mod
 from edgecache.app import build_app
 from edgecache.metrics import Metrics
 from tests.fakes.registry import FakeRegistry
+from tests.support.htpasswd import write_htpasswd
 from tests.unit.test_fuzz import (
     APP,
     BUDGET,
@@ -168,8 +168,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         fake.add_image("team/app", IMAGE, tags=("latest", "1.0"))
         fake.add_index("team/multi", INDEX, tags=("2",))
     htpasswd, tokens = tmp_path / "htpasswd", tmp_path / "tokens"
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{USER}:{hashed.replace('$2b$', '$2y$', 1)}\n")
+    write_htpasswd(htpasswd, USER, PASSWORD)
     tokens.write_text(f"ci:{TOKEN}\n")
 
     async def start(servers: list[TestServer]) -> tuple[str, int]:

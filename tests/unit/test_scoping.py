@@ -8,7 +8,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -19,6 +18,7 @@ from edgecache.app import SERVICE, build_app
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from tests.fakes.registry import FakeRegistry
+from tests.support.htpasswd import write_htpasswd
 from tests.support.images import Image, make_image, make_layer
 from tests.support.waiting import eventually
 
@@ -39,8 +39,7 @@ async def test_a_private_blob_is_not_served_through_a_public_route(
     await private.start(aiohttp_server)
     await public.start(aiohttp_server)
     htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
-    htpasswd.write_text(f"alice:{hashed}\n")
+    write_htpasswd(htpasswd, "alice", "pw")
     config = config_mod.from_mapping({
         "listen": {"http": None},
         "storage": {"path": str(tmp_path / "cache")},
@@ -123,8 +122,7 @@ async def pair(aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient,
     await private.start(aiohttp_server)
     await public.start(aiohttp_server)
     htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
-    htpasswd.write_text(f"alice:{hashed}\n")
+    write_htpasswd(htpasswd, "alice", "pw")
     config = config_mod.from_mapping({
         "listen": {"http": None},
         "storage": {"path": str(tmp_path / "cache")},

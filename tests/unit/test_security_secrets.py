@@ -14,7 +14,6 @@ import os
 import socket
 from pathlib import Path
 
-import bcrypt
 import pytest
 from prometheus_client import generate_latest
 from pytest_aiohttp import AiohttpServer
@@ -23,6 +22,7 @@ from edgecache import config as config_mod
 from edgecache.app import warn_open_secrets
 from edgecache.errors import ConfigError
 from tests.fakes.registry import FakeRegistry
+from tests.support.htpasswd import write_htpasswd
 from tests.support.images import make_image, make_layer
 from tests.unit.conftest import Edge, MakeEdge
 
@@ -50,8 +50,7 @@ def secret_files(tmp_path: Path) -> dict[str, Path]:
     password = tmp_path / "upstream-password"
     password.write_text(UPSTREAM_SECRET + "\n")
     htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(CLIENT_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{USER}:$2y${hashed[4:]}\n")
+    write_htpasswd(htpasswd, USER, CLIENT_PASSWORD)
     tokens = tmp_path / "tokens"
     tokens.write_text(f"ci:{CLIENT_TOKEN}\n")
     for path in (password, htpasswd, tokens):

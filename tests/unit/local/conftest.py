@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
 from aiohttp import ClientResponse
 
+from tests.support.htpasswd import write_htpasswd
 from tests.support.images import Image, sha256
 from tests.unit.conftest import Edge, MakeEdge
 
@@ -59,8 +59,7 @@ class Pusher:
 @pytest.fixture
 def htpasswd(tmp_path: Path) -> Path:
     path = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    path.write_text(f"{USER}:{hashed}\n")
+    write_htpasswd(path, USER, PASSWORD)
     return path
 
 

@@ -11,7 +11,6 @@ import base64
 import json
 from pathlib import Path
 
-import bcrypt
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
@@ -19,6 +18,7 @@ from edgecache import config as config_mod
 from edgecache.app import build_app
 from edgecache.metrics import Metrics
 from tests.fakes.registry import OCI_INDEX_TYPE, FakeRegistry
+from tests.support.htpasswd import write_htpasswd
 from tests.support.images import make_image, make_layer
 from tests.unit.conftest import UPSTREAM, Edge, MakeEdge
 
@@ -222,8 +222,7 @@ async def test_a_private_upstream_is_asked_only_on_its_route_with_credentials(
     await private.start(aiohttp_server)
     await public.start(aiohttp_server)
     htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
-    htpasswd.write_text(f"alice:{hashed}\n")
+    write_htpasswd(htpasswd, "alice", "pw")
     config = config_mod.from_mapping({
         "listen": {"http": None},
         "storage": {"path": str(tmp_path / "cache")},

@@ -16,11 +16,11 @@ import os
 import re
 from pathlib import Path
 
-import bcrypt
 import pytest
 from pytest_aiohttp import AiohttpServer
 
 from tests.fakes.registry import BlobFault, FakeRegistry
+from tests.support.htpasswd import entry
 from tests.support.images import Image, make_image, make_layer
 from tests.support.waiting import eventually
 from tests.unit.conftest import Edge, MakeEdge
@@ -45,9 +45,7 @@ def basic(user: str, password: str) -> str:
 
 
 def htpasswd_entry(user: str, password: str) -> str:
-    """As `htpasswd -B` writes it: bcrypt with the `$2y$` prefix (cost 4 keeps tests fast)."""
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    return f"{user}:$2y${hashed[4:]}"
+    return entry(user, password)
 
 
 @pytest.fixture

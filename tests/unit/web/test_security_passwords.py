@@ -15,7 +15,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from edgecache.app import AUTH
@@ -23,6 +22,7 @@ from edgecache.config import AuthConfig
 from edgecache.errors import TooManyRequests
 from edgecache.web.auth import ClientAuth, checkpw, dummy_hash
 from tests.fakes.registry import FakeRegistry
+from tests.support.htpasswd import entry as htpasswd_entry
 from tests.support.waiting import eventually
 from tests.unit.conftest import Edge, MakeEdge
 
@@ -35,8 +35,7 @@ def basic(user: str, password: str) -> str:
 
 
 def entry(user: str, password: str, cost: int) -> str:
-    hashed = bcrypt.hashpw(password.encode()[:72], bcrypt.gensalt(rounds=cost)).decode()
-    return f"{user}:$2y${hashed[4:]}"
+    return htpasswd_entry(user, password, cost)
 
 
 async def poll(condition: Callable[[], bool]) -> bool:
