@@ -6,7 +6,7 @@ without any timeout. A background probe (`GET /v2/`, any answer below 500 counts
 exponential backoff marks it up again. Each change of state is logged once, not per request.
 
 Failures are counted per exchange, whatever part of it failed (the request, or reading the
-body: `UpstreamClient.exchange` is the one rule); an exchange succeeds once it is whole.
+body: `Exchange.stage` in `exchange.py` is the one rule); an exchange succeeds once it is whole.
 
 Before that, an upstream is `suspect` from the moment it leaves someone waiting (a caller gave
 up on it, or a request timed out) until it next answers anything successfully. Marking down

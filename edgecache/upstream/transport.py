@@ -1,5 +1,11 @@
 """Requests to one upstream: auth (basic, or bearer tokens from its token service), redirects
 followed by us so credentials never leave its origin, and its error statuses as domain errors.
+
+It sends through a `Session` and reports every exchange to an `Exchange` (the one I/O rule),
+and owns neither: the registry API (`client.py`) reads bodies through the same `Exchange`, and
+the health probe uses the same `Session` without auth. What is here is what a request needs
+that a single send does not: credentials, the challenge-token-retry dance, and following
+redirects ourselves.
 """
 
 
@@ -11,7 +17,6 @@ import aiohttp
 from yarl import URL
 
 from edgecache import jsondoc
-from edgecache.config import HealthConfig, UpstreamConfig
 from edgecache.errors import (
     NameUnknown,
     NotFound,
@@ -19,15 +24,14 @@ from edgecache.errors import (
     UpstreamBadResponse,
     UpstreamUnavailable,
 )
-from edgecache.metrics import Metrics
 from edgecache.upstream.auth import (
     DEFAULT_TOKEN_TTL,
     Challenge,
     TokenCache,
-    basic_header,
     parse_challenge,
 )
 from edgecache.upstream.exchange import NETWORK_ERRORS, Exchange, read_upto
+from edgecache.upstream.session import Session
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -36,31 +40,35 @@ TOKEN_BODY_LIMIT = 1 << 20
 MAX_TOKEN_TTL = 86400.0  # an upstream's `expires_in` beyond a day is not believed
 
 
-class Transport(Exchange):
-    """Auth, redirects and error statuses on top of `Exchange`."""
+class Transport:
+    """Auth, redirects and error statuses for one upstream's requests."""
 
-    def __init__(self, config: UpstreamConfig, manifest_limit: int,
-                 health: HealthConfig, metrics: Metrics) -> None:
-        basic = basic_header(config.username, config.password()) if config.username else None
-        super().__init__(config, manifest_limit, health, metrics)  # read first: it may fail
-        self._basic: str | None = basic
+    def __init__(self, session: Session, exchange: Exchange, basic: str | None) -> None:
+        """`basic`: the configured credentials as a Basic header, sent only when challenged."""
+        self.name = session.name
+        self._basic = basic
         self._use_basic = False
         self._tokens = TokenCache(self._fetch_token)
+        self._session = session
+        self._exchange = exchange
 
-    async def _request(self, method: str, path: str, repository: str, *, accept: str | None = None,
-                       extra: Mapping[str, str] | None = None,
-                       params: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
+    async def request(self, method: str, path: str, repository: str, *, accept: str | None = None,
+                      extra: Mapping[str, str] | None = None,
+                      params: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
+        """`path` at the upstream with pull rights on `repository`: a 401 is answered once
+        (a token for the challenge's scope, or the Basic credentials) and the request sent
+        again; the response is the caller's to `check` and close."""
         scope = f"repository:{repository}:pull"
         headers = dict(extra or {})
         if accept:
             headers["Accept"] = accept
-        url = self.base.with_path(self.base.path.rstrip("/") + path)
+        url = self._session.url(path)
         if params:
             url = url.with_query(params)
         for attempt in (1, 2):
             token = self._tokens.get(scope)
             auth = f"Bearer {token}" if token else (self._basic if self._use_basic else None)
-            self._guard()
+            self._exchange.guard()
             resp = await self._follow(method, url, headers, auth)
             if resp.status != 401 or attempt == 2:
                 return resp
@@ -83,18 +91,18 @@ class Transport(Exchange):
                       auth: str | None) -> aiohttp.ClientResponse:
         """Send, following redirects ourselves so Authorization never leaves the upstream's
         origin (Docker Hub sends blobs to a CDN with a signed URL of its own)."""
-        origin = _origin(self.base)
+        origin = _origin(self._session.base)
         for _ in range(MAX_REDIRECTS + 1):
             sent = dict(headers)
             if auth and _origin(url) == origin:
                 sent["Authorization"] = auth
-            with self.exchange("request"):
-                resp = await self._send(method, url, sent)
+            with self._exchange.stage("request"):
+                resp = await self._session.send(method, url, sent)
             if resp.status >= 500 or resp.status == 429:
-                self.failure("status_429" if resp.status == 429 else "status_5xx",
+                self._exchange.failure("status_429" if resp.status == 429 else "status_5xx",
                              f"answered {resp.status}")
             elif resp.status != 401:  # a challenge proves nothing until the token service answers
-                self._answered(resp)
+                self._exchange.answered(resp)
             location = resp.headers.get("Location")
             if resp.status not in REDIRECT_STATUSES or not location:
                 return resp
@@ -104,7 +112,7 @@ class Transport(Exchange):
             except ValueError as exc:
                 raise UpstreamBadResponse(
                     self.name, f"redirect to an invalid URL {location[:100]!r}") from exc
-            refusal = self._refusal(target)
+            refusal = self._session.refusal(target)
             if refusal:
                 raise UpstreamBadResponse(self.name, f"redirect {refusal}")
             if resp.status == 303 and method != "HEAD":
@@ -112,7 +120,9 @@ class Transport(Exchange):
             url = target
         raise UpstreamBadResponse(self.name, f"more than {MAX_REDIRECTS} redirects")
 
-    async def _check(self, resp: aiohttp.ClientResponse, missing: type[NotFound]) -> None:
+    async def check(self, resp: aiohttp.ClientResponse, missing: type[NotFound]) -> None:
+        """Nothing for a 200 or 206; else the status as the domain error the proxy decides on
+        (`missing`: which NotFound a 404 is, by what was asked for)."""
         if resp.status in (200, 206):
             return
         code, message = await self._error_of(resp)
@@ -147,20 +157,21 @@ class Transport(Exchange):
             realm_url = _parsed(URL(realm))
         except ValueError as exc:
             raise UpstreamAuthError(self.name, f"token realm {realm[:100]!r} is not a URL") from exc
-        refusal = self._refusal(realm_url)  # upstream-chosen, and our credentials go there
+        refusal = self._session.refusal(realm_url)  # upstream-chosen, and our credentials go there
         if refusal:
             raise UpstreamAuthError(self.name, f"token realm {refusal}")
         query = {"scope": challenge.params.get("scope") or scope}
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]
         headers = {"Authorization": self._basic} if self._basic else {}
-        self._guard()
-        with self.exchange("token"):
-            async with await self._send("GET", realm_url.with_query(query), headers) as resp:
+        self._exchange.guard()
+        with self._exchange.stage("token"):
+            url = realm_url.with_query(query)
+            async with await self._session.send("GET", url, headers) as resp:
                 if resp.status in (401, 403):
                     raise UpstreamAuthError(self.name, f"token service refused ({resp.status})")
                 if resp.status != 200:
-                    self.failure("token", f"token service answered {resp.status}")
+                    self._exchange.failure("token", f"token service answered {resp.status}")
                     raise UpstreamUnavailable(self.name, f"token service answered {resp.status}")
                 body = await read_upto(resp, TOKEN_BODY_LIMIT)
         try:
