@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from edgecache import jsondoc
 from edgecache.errors import (
@@ -218,9 +218,9 @@ def manifest_children(body: bytes) -> list[str]:
         return []
 
 
-def children_of(doc: dict[str, Any]) -> list[str]:
-    """The lenient reading, for the index: every valid digest the manifest references (config,
-    layers, blobs and, for an index, its manifests), whatever its kind and shape."""
+def references_of(doc: dict[str, Any]) -> list[Digest]:
+    """The lenient reading: every valid digest the manifest references (config, layers, blobs
+    and, for an index, its manifests), whatever its kind and shape, each once, in order."""
     found: list[str] = []
     descriptors: list[Any] = [doc.get("config")]
     for key in ("layers", "manifests", "blobs"):
@@ -234,20 +234,31 @@ def children_of(doc: dict[str, Any]) -> list[str]:
     if isinstance(layers, list):
         found.extend(i["blobSum"] for i in layers
                      if isinstance(i, dict) and isinstance(i.get("blobSum"), str))
-    valid = []
+    valid: list[Digest] = []
     for digest in dict.fromkeys(found):
         try:
-            valid.append(str(Digest.parse(digest)))
+            valid.append(Digest.parse(digest))
         except DigestInvalid:
             continue
     return valid
 
 
-def reach(roots: Iterable[str], step: Callable[[str], Iterable[str]],
-          depth: int = GRAPH_DEPTH) -> set[str]:
+def children_of(doc: dict[str, Any]) -> list[str]:
+    """`references_of` as the index's `refs` rows spell them: for the writers that hand a
+    manifest's children to the store as they are (`Store.put`, `Record.children` take strings),
+    so the text form is made once, here."""
+    return [str(digest) for digest in references_of(doc)]
+
+
+Node = TypeVar("Node", "Digest", str)
+
+
+def reach(roots: Iterable[Node], step: Callable[[Node], Iterable[Node]],
+          depth: int = GRAPH_DEPTH) -> set[Node]:
     """Every digest within `depth` steps of `roots`, breadth first. `step` gives a digest's
     neighbours: its children to walk down (a closure), its parents to walk up (what goes with
-    a blob); each digest is stepped from once, on the level it is first reached."""
+    a blob); each digest is stepped from once, on the level it is first reached. Digests are
+    `Digest`s or, for the index's own walks in SQL terms (eviction, GC), their strings."""
     found = set(roots)
     frontier = list(found)
     for _ in range(depth):

@@ -132,7 +132,7 @@ class Root:
     """One entry of index.json: an image (or index) and the name it is known by."""
 
     name: str | None  # the full reference, e.g. docker.io/library/alpine:3.20
-    digest: str
+    digest: Digest
     media_type: str
     size: int
 
@@ -140,7 +140,7 @@ class Root:
 def index_document(roots: Sequence[Root]) -> bytes:
     manifests: list[dict[str, Any]] = []
     for root in roots:
-        entry: dict[str, Any] = {"mediaType": root.media_type, "digest": root.digest,
+        entry: dict[str, Any] = {"mediaType": root.media_type, "digest": str(root.digest),
                                  "size": root.size}
         if root.name:
             entry["annotations"] = {REF_NAME: root.name}

@@ -1,6 +1,7 @@
 """`edgecache export`: cached images into one bundle, read straight from the store.
 
-It reads files and the index and writes nothing into the storage, so it is safe while a service
+It reads through the `Store` (`storage/store.py`, the seam the service uses: tags, media types,
+children, the blob files) and writes nothing into the storage, so it is safe while a service
 runs: a blob evicted mid-export is still read through the descriptor already open (an unlinked
 file lives on while open), and one evicted before it was opened fails the export cleanly.
 Every blob is re-hashed as it is written: a cache that rotted on disk makes the export fail
@@ -14,7 +15,6 @@ order with fixed metadata (mtime 0, uid 0), so the same images give the same byt
 
 from __future__ import annotations
 
-import os
 import sys
 import tarfile
 import time
@@ -49,6 +49,7 @@ from edgecache.airgap.tarwrite import (
 )
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError, NotCached, StorageError
+from edgecache.metrics import Metrics
 from edgecache.oci import (
     INDEX_TYPES,
     Digest,
@@ -57,10 +58,11 @@ from edgecache.oci import (
     official_repository,
     reach,
 )
-from edgecache.storage import pins as runtime_pins
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.layout import Layout
+from edgecache.storage.quota import Quota
+from edgecache.storage.store import Store
 from edgecache.units import human
 
 COPY_BUFSIZE = tarfile.RECORDSIZE  # tarfile copies its whole buffer on every write: small
@@ -69,7 +71,7 @@ COPY_BUFSIZE = tarfile.RECORDSIZE  # tarfile copies its whole buffer on every wr
 @dataclass
 class ExportItem:
     root: Root
-    members: dict[str, int] = field(default_factory=dict)  # the closure: digest -> size
+    members: dict[Digest, int] = field(default_factory=dict)  # the closure: digest -> size
 
     @property
     def size(self) -> int:
@@ -86,7 +88,7 @@ class ExportReport:
     seconds: float = 0.0
 
     def lines(self, output: str) -> list[str]:
-        rows = [[item.root.name or item.root.digest, short_digest(item.root.digest),
+        rows = [[item.root.name or str(item.root.digest), short_digest(item.root.digest),
                  human(item.size), "exported"] for item in self.items]
         out = table(["IMAGE", "DIGEST", "SIZE", "STATUS"], rows, right=[2])
         ratio = self.bundle_bytes / self.raw_bytes if self.raw_bytes else 1.0
@@ -99,11 +101,10 @@ class ExportReport:
 
 
 class Exporter:
-    def __init__(self, config: Config, blobs: BlobStore, index: Index,
+    def __init__(self, config: Config, store: Store,
                  platforms: Sequence[Platform] = ()) -> None:
         self._config = config
-        self._blobs = blobs
-        self._index = index
+        self._store = store
         self._platforms = tuple(platforms)
 
     # ---- what goes in -------------------------------------------------------------------------
@@ -115,31 +116,31 @@ class Exporter:
         skipped: list[str] = []
         texts = list(references)
         if pinned:  # the config's and the runtime ones (`edgecache pin`)
-            texts += [*self._config.pins, *runtime_pins.references(self._index)]
+            texts += [*self._config.pins, *self._store.runtime_pins()]
         for text in dict.fromkeys(texts):
             root = self._resolve(text)
             items.append(ExportItem(root, self._closure(root)))
         if every_tag:
-            for row in self._index.all_tags():
-                name = full_name(row.upstream, row.repository, row.tag)
+            for upstream, repository, tag, digest in self._store.every_tag():
+                name = full_name(upstream, repository, tag)
                 if any(item.root.name == name for item in items):
                     continue
                 try:
-                    root = self._root(name, row.digest)
+                    root = self._root(name, digest)
                     items.append(ExportItem(root, self._closure(root)))
                 except NotCached:
                     skipped.append(name)  # a tag whose images were evicted: not an image now
         if not items:
             raise NotCached("nothing to export: no image named, and no tag cached")
         for item in list(items):  # each image's referrers go along (airgap/referrers.py)
-            found = referrers_of(self._index, self._config.upstreams, item.root)
+            found = referrers_of(self._store, self._config.upstreams, item.root)
             if found is not None and not any(i.root.name == found[0] for i in items):
                 try:
                     root = self._root(*found)
                     items.append(ExportItem(root, self._closure(root)))
                 except NotCached:
                     skipped.append(found[0])  # referrers not all cached: warm the image again
-            for name, digest in referrer_roots(self._index, local_name(self._config), item.root):
+            for name, digest in referrer_roots(self._store, local_name(self._config), item.root):
                 if not any(i.root.digest == digest for i in items):  # pushed referrers
                     try:
                         root = self._root(name, digest)
@@ -156,34 +157,34 @@ class Exporter:
         repository = official_repository(upstream, ref.repository)
         name = full_name(upstream, repository, ref.tag, ref.digest)
         if ref.digest is not None:
-            return self._root(name, ref.digest)
+            return self._root(name, Digest.parse(ref.digest))
         assert ref.tag is not None
-        record = self._index.tag(upstream, repository, ref.tag)
+        record = self._store.tag(upstream, repository, ref.tag)
         if record is None:
             raise NotCached(f"{name} is not cached; warm it first")
         return self._root(name, record.digest)
 
-    def _root(self, name: str, digest: str) -> Root:
-        media_type = self._index.media_type(digest)
-        size = self._blobs.size(Digest.parse(digest))
-        if media_type is None or size is None:
+    def _root(self, name: str, digest: Digest) -> Root:
+        media_type = self._store.media_type(digest)
+        held = self._store.blob(digest)
+        if media_type is None or held is None:
             raise NotCached(f"{name} ({digest}) is not cached; warm it first")
-        return Root(name, digest, media_type, size)
+        return Root(name, digest, media_type, held.size)
 
-    def _closure(self, root: Root) -> dict[str, int]:
+    def _closure(self, root: Root) -> dict[Digest, int]:
         """Manifest → children through the index, level by level (bounded). With --platform,
         an index's entries for other platforms are left out."""
-        members: dict[str, int] = {}
-        missing: list[str] = []
+        members: dict[Digest, int] = {}
+        missing: list[Digest] = []
 
-        def step(digest: str) -> list[str]:
+        def step(digest: Digest) -> list[Digest]:
             if digest in members:
                 return []
-            size = self._blobs.size(Digest.parse(digest))
-            if size is None:
+            held = self._store.blob(digest)
+            if held is None:
                 missing.append(digest)
                 return []
-            members[digest] = size
+            members[digest] = held.size
             return self._children(root, digest)
 
         reach([root.digest], step)
@@ -193,14 +194,14 @@ class Exporter:
                             f"(first: {missing[0]}); warm it first{hint}")
         return members
 
-    def _children(self, root: Root, digest: str) -> list[str]:
-        children = self._index.children(digest)
-        media_type = self._index.media_type(digest)
+    def _children(self, root: Root, digest: Digest) -> list[Digest]:
+        children = self._store.children(digest)
+        media_type = self._store.media_type(digest)
         if not self._platforms or media_type not in INDEX_TYPES:
             return children
-        body = self._blobs.read(Digest.parse(digest)) or b""
+        body = self._store.read(digest) or b""
         try:
-            manifest = Manifest.parse(body, media_type, digest)
+            manifest = Manifest.parse(body, media_type, str(digest))
         except EdgecacheError as exc:
             raise NotCached(f"{root.name}: cached index {digest} is unreadable: {exc}") from None
         keep = {c.digest for c in manifest.children if wanted(self._platforms, c.platform)}
@@ -214,20 +215,19 @@ class Exporter:
     def write(self, report: ExportReport, out: BinaryIO, level: int, progress: Progress) -> None:
         counter = Counting(out)
         compressor = zstandard.ZstdCompressor(level=level, threads=-1)
-        written: set[str] = set()
+        written: set[Digest] = set()
         with compressor.stream_writer(cast(IO[bytes], counter), closefd=False) as zstd, \
                 tarfile.open(fileobj=zstd, mode="w|", format=tarfile.PAX_FORMAT,
                              bufsize=COPY_BUFSIZE) as tar:
             add_bytes(tar, LAYOUT_NAME, layout_document())
             add_dir(tar, "blobs")
-            for algorithm in sorted({Digest.parse(d).algorithm
-                                     for item in report.items for d in item.members}):
+            for algorithm in sorted({d.algorithm for item in report.items for d in item.members}):
                 add_dir(tar, f"blobs/{algorithm}")
             for item in report.items:
-                for digest in sorted(item.members):
+                for digest in sorted(item.members, key=str):
                     if digest in written:
                         continue
-                    self._add_blob(tar, Digest.parse(digest), item.members[digest], progress)
+                    self._add_blob(tar, digest, item.members[digest], progress)
                     written.add(digest)
                     report.blobs += 1
                     report.raw_bytes += item.members[digest]
@@ -237,13 +237,12 @@ class Exporter:
 
     def _add_blob(self, tar: tarfile.TarFile, digest: Digest, size: int,
                   progress: Progress) -> None:
-        try:
-            handle = self._blobs.path(digest).open("rb")
-        except FileNotFoundError:
-            raise NotCached(f"{digest} was evicted during the export; run it again") from None
+        held = self._store.blob(digest)
+        handle = held.open() if held is not None else None
+        if held is None or handle is None:
+            raise NotCached(f"{digest} was evicted during the export; run it again")
         with handle:
-            actual = os.fstat(handle.fileno()).st_size
-            if actual != size:
+            if held.size != size:
                 raise StorageError(f"cached {digest} changed size during the export")
             reader = Verifying(handle, digest, progress)
             tar.addfile(member_info(blob_name(digest), size), reader)
@@ -259,9 +258,12 @@ def export(config: Config, references: Sequence[str], output: str, progress: Pro
         raise NotCached(f"no cache at {layout.root} (storage.path)")
     index = Index(layout.index_file)
     try:
-        exporter = Exporter(config, BlobStore(layout), index, platforms)
+        blobs = BlobStore(layout)
+        quota = Quota(config.storage, blobs, index, config.pins, Metrics(),
+                      local=local_name(config))  # a Store's part; export never publishes
+        exporter = Exporter(config, Store(blobs, index, quota), platforms)
         report = exporter.plan(references, every_tag=every_tag, pinned=pinned)
-        unique: dict[str, int] = {}
+        unique: dict[Digest, int] = {}
         for item in report.items:
             unique.update(item.members)
         progress.add_total(sum(unique.values()), items=len(report.items))

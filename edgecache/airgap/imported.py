@@ -7,18 +7,19 @@ from dataclasses import dataclass, field
 
 from edgecache.airgap.progress import plural, short_digest, table
 from edgecache.airgap.reference import TagTarget
+from edgecache.oci import Digest
 from edgecache.units import human
 
 
 @dataclass
 class ImportedImage:
     name: str  # what index.json called it, or the digest
-    digest: str
+    digest: Digest
     size: int = 0  # the closure's bytes
     new: int = 0  # bytes this import added (the rest was cached already)
     tag: TagTarget | None = None
     partial: str = ""  # "1 of 3 platforms" when an index came without some of its manifests
-    members: tuple[str, ...] = ()  # the closure's digests
+    members: tuple[Digest, ...] = ()  # the closure's digests
 
 
 @dataclass

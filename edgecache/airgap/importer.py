@@ -53,8 +53,8 @@ MAX_DEPTH = 4  # index → index → manifest is already unusual
 @dataclass
 class _Plan:
     roots: list[tuple[Descriptor, ImportedImage]]
-    manifests: dict[str, tuple[str, list[str]]]  # digest -> (media type, children); post-order
-    blobs: dict[str, int]  # configs and layers: digest -> size
+    manifests: dict[Digest, tuple[str, list[Digest]]]  # -> (media type, children); post-order
+    blobs: dict[Digest, int]  # configs and layers: digest -> size
 
 
 class Importer(Staging):
@@ -86,9 +86,9 @@ class Importer(Staging):
             raise BundleInvalid("the bundle has no index.json (truncated, or not an OCI layout)")
         plan = _Plan([], {}, {})
         for descriptor in parse_index(self._index_json):
-            image = ImportedImage(descriptor.annotations.get(REF_NAME) or descriptor.digest,
+            image = ImportedImage(descriptor.annotations.get(REF_NAME) or str(descriptor.digest),
                                   descriptor.digest)
-            members: dict[str, int] = {}
+            members: dict[Digest, int] = {}
             self._visit(descriptor, "index.json", 0, plan, members, image)
             image.size = sum(members.values())
             image.members = tuple(members)
@@ -103,7 +103,7 @@ class Importer(Staging):
         return plan
 
     def _visit(self, descriptor: Descriptor, where: str, depth: int, plan: _Plan,
-               members: dict[str, int], image: ImportedImage) -> None:
+               members: dict[Digest, int], image: ImportedImage) -> None:
         digest = descriptor.digest
         size = self._size(digest)
         if size is None:
@@ -121,7 +121,7 @@ class Importer(Staging):
                                 f"{size} bytes")
         body = self._body(digest)
         try:
-            manifest = Manifest.parse(body, descriptor.media_type, digest)
+            manifest = Manifest.parse(body, descriptor.media_type, str(digest))
         except ManifestInvalid as exc:
             raise BundleInvalid(f"{where} references {digest} as a manifest, but it is not "
                                 f"one: {exc}") from None
@@ -146,11 +146,11 @@ class Importer(Staging):
                 plan.blobs[blob.digest] = blob_size
         plan.manifests[digest] = (manifest.media_type, list(manifest.references))
 
-    def _collect(self, digest: str, plan: _Plan, members: dict[str, int]) -> None:
+    def _collect(self, digest: Digest, plan: _Plan, members: dict[Digest, int]) -> None:
         """A manifest already checked under another root: count its closure for this one."""
         frontier = [digest]
         for _ in range(MAX_DEPTH + 2):
-            nxt = []
+            nxt: list[Digest] = []
             for parent in frontier:
                 for child in plan.manifests.get(parent, ("", []))[1]:
                     size = self._size(child)
@@ -187,7 +187,7 @@ class Importer(Staging):
         # what the bundle shares with the cache is in use now: eviction must not pick it
         for digest, _ in order:
             if digest not in self._staged:
-                index.touch(digest)
+                index.touch(str(digest))
         index.flush_access()
         if new_bytes and not await store.reserve(new_bytes):
             raise StorageError(f"no room: the bundle adds {human(new_bytes)} and the cache "
@@ -195,7 +195,7 @@ class Importer(Staging):
                                "in use that cannot be evicted (pinned or being read)")
         owners = self._owners(plan, index)
         missing = [d for d, _ in order
-                   if d not in self._staged and self._blobs.size(Digest.parse(d)) is None]
+                   if d not in self._staged and self._blobs.size(d) is None]
         if missing:
             store.release(new_bytes)
             raise StorageError(f"{missing[0]} left the cache during the import (evicted to "
@@ -205,13 +205,13 @@ class Importer(Staging):
             staged = self._staged.pop(digest, None)
             media_type, children = plan.manifests.get(digest, (None, []))
             batch.append((staged.writer if staged is not None else None,
-                          Record(Digest.parse(digest), size, media_type, children,
+                          Record(digest, size, media_type, [str(c) for c in children],
                                  owners.get(digest, ()))))
         await store.publish_all(batch, reserved=new_bytes)
         self.report.blobs += sum(writer is not None for writer, _ in batch)
         self.report.new_bytes = new_bytes
         self.report.cached_bytes = sum(size for d, size in order) - new_bytes
-        tagged: dict[TagTarget, str] = {}
+        tagged: dict[TagTarget, Digest] = {}
         for descriptor, image in plan.roots:
             if image.tag is not None:
                 if tagged.get(image.tag, descriptor.digest) != descriptor.digest:
@@ -219,17 +219,17 @@ class Importer(Staging):
                 tagged[image.tag] = descriptor.digest
             self.report.images.append(image)
         for target, digest in tagged.items():
-            index.set_tag(target.upstream, target.repository, target.tag, digest)
+            index.set_tag(target.upstream, target.repository, target.tag, str(digest))
         if local is not None:  # the referrers API of local content reads `subjects`
-            record_subjects(index, local, ((d, self._blobs.read(Digest.parse(d)) or b"")
+            record_subjects(index, local, ((d, self._blobs.read(d) or b"")
                                            for d in plan.manifests if local in owners.get(d, ())))
 
-    def _owners(self, plan: _Plan, index: Index) -> dict[str, set[str]]:
+    def _owners(self, plan: _Plan, index: Index) -> dict[Digest, set[str]]:
         """digest -> the upstreams a tagged image links it to, as a pull links what it fetched
         (private content stays scoped). A cached blob whose bytes this bundle did not carry
         gains a link only if every route could read it already (checked again here: the
         service may have linked it since the stage)."""
-        owners: dict[str, set[str]] = {}
+        owners: dict[Digest, set[str]] = {}
         local = local_name(self._config)
         for _, image in plan.roots:
             # a local image named by digest (a pushed referrer) is local content all the same

@@ -18,9 +18,10 @@ from edgecache.airgap.bundle import Root
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError
 from edgecache.local.registry import subject_of
-from edgecache.oci import MANIFEST_LIMIT, ImageReference
+from edgecache.oci import MANIFEST_LIMIT, Digest, ImageReference
 from edgecache.storage.index import Index
 from edgecache.storage.localindex import LocalIndex
+from edgecache.storage.store import Store
 
 
 def local_name(config: Config) -> str | None:
@@ -44,17 +45,17 @@ def local_route(name: str | None, local: str | None) -> str | None:
     return local if ref.registry.lower() == local else None
 
 
-def referrer_roots(index: Index, local: str | None, root: Root) -> list[tuple[str, str]]:
+def referrer_roots(store: Store, local: str | None, root: Root) -> list[tuple[str, Digest]]:
     """(name, digest) of each local manifest whose `subject` is a local root's digest, named
     by digest in the root's repository."""
     if local_route(root.name, local) is None or local is None or root.name is None:
         return []
     repository = ImageReference.parse(root.name).repository
-    return [(f"{local}/{repository}@{row.digest}", row.digest)
-            for row in LocalIndex(index, local).referrers(root.digest)]
+    return [(f"{local}/{repository}@{digest}", digest)
+            for digest in store.local_referrers(local, root.digest)]
 
 
-def record_subjects(index: Index, local: str, manifests: Iterable[tuple[str, bytes]]) -> None:
+def record_subjects(index: Index, local: str, manifests: Iterable[tuple[Digest, bytes]]) -> None:
     """The `subjects` rows of imported local manifests, as their pushes recorded them. A
     manifest whose subject would not have been accepted by a push is simply not a referrer."""
     rows = LocalIndex(index, local)
@@ -65,4 +66,4 @@ def record_subjects(index: Index, local: str, manifests: Iterable[tuple[str, byt
         except (jsondoc.JsonUnreadable, EdgecacheError):
             continue
         if subject is not None:
-            rows.record_subject(digest, subject, artifact_type)
+            rows.record_subject(str(digest), subject, artifact_type)

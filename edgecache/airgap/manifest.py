@@ -5,6 +5,9 @@ bundle names nothing we asked for, so import reads every manifest against the sp
 (an index has `manifests`, an image has a `config` and `layers`, every descriptor a valid digest
 and size) before it is believed. Warm and export read manifests the same way, for the sizes and
 platforms that the index does not keep.
+
+Digests are `Digest`s from here on (parsed once, with the descriptor); their text is made
+only where it leaves: SQL, file names, JSON, messages.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from edgecache.oci import (
     MANIFEST_LIMIT,
     MANIFEST_TYPES,
     Digest,
-    children_of,
     manifest_document,
     media_type_of,
+    references_of,
 )
 
 SCHEMA1_TYPES = (DOCKER_MANIFEST_V1, DOCKER_MANIFEST_V1_SIGNED)
@@ -31,7 +34,7 @@ SCHEMA1_TYPES = (DOCKER_MANIFEST_V1, DOCKER_MANIFEST_V1_SIGNED)
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
-    digest: str
+    digest: Digest
     size: int | None  # None only for Docker schema 1 layers, which carry no size
     media_type: str | None = None
     platform: Mapping[str, Any] | None = None
@@ -42,12 +45,12 @@ class Descriptor:
     def parse(cls, raw: object, where: str) -> Descriptor:
         if not isinstance(raw, dict):
             raise ManifestInvalid(f"{where}: a descriptor is not a JSON object")
-        digest = raw.get("digest")
+        text = raw.get("digest")
         size = raw.get("size")
-        if not isinstance(digest, str):
+        if not isinstance(text, str):
             raise ManifestInvalid(f"{where}: a descriptor has no digest")
         try:
-            digest = str(Digest.parse(digest))
+            digest = Digest.parse(text)
         except EdgecacheError as exc:
             raise ManifestInvalid(f"{where}: {exc}") from None
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -72,7 +75,7 @@ class Manifest:
     media_type: str
     is_index: bool
     children: tuple[Descriptor, ...]
-    references: tuple[str, ...] = ()  # `children_of`: what the index records it references
+    references: tuple[Digest, ...] = ()  # `references_of`: what the index records it references
 
     @classmethod
     def parse(cls, body: bytes, declared: str | None, where: str) -> Manifest:
@@ -86,7 +89,7 @@ class Manifest:
             media_type = media_type_of(doc, declared)
         except ManifestInvalid as exc:
             raise ManifestInvalid(f"{where}: not a manifest ({exc})") from None
-        references = tuple(children_of(doc))
+        references = tuple(references_of(doc))
         embedded = doc.get("mediaType")
         if declared and isinstance(embedded, str) and embedded != declared:
             raise ManifestInvalid(f"{where}: declared as {declared} but says {embedded}")
@@ -94,11 +97,11 @@ class Manifest:
             layers = doc.get("fsLayers")
             if not isinstance(layers, list):
                 raise ManifestInvalid(f"{where}: a schema 1 manifest without fsLayers")
-            sums: dict[str, Descriptor] = {}
+            sums: dict[Digest, Descriptor] = {}
             for item in layers:
                 blob = item.get("blobSum") if isinstance(item, dict) else None
                 try:
-                    digest = str(Digest.parse(str(blob)))
+                    digest = Digest.parse(str(blob))
                 except EdgecacheError:
                     raise ManifestInvalid(f"{where}: an invalid blobSum") from None
                 sums.setdefault(digest, Descriptor(digest, None))
@@ -123,7 +126,7 @@ class Manifest:
         layers: the registry does not hold them, the client fetches them from their `urls`)."""
         if self.is_index:
             return []
-        seen: dict[str, Descriptor] = {}
+        seen: dict[Digest, Descriptor] = {}
         for child in self.children:
             if not child.foreign:
                 seen.setdefault(child.digest, child)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from edgecache.oci import Digest
 from edgecache.units import human
 
 TTY_INTERVAL = 0.2
@@ -143,9 +144,10 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def short_digest(digest: str | None) -> str:
-    """`sha256:` and 12 hex digits, as `docker images` shows them; enough to tell apart."""
+def short_digest(digest: Digest | str | None) -> str:
+    """`sha256:` and 12 hex digits, as `docker images` shows them; enough to tell apart (a
+    string: as a JSON event carries it, `edgecache pin`)."""
     if not digest:
         return "-"
-    algorithm, _, hexpart = digest.partition(":")
+    algorithm, _, hexpart = str(digest).partition(":")
     return f"{algorithm}:{hexpart[:12]}"

@@ -15,6 +15,7 @@ from edgecache.airgap.bundle import CONTAINERD_NAME, REF_NAME
 from edgecache.errors import ConfigError, EdgecacheError
 from edgecache.oci import (
     TAG_RE,
+    Digest,
     ImageReference,
     canonical_registry,
     names_registry,
@@ -67,7 +68,7 @@ def parse_repository(text: str, upstreams: Container[str]) -> tuple[str, str]:
     return upstream, official_repository(upstream, ref.repository)
 
 
-def tag_for(annotations: Mapping[str, str], digest: str, upstreams: Container[str],
+def tag_for(annotations: Mapping[str, str], digest: Digest, upstreams: Container[str],
             repository: tuple[str, str] | None) -> tuple[TagTarget | None, str | None]:
     """The tag an imported root gets, and a warning when it gets none. Tools name roots
     differently: skopeo writes the reference it was given (`docker.io/library/alpine:3.20`, or
@@ -75,7 +76,7 @@ def tag_for(annotations: Mapping[str, str], digest: str, upstreams: Container[st
     `io.containerd.image.name`. A root without a usable name is still imported: it can be pulled
     by digest."""
     ref_name = annotations.get(REF_NAME, "")
-    shown = ref_name or digest
+    shown = ref_name or str(digest)
     by_digest = f"pull it by digest: {digest}"
     for text in (ref_name, annotations.get(CONTAINERD_NAME, "")):
         if not text or not names_a_registry(text):
@@ -84,7 +85,7 @@ def tag_for(annotations: Mapping[str, str], digest: str, upstreams: Container[st
             ref = ImageReference.parse(text)
         except EdgecacheError as exc:
             return None, f"{shown}: {exc}; not tagged ({by_digest})"
-        if ref.digest is not None and ref.digest != digest:
+        if ref.digest is not None and ref.digest != str(digest):
             return None, f"{shown}: names {ref.digest} but is {digest}; not tagged"
         if ref.tag is None:
             return None, None  # a digest reference: nothing to tag

@@ -16,27 +16,27 @@ from edgecache.airgap.reference import full_name
 from edgecache.errors import EdgecacheError
 from edgecache.oci import Digest, ImageReference, canonical_registry, official_repository
 from edgecache.proxy.referrers import schema_tag
-from edgecache.storage import referrers
-from edgecache.storage.index import Index
+from edgecache.storage.store import Store
 
 
-def referrers_of(index: Index, upstreams: Container[str], root: Root) -> tuple[str, str] | None:
+def referrers_of(store: Store, upstreams: Container[str],
+                 root: Root) -> tuple[str, Digest] | None:
     """(the tag-schema name, the digest of the index of referrers) for an exported root, when
     the cache holds a referrers answer for it."""
     if root.name is None:
         return None
     try:
         ref = ImageReference.parse(root.name)
-        subject = Digest.parse(root.digest)
     except EdgecacheError:
         return None
+    subject = root.digest
     upstream = canonical_registry(ref.registry, upstreams)
     if upstream is None:
         return None
     repository = official_repository(upstream, ref.repository)
     tag = schema_tag(subject)
-    kept = referrers.answer(index, upstream, repository, str(subject))
-    record = kept or index.tag(upstream, repository, tag)
-    if record is None or not index.children(record.digest):
+    kept = store.referrers(upstream, repository, subject)
+    record = kept or store.tag(upstream, repository, tag)
+    if record is None or not store.children(record.digest):
         return None  # none kept, or no referrers: nothing to carry
     return full_name(upstream, repository, tag), record.digest

@@ -59,9 +59,9 @@ class Staging:
         self._max_members = max_members
         self._layout = Layout(config.storage.path)
         self._blobs = BlobStore(self._layout)
-        self._staged: dict[str, _Staged] = {}
-        self._present: dict[str, int] = {}  # already cached: digest -> size
-        self._verified: set[str] = set()  # cached and restricted: the member's bytes hashed
+        self._staged: dict[Digest, _Staged] = {}
+        self._present: dict[Digest, int] = {}  # already cached: digest -> size
+        self._verified: set[Digest] = set()  # cached and restricted: the member's bytes hashed
         private = {n for n, u in config.upstreams.items() if u.access == "authenticated"}
         self._restricted = frozenset(private | {UNKNOWN_OWNER} if private else ())
         self._reading: Index | None = None  # opened when a restricted blob may be skipped
@@ -73,7 +73,7 @@ class Staging:
                             if repository else None)
         self.report = ImportReport()
 
-    def _open_to_all(self, digest: str, index: Index | None = None) -> bool:
+    def _open_to_all(self, digest: Digest, index: Index | None = None) -> bool:
         """Whether every route may already read this cached blob (so a link widens nothing):
         indexed, and linked to no private upstream and no unknown owner."""
         if not self._restricted:
@@ -82,7 +82,8 @@ class Staging:
             if self._reading is None:
                 self._reading = Index(self._layout.index_file)
             index = self._reading
-        return index.size(digest) is not None and not index.links(digest) & self._restricted
+        text = str(digest)
+        return index.size(text) is not None and not index.links(text) & self._restricted
 
     # ---- 1. stage -----------------------------------------------------------------------------
 
@@ -106,10 +107,10 @@ class Staging:
             elif member.kind == "blob":
                 assert member.digest is not None
                 if self._blobs.size(member.digest) == info.size:
-                    if not self._open_to_all(str(member.digest)):
+                    if not self._open_to_all(member.digest):
                         self._check_bytes(member.digest, member.name, info.size, data)
-                        self._verified.add(str(member.digest))
-                    self._present[str(member.digest)] = info.size  # not staged
+                        self._verified.add(member.digest)
+                    self._present[member.digest] = info.size  # not staged
                     continue
                 if staged_bytes + info.size > room:
                     raise BundleInvalid(
@@ -123,7 +124,7 @@ class Staging:
             raise BundleInvalid(f"more than {self._fd_budget} new blobs: over the open-file "
                                 "limit (raise `ulimit -n`) or split the bundle")
         writer = self._blobs.writer(digest)
-        self._staged[str(digest)] = _Staged(writer, size)  # registered first: abort cleans it
+        self._staged[digest] = _Staged(writer, size)  # registered first: abort cleans it
         for chunk in read_exactly(data, size):
             try:
                 writer.write(chunk)
@@ -143,15 +144,15 @@ class Staging:
             raise BundleInvalid(f"member {name!r}: its bytes do not match its name "
                                 f"(they hash to {hashing.actual()})")
 
-    def _size(self, digest: str) -> int | None:
+    def _size(self, digest: Digest) -> int | None:
         staged = self._staged.get(digest)
         return staged.size if staged is not None else self._present.get(digest)
 
-    def _body(self, digest: str) -> bytes:
+    def _body(self, digest: Digest) -> bytes:
         staged = self._staged.get(digest)
         if staged is not None:
             return staged.writer.pread(staged.size, 0)
-        body = self._blobs.read(Digest.parse(digest))
+        body = self._blobs.read(digest)
         if body is None:
             raise StorageError(f"{digest} left the cache during the import; run it again")
         return body

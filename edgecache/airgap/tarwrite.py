@@ -10,11 +10,12 @@ import tarfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from edgecache.airgap.progress import Progress
 from edgecache.errors import StorageError
 from edgecache.oci import Digest, Hashing
+from edgecache.storage.store import BlobFile
 
 
 class Counting(io.RawIOBase):
@@ -39,14 +40,17 @@ class Counting(io.RawIOBase):
 class Verifying:
     """A blob file read for the tar, hashed on the way, progress counted."""
 
-    def __init__(self, handle: IO[bytes], digest: Digest, progress: Progress) -> None:
+    def __init__(self, handle: BlobFile, digest: Digest, progress: Progress) -> None:
         self._handle = handle
+        self._offset = 0
         self._digest = digest
         self._hashing = Hashing(digest)
         self._progress = progress
 
     def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
+        """`tarfile` reads a member's `size` bytes in pieces; -1 (never asked) reads a MiB."""
+        data = self._handle.pread(size if size >= 0 else 1 << 20, self._offset)
+        self._offset += len(data)
         self._hashing.update(data)
         self._progress.advance(len(data))
         return data

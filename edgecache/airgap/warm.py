@@ -74,7 +74,7 @@ class _Blob:
 
 @dataclass
 class _Walk:
-    blobs: dict[str, int] = field(default_factory=dict)
+    blobs: dict[Digest, int] = field(default_factory=dict)
     manifest_bytes: int = 0
 
 
@@ -89,7 +89,7 @@ class Warmer:
         self._platforms = tuple(platforms)
         self._blob_slots = asyncio.Semaphore(max(1, concurrency))
         self._manifest_slots = asyncio.Semaphore(max(1, concurrency))
-        self._blobs: dict[str, asyncio.Task[_Blob]] = {}
+        self._blobs: dict[Digest, asyncio.Task[_Blob]] = {}
 
     @property
     def fetched(self) -> int:
@@ -124,7 +124,7 @@ class Warmer:
         reference = ref.digest or ref.tag
         assert reference is not None
         body, digest, media_type = await self._manifest(ref, reference)
-        if ref.digest and digest != ref.digest:
+        if ref.digest and str(digest) != ref.digest:
             raise WarmError(f"asked for {ref.digest}, got {digest}")
         result.digest = digest
         walk = _Walk(manifest_bytes=len(body))
@@ -143,9 +143,9 @@ class Warmer:
                 result.cached += outcome.cached
 
     async def _walk(self, ref: ImageReference, body: bytes, media_type: str | None,
-                    digest: str, depth: int, walk: _Walk) -> None:
+                    digest: Digest, depth: int, walk: _Walk) -> None:
         try:
-            manifest = Manifest.parse(body, media_type, digest)
+            manifest = Manifest.parse(body, media_type, str(digest))
         except ManifestInvalid as exc:
             raise WarmError(str(exc)) from None
         if not manifest.is_index:
@@ -159,24 +159,24 @@ class Warmer:
             shown = ",".join(str(p) for p in self._platforms)
             raise WarmError(f"the index has no manifest for {shown}")
 
-        async def child(digest: str) -> None:
-            child_body, child_digest, child_type = await self._manifest(ref, digest)
+        async def child(digest: Digest) -> None:
+            child_body, child_digest, child_type = await self._manifest(ref, str(digest))
             walk.manifest_bytes += len(child_body)
             await self._walk(ref, child_body, child_type, child_digest, depth + 1, walk)
 
         await asyncio.gather(*(child(c.digest) for c in chosen))
 
-    async def _referrers(self, ref: ImageReference, subject: str, walk: _Walk) -> None:
+    async def _referrers(self, ref: ImageReference, subject: Digest, walk: _Walk) -> None:
         """The subject's referrers (one level: a signature's own referrers stay behind)."""
         async with self._manifest_slots, self._session.get(
-                self._api(ref, "referrers", subject), params=self._params(ref)) as response:
+                self._api(ref, "referrers", str(subject)), params=self._params(ref)) as response:
             if response.status != 200:
                 raise WarmError(f"referrers of {subject}: {await _error_text(response)}")
             body = await _read_body(response, MANIFEST_LIMIT, f"referrers of {subject}")
 
-        async def referrer(digest: str) -> None:
+        async def referrer(digest: str) -> None:  # as the answer spells it: a URL's part
             child_body, child_digest, child_type = await self._manifest(ref, digest)
-            if child_digest != digest:
+            if str(child_digest) != digest:
                 raise WarmError(f"referrer {digest}: got {child_digest}")
             walk.manifest_bytes += len(child_body)
             await self._walk(ref, child_body, child_type, child_digest, 1, walk)
@@ -190,7 +190,7 @@ class Warmer:
         return {"ns": ref.registry}
 
     async def _manifest(self, ref: ImageReference,
-                        reference: str) -> tuple[bytes, str, str | None]:
+                        reference: str) -> tuple[bytes, Digest, str | None]:
         async with self._manifest_slots, self._session.get(
                 self._api(ref, "manifests", reference), params=self._params(ref),
                 headers={"Accept": MANIFEST_ACCEPT}) as response:
@@ -203,12 +203,12 @@ class Warmer:
                 raise WarmError(f"manifest {reference} is over {MANIFEST_LIMIT} bytes")
             body = await _read_body(response, MANIFEST_LIMIT, f"manifest {reference}")
             named = response.headers.get("Docker-Content-Digest")
-            actual = str(Digest.of(body, Digest.parse(named).algorithm if named else "sha256"))
-            if named and named != actual:
+            actual = Digest.of(body, Digest.parse(named).algorithm if named else "sha256")
+            if named and named != str(actual):
                 raise WarmError(f"manifest {reference}: the body does not match {named}")
             return body, actual, response.headers.get("Content-Type")
 
-    async def _blob(self, ref: ImageReference, digest: str, size: int) -> _Blob:
+    async def _blob(self, ref: ImageReference, digest: Digest, size: int) -> _Blob:
         """Shared by every image that has this blob: one fetch, many waiters."""
         task = self._blobs.get(digest)
         if task is None:
@@ -217,12 +217,12 @@ class Warmer:
             self._blobs[digest] = task
         return await asyncio.shield(task)
 
-    async def _fetch_blob(self, ref: ImageReference, digest: str, size: int) -> _Blob:
-        url, params = self._api(ref, "blobs", digest), self._params(ref)
+    async def _fetch_blob(self, ref: ImageReference, digest: Digest, size: int) -> _Blob:
+        url, params = self._api(ref, "blobs", str(digest)), self._params(ref)
         async with self._blob_slots:
             if await self._cached(url, params):
                 self._progress.advance(size)
-                self._progress.blob_done(digest, size, fetched=False)
+                self._progress.blob_done(str(digest), size, fetched=False)
                 return _Blob(cached=size)
             if self._pace is not None:
                 await self._pace(size)
@@ -242,7 +242,7 @@ class Warmer:
             if not await self._cached(url, params):
                 raise WarmError(f"blob {digest} was served but not kept (no room in the cache "
                                 "budget, or the disk failed: see the edgecache log)")
-            self._progress.blob_done(digest, got, fetched=True)
+            self._progress.blob_done(str(digest), got, fetched=True)
             return _Blob(fetched=got)
 
     async def _cached(self, url: str, params: dict[str, str]) -> bool:

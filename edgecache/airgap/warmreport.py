@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgecache.airgap.progress import plural, short_digest, table
+from edgecache.oci import Digest
 from edgecache.units import human
 
 
 @dataclass
 class ImageResult:
     reference: str
-    digest: str | None = None
+    digest: Digest | None = None
     size: int = 0  # manifests, configs and layers of the platforms warmed
     fetched: int = 0  # blob bytes this run downloaded
     cached: int = 0  # blob bytes that were already cached

@@ -34,12 +34,13 @@ from dataclasses import dataclass
 
 from edgecache.errors import StorageError
 from edgecache.oci import Digest
-from edgecache.storage import referrers
+from edgecache.storage import pins, referrers
 from edgecache.storage.blobs import BlobStore, BlobWriter
 from edgecache.storage.files import BlobFile
 from edgecache.storage.holdings import Holdings, Page, Part
 from edgecache.storage.images import Image
 from edgecache.storage.index import Index
+from edgecache.storage.localindex import LocalIndex
 from edgecache.storage.quota import Quota
 
 __all__ = ["BlobFile", "BlobWriter", "Holdings", "Image", "Page", "Part", "Record", "Store",
@@ -206,6 +207,24 @@ class Store:
 
     def tags(self, upstream: str, repository: str) -> list[str]:
         return self._index.tags(upstream, repository)
+
+    def every_tag(self) -> list[tuple[str, str, str, Digest]]:
+        """Every tag row (upstream, repository, tag, digest) by name, held or not (`export`)."""
+        return [(row.upstream, row.repository, row.tag, Digest.parse(row.digest))
+                for row in self._index.all_tags()]
+
+    def children(self, digest: Digest) -> list[Digest]:
+        """What the index records a manifest references, one level down."""
+        return [Digest.parse(child) for child in self._index.children(str(digest))]
+
+    def runtime_pins(self) -> tuple[str, ...]:
+        """The references pinned at runtime (`edgecache pin`), beside the config's `pins:`."""
+        return pins.references(self._index)
+
+    def local_referrers(self, registry: str, subject: Digest) -> list[Digest]:
+        """The local registry's manifests whose `subject` is `subject` (pushed referrers)."""
+        return [Digest.parse(row.digest)
+                for row in LocalIndex(self._index, registry).referrers(str(subject))]
 
     def referrers(self, upstream: str, repository: str, subject: Digest) -> Tag | None:
         """The stored index that last answered the upstream's referrers of `subject`, and when."""

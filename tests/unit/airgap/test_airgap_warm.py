@@ -84,7 +84,7 @@ async def test_in_process_warm_fetches_each_blob_once_and_a_second_run_nothing(
     assert sorted(gets) == sorted(set(gets))  # the shared layer too: once
     assert set(gets) == {d for d in expected if d not in
                          {one.digest, two.digest, multi.digest, *(i.digest for i in multi.images)}}
-    assert [r.digest for r in report.results] == [one.digest, two.digest, multi.digest]
+    assert [str(r.digest) for r in report.results] == [one.digest, two.digest, multi.digest]
     assert all(r.fetched > 0 and r.status == "fetched" for r in report.results)
     assert (config.storage.path / "clean-shutdown").exists()  # the in-process app stopped
 

@@ -35,8 +35,8 @@ def test_the_strict_reading_carries_the_lenient_references() -> None:
     for body, media_type in ((amd.manifest, amd.media_type), (docker.manifest, docker.media_type),
                              (index.manifest, index.media_type)):
         manifest = Manifest.parse(body, media_type, "m")
-        assert list(manifest.references) == manifest_children(body)
-    assert set(Manifest.parse(index.manifest, index.media_type, "m").references) == {
-        amd.digest, arm.digest}
-    assert Manifest.parse(docker.manifest, None, "m").references == (
+        assert [str(d) for d in manifest.references] == manifest_children(body)
+    assert {str(d) for d in Manifest.parse(index.manifest, index.media_type, "m").references} \
+        == {amd.digest, arm.digest}
+    assert tuple(map(str, Manifest.parse(docker.manifest, None, "m").references)) == (
         docker.config.digest, *(layer.digest for layer in docker.layers))
