@@ -129,3 +129,30 @@ async def test_a_removed_blob_opens_as_none(parts: Parts) -> None:
     assert stored is not None
     parts.blobs.remove(Digest.of(data))
     assert stored.open() is None
+
+
+async def test_what_export_reads_comes_back_as_digests(parts: Parts) -> None:
+    """Every tag (held or not), a manifest's children, runtime pins and local referrers: read
+    through the store, digests parsed where they leave SQL."""
+    from edgecache.storage import pins
+    from edgecache.storage.localindex import LocalIndex
+
+    layer = b"layer" * 100
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "layers": [{"digest": str(Digest.of(layer)), "size": len(layer)}]}).encode()
+    await parts.store.publish(parts.writer(layer), upstreams=("registry.local",))
+    await parts.store.put(Digest.of(body), body, OCI_MANIFEST, [str(Digest.of(layer))],
+                          upstreams=("registry.local",))
+    gone = Digest.of(b"evicted long ago")
+    parts.store.set_tag("up.test", "team/a", "1", gone)
+    parts.store.set_tag("registry.local", "team/b", "2", Digest.of(body))
+    assert parts.store.every_tag() == [("registry.local", "team/b", "2", Digest.of(body)),
+                                       ("up.test", "team/a", "1", gone)]
+    assert parts.store.children(Digest.of(body)) == [Digest.of(layer)]
+    assert parts.store.children(Digest.of(layer)) == []
+    pins.add(parts.index, ["up.test/team/a:1"])
+    assert parts.store.runtime_pins() == ("up.test/team/a:1",)
+    LocalIndex(parts.index, "registry.local").record_subject(
+        str(Digest.of(body)), str(gone), None)
+    assert parts.store.local_referrers("registry.local", gone) == [Digest.of(body)]
+    assert parts.store.local_referrers("other.local", gone) == []
