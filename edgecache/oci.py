@@ -30,6 +30,7 @@ NAME_MAX = 255
 MANIFEST_LIMIT = 4 * 1024 * 1024
 # Steps of a walk over the manifest graph: index → manifest → blob is two; 8 bounds a hostile one.
 GRAPH_DEPTH = 8
+Node = TypeVar("Node", "Digest", str)  # what `reach` walks: digests, or their text
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 
@@ -221,15 +222,13 @@ def manifest_children(body: bytes) -> list[str]:
 def references_of(doc: dict[str, Any]) -> list[Digest]:
     """The lenient reading: every valid digest the manifest references (config, layers, blobs
     and, for an index, its manifests), whatever its kind and shape, each once, in order."""
-    found: list[str] = []
     descriptors: list[Any] = [doc.get("config")]
     for key in ("layers", "manifests", "blobs"):
         items = doc.get(key)
         if isinstance(items, list):
             descriptors.extend(items)
-    for item in descriptors:
-        if isinstance(item, dict) and isinstance(item.get("digest"), str):
-            found.append(item["digest"])
+    found: list[str] = [item["digest"] for item in descriptors
+                        if isinstance(item, dict) and isinstance(item.get("digest"), str)]
     layers = doc.get("fsLayers")  # Docker schema 1
     if isinstance(layers, list):
         found.extend(i["blobSum"] for i in layers
@@ -244,21 +243,17 @@ def references_of(doc: dict[str, Any]) -> list[Digest]:
 
 
 def children_of(doc: dict[str, Any]) -> list[str]:
-    """`references_of` as the index's `refs` rows spell them: for the writers that hand a
-    manifest's children to the store as they are (`Store.put`, `Record.children` take strings),
-    so the text form is made once, here."""
+    """`references_of` as text: `Store.put` and `Record.children` take a manifest's children
+    as the index's `refs` rows spell them."""
     return [str(digest) for digest in references_of(doc)]
-
-
-Node = TypeVar("Node", "Digest", str)
 
 
 def reach(roots: Iterable[Node], step: Callable[[Node], Iterable[Node]],
           depth: int = GRAPH_DEPTH) -> set[Node]:
     """Every digest within `depth` steps of `roots`, breadth first. `step` gives a digest's
     neighbours: its children to walk down (a closure), its parents to walk up (what goes with
-    a blob); each digest is stepped from once, on the level it is first reached. Digests are
-    `Digest`s or, for the index's own walks in SQL terms (eviction, GC), their strings."""
+    a blob); each digest is stepped from once, on the level it is first reached (`Digest`s, or
+    strings in the index's own walks)."""
     found = set(roots)
     frontier = list(found)
     for _ in range(depth):
