@@ -10,6 +10,7 @@ tag before any client asks; layer prefetch brings an image's blobs in after a ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -175,11 +176,8 @@ def test_layer_prefetch_brings_the_blobs_in_after_a_manifest_get_alone(
 @pytest.fixture
 def outage(hub: DockerRegistry) -> Iterator[FaultProxy]:
     """The hub behind a fault proxy the test switches between refusing and forwarding."""
-    proxy = FaultProxy(hub.url)
-    try:
+    with contextlib.closing(FaultProxy(hub.url)) as proxy:
         yield proxy
-    finally:
-        proxy.close()
 
 
 def only_tag_heads(hub: DockerRegistry, mark: int, repository: str, tag: str) -> None:
