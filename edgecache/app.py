@@ -5,8 +5,7 @@ Resources live in a `cleanup_ctx` lifecycle, so they are created inside the runn
 torn down in reverse order:
 1. storage (tree, sweep of leftovers, index, reconciliation unless the last stop was clean,
    quota, and the `Store` over them: all that web/ and proxy/ see of storage, and the one
-   publish every writer goes through), 2. upstream clients, 3. fills, the service and the
-   janitor;
+   publish every writer goes through), 2. upstream clients, 3. fills, the service, the janitor;
 shutdown (once requests have ended) cancels and awaits, in order, the janitor, the prefetch
 schedule and pin fetches (`ops/prefetch.py`, `ops/pins.py`), password checks, the service's
 flights (tag revalidations, manifest fetches), layer prefetch schedules and downloads (their
@@ -76,6 +75,7 @@ AUTH = web.AppKey("auth", ClientAuth)
 READY: web.AppKey[Readiness] = web.AppKey("ready")
 STATUS = web.AppKey("status", StatusSource)
 PINNING = web.AppKey("pinning", Pinning)
+LISTENING = web.AppKey("listening", asyncio.Event)  # what the service pulls of itself waits for
 LOCAL: web.AppKey[LocalRoute] = web.AppKey("local")
 
 
@@ -125,6 +125,7 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     app = web.Application(middlewares=[ids.middleware(), error_middleware, *listeners],
                           client_max_size=64 * 1024)
     app[METRICS] = metrics if metrics is not None else Metrics()
+    app[LISTENING] = asyncio.Event()
     app[WRITE_TIMEOUT] = config.listen.idle_timeout  # a blob body's client that reads nothing
     auth = ClientAuth(config.auth, [name for name, upstream in config.upstreams.items()
                                     if upstream.access == "authenticated"],
@@ -210,9 +211,9 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
 
         collector = asyncio.create_task(collect_every(storage.layout.root, config.local.registry,
                                                       config.local.gc), name="local-gc")
-    pinning = app[PINNING] = Pinning(storage.index, config, SelfPull(config))
+    pinning = app[PINNING] = Pinning(storage.index, config, SelfPull(config, app[LISTENING]))
     prefetch = asyncio.create_task(Prefetcher(config.prefetch, clients, store, SelfPull(
-        config)).run(), name="prefetch") if config.prefetch.images else None
+        config, app[LISTENING])).run(), name="prefetch") if config.prefetch.images else None
     try:
         yield
     finally:

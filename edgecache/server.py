@@ -20,6 +20,7 @@ from aiohttp import web
 from edgecache import banner, systemd
 from edgecache.app import (
     AUTH,
+    LISTENING,
     METRICS,
     PINNING,
     READY,
@@ -76,6 +77,8 @@ async def serve(config: Config) -> None:
     try:
         await metrics.start()  # 1. listeners
         await _listen_all(runner, config, tls)
+        app[LISTENING].set()  # what the service pulls through them (pins, prefetch) waits
+        app[PINNING].start()  # pins not held in full: a failed fetch, or one a stop cut off
         banner.log_start(config, app[METRICS])
         reload = _reloader(tls) if tls is not None else None
         stop = _handle_signals(reload, reloads)  # 2. signals

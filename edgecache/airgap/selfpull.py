@@ -5,12 +5,13 @@ Why through the listener rather than into the store: the pull path is the one wa
 enters the cache (verification, single-flight with clients' own requests, quota, links, tags),
 exactly as `edgecache warm` uses it. Unlike `warm`, this never starts an in-process service
 when nothing answers (inside the service that would be a second writer on the same storage):
-the listeners start after the components, so a pull asked for before then fails and is retried
-by its owner.
+the listeners start after the components, so a pull waits for `ready` (set by `server.py` once
+every listener listens) when given one, and without one fails if asked for before then.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -33,14 +34,17 @@ class NotListening(EdgecacheError):
 
 
 class SelfPull:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, ready: asyncio.Event | None = None) -> None:
         self._config = config
+        self._ready = ready
 
     async def pull(self, references: Sequence[str], progress: Progress,
                    platforms: Sequence[Platform] = (), concurrency: int | None = None,
                    pace: Pace | None = None) -> list[ImageResult]:
         """One result per reference (its `error` set when it failed); NotListening when the
         service does not answer on its own listener. `concurrency`: warm's default if None."""
+        if self._ready is not None:
+            await self._ready.wait()
         from edgecache.airgap.warm import CONCURRENCY, READ_TIMEOUT, Warmer
 
         concurrency = CONCURRENCY if concurrency is None else concurrency

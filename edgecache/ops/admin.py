@@ -11,6 +11,8 @@ request needs a CORS preflight, which nothing here answers). Everything else get
 one in front of the metrics listener.)
 
     GET    /admin/pins                        {"pins": [{reference, source, state, ...}]}
+           state: held | fetching (blobs, total, failures) | not held | failed (error,
+           failures, next_retry: Unix time; the service tries again then, or at a new POST)
     POST   /admin/pins {"references": [...], "platforms": "linux/amd64", "wait": true}
            wait: NDJSON, one event per blob as it lands, then {"event": "done"} per image;
            else 202 {"pinned": [...]}. Any bad reference: 400 NAME_INVALID, nothing pinned.
@@ -29,7 +31,8 @@ from aiohttp import web
 from edgecache import jsondoc
 from edgecache.airgap.platform import parse_platforms
 from edgecache.errors import ConfigError
-from edgecache.ops.pins import PinJob, Pinning
+from edgecache.ops.pinfetch import PinJob
+from edgecache.ops.pins import Pinning
 from edgecache.web.errors import error_response
 
 BODY_LIMIT = 64 * 1024
@@ -120,7 +123,7 @@ async def _stream(request: web.Request, jobs: list[PinJob]) -> web.StreamRespons
     await response.prepare(request)
     for job in jobs:
         sent = 0
-        while True:  # ends when the job does: its fetch is bounded by warm's own timeouts
+        while True:  # ends when the job does: its attempt is bounded by warm's own timeouts
             changed = job.changed
             for event in job.events[sent:]:
                 await response.write(json.dumps(event).encode() + b"\n")

@@ -5,11 +5,18 @@ would pin them again at the next start). Runtime pins live in the index's `pins`
 (`storage/pins.py`), so they survive restarts, and eviction protects the union of both, read
 from the index at each run (`storage/eviction.py`): nothing here keeps a copy in step.
 
-Pinning an image starts a job that fetches what is not yet held, through the service's own
-pull path (`airgap/selfpull.py`, the code `edgecache warm` runs); a job records an event per
-blob as it lands, which the admin API streams to a CLI that waits. Jobs belong to `Pinning`,
-not to the request that started them: a CLI that goes away (or `--no-wait`) leaves the fetch
-running; `close()` cancels and awaits them at shutdown.
+Every pin not held in full is fetched until it is (`pinfetch.py`: tries again after a
+backoff), through the service's own pull path (`airgap/selfpull.py`, the code `edgecache warm`
+runs, waiting until the service listens): those found at start (`start`), config pins
+included, and each `pin`. An attempt records an event per blob as it lands, which the admin API
+streams to a CLI that waits. The fetches belong to `Pinning`, not to the request that started
+them: a CLI that goes away (or `--no-wait`) leaves the fetch running; `unpin` stops it;
+`close()` cancels and awaits them all at shutdown.
+
+Held in full (`_held`): the image's manifest and, for an image manifest, its config and layers;
+for an index, the platform manifests held (a `--platform` pin takes some) each in full, and at
+least one. Runtime pins keep no platforms across a restart: one fetched again then takes them
+all, as `edgecache warm` does by default.
 """
 
 from __future__ import annotations
@@ -17,89 +24,57 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-import aiohttp
 
 from edgecache.airgap.platform import Platform
 from edgecache.airgap.selfpull import SelfPull
 from edgecache.config import Config
 from edgecache.errors import EdgecacheError
 from edgecache.imagerefs import reference_problem
-from edgecache.oci import ImageReference, official_repository
-from edgecache.ops.prefetch import QuietProgress
+from edgecache.oci import INDEX_TYPES, ImageReference, official_repository
+from edgecache.ops.pinfetch import RETRY_FIRST, RETRY_MAX, PinFetch, PinJob
 from edgecache.storage import pins as rows
 from edgecache.storage.index import Index
 
 log = logging.getLogger(__name__)
 
-MAX_EVENTS = 4096  # per job: a huge image's per-blob lines are bounded too
-MAX_JOBS = 1024  # ended jobs kept for `pins` to show a failure; more are forgotten
-
-
-@dataclass
-class PinJob:
-    reference: str
-    events: list[dict[str, object]] = field(default_factory=list)
-    blobs: int = 0  # discovered so far
-    landed: int = 0
-    done: bool = False
-    error: str | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def record(self, event: dict[str, object]) -> None:
-        if len(self.events) < MAX_EVENTS or event["event"] == "done":
-            self.events.append(event)
-        self.changed.set()
-        self.changed = asyncio.Event()  # the old one wakes who waited; new waiters wait anew
-
-
-class _JobProgress(QuietProgress):
-    """Warm's progress, as events of one job instead of a bar on a terminal."""
-
-    def __init__(self, job: PinJob) -> None:
-        super().__init__("pinning")
-        self._job = job
-
-    def add_total(self, nbytes: int = 0, items: int = 0) -> None:
-        super().add_total(nbytes, items)
-        if not items:  # warm adds a blob's size once, when it first meets the blob
-            self._job.blobs += 1
-
-    def blob_done(self, digest: str, size: int, fetched: bool) -> None:
-        self._job.landed += 1
-        self._job.record({"event": "blob", "reference": self._job.reference, "digest": digest,
-                          "size": size, "fetched": fetched, "done": self._job.landed,
-                          "total": self._job.blobs})
-
 
 class Pinning:
-    def __init__(self, index: Index, config: Config, puller: SelfPull) -> None:
+    def __init__(self, index: Index, config: Config, puller: SelfPull,
+                 retry: tuple[float, float] = (RETRY_FIRST, RETRY_MAX)) -> None:
         self._index = index
         self._config = config
         self._puller = puller
-        self._jobs: dict[str, PinJob] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._retry = retry  # the first backoff and the longest
+        self._fetches: dict[str, PinFetch] = {}  # pins not held in full, being fetched
+        self._tasks: set[asyncio.Task[None]] = set()  # until ended, cancelled ones included
+
+    def start(self) -> None:
+        """At start: fetch every pin not held in full (a fetch that failed or was cut off
+        before the last stop), once the service listens."""
+        for text in (*self._config.pins, *rows.references(self._index)):
+            if text not in self._fetches and not self._held(text):
+                self._fetch(text, ())
 
     def problems(self, texts: Sequence[object]) -> list[str]:
         return [why for text in texts
                 if (why := reference_problem(text, self._config.upstreams)) is not None]
 
     def pin(self, texts: Sequence[str], platforms: Sequence[Platform] = ()) -> list[PinJob]:
-        """Record the pins (checked first: `problems`) and fetch each; its job, running or
+        """Record the pins (checked first: `problems`) and fetch each; its attempt, running or
         new. A config pin is pinned already: it is fetched all the same when asked."""
         runtime = [t for t in texts if t not in self._config.pins]
         rows.add(self._index, runtime)
-        return [self._start(text, tuple(platforms)) for text in dict.fromkeys(texts)]
+        return [self._fetch(text, tuple(platforms)) for text in dict.fromkeys(texts)]
 
     def unpin(self, texts: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-        """Removed pins, and the refused ones with why (one line each)."""
+        """Removed pins (their fetches stopped), and the refused ones with why (one line
+        each)."""
         refused = {t: "pinned by the config (pins:); remove it there" for t in texts
                    if t in self._config.pins}
         removed = rows.remove(self._index, [t for t in texts if t not in refused])
         for text in removed:
-            if (job := self._jobs.get(text)) is not None and job.done:
-                del self._jobs[text]
+            if (fetch := self._fetches.pop(text, None)) is not None:
+                fetch.task.cancel()  # awaited by close() if it has not ended by then
         for text in texts:
             if text not in refused and text not in removed:
                 refused[text] = "not pinned"
@@ -115,16 +90,15 @@ class Pinning:
         return out
 
     def _state(self, text: str) -> dict[str, object]:
-        job = self._jobs.get(text)
-        if job is not None and not job.done:
-            return {"state": "fetching", "blobs": job.landed, "total": job.blobs}
-        held = self._held(text)
-        if job is not None and job.error and not held:
-            return {"state": "failed", "error": job.error}
-        return {"state": "held" if held else "not held"}
+        """fetching (blobs landed of those found so far), failed (the error, the next try's
+        Unix time), held, or not held (lost since it was held: fetched again at start)."""
+        fetch = self._fetches.get(text)
+        if fetch is not None:
+            return fetch.state()
+        return {"state": "held" if self._held(text) else "not held"}
 
     def _held(self, text: str) -> bool:
-        """Whether the image's top manifest is in the store (what a pin then protects)."""
+        """Whether the image is held in full (the module's docstring says what that is)."""
         try:
             ref = ImageReference.parse(text)
         except EdgecacheError:
@@ -134,32 +108,36 @@ class Pinning:
             record = self._index.tag(ref.registry,
                                      official_repository(ref.registry, ref.repository), ref.tag)
             digest = record.digest if record is not None else None
-        return digest is not None and self._index.media_type(digest) is not None
+        return digest is not None and self._complete(str(digest))
 
-    def _start(self, text: str, platforms: tuple[Platform, ...]) -> PinJob:
-        job = self._jobs.get(text)
-        if job is not None and not job.done:
-            return job
-        if len(self._jobs) >= MAX_JOBS:
-            self._jobs = {k: j for k, j in self._jobs.items() if not j.done}
-        job = self._jobs[text] = PinJob(text)
-        task = asyncio.create_task(self._fetch(job, platforms), name=f"pin {text}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return job
+    def _complete(self, digest: str, depth: int = 2) -> bool:
+        media_type = self._index.media_type(digest)
+        if media_type is None or depth == 0:
+            return media_type is not None
+        children = self._index.children(digest)
+        if media_type in INDEX_TYPES:
+            held = [c for c in children if self._index.media_type(c) is not None]
+            return (bool(held) or not children) and all(self._complete(c, depth - 1)
+                                                         for c in held)
+        return all(self._index.size(child) is not None for child in children)
 
-    async def _fetch(self, job: PinJob, platforms: tuple[Platform, ...]) -> None:
-        try:
-            results = await self._puller.pull([job.reference], _JobProgress(job), platforms)
-            job.error = results[0].error
-        except (EdgecacheError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            job.error = str(exc) or type(exc).__name__
-        finally:
-            job.done = True
-            if job.error:
-                log.warning("pin %s: fetching failed: %s", job.reference, job.error)
-            job.record({"event": "done", "reference": job.reference, "error": job.error,
-                        "held": self._held(job.reference)})
+    def _fetch(self, text: str, platforms: tuple[Platform, ...]) -> PinJob:
+        """The pin's attempt running, or a new one (at once, even while a retry waits)."""
+        fetch = self._fetches.get(text)
+        if fetch is not None:
+            return fetch.now(platforms)
+        fetch = self._fetches[text] = PinFetch(text, platforms, self._puller,
+                                               lambda: self._held(text), self._retry)
+        self._tasks.add(fetch.task)
+        fetch.task.add_done_callback(lambda task: self._ended(text, fetch, task))
+        return fetch.job
+
+    def _ended(self, text: str, fetch: PinFetch, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._fetches.get(text) is fetch:
+            del self._fetches[text]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pin %s: fetching stopped", text, exc_info=task.exception())
 
     async def close(self) -> None:
         """At shutdown, before the listeners' clients and the index close."""

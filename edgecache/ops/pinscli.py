@@ -112,6 +112,7 @@ async def _pin(session: aiohttp.ClientSession, base: str, args: argparse.Namespa
             elif event["event"] == "done":
                 failed |= bool(event["error"])
                 print(f"{event['reference']}: " + (f"pinned, not held: {event['error']}"
+                                                   f"{_retry(event.get('next_retry'))}"
                                                    if event["error"] else "pinned and held"),
                       flush=True)
         return 1 if failed else 0
@@ -140,8 +141,18 @@ async def _list(session: aiohttp.ClientSession, base: str, as_json: bool) -> int
     for pin in doc["pins"]:
         added = pin["added_at"]
         when = datetime.fromtimestamp(added, UTC).strftime("%Y-%m-%d %H:%M") if added else "-"
-        state = pin["state"] + (f": {pin['error']}" if pin.get("error") else "")
+        state = pin["state"] + (f" ({pin['blobs']}/{pin['total']})"
+                                if pin["state"] == "fetching" else "")
+        if pin.get("error"):
+            state += f" ({pin['failures']}x): {pin['error']}{_retry(pin.get('next_retry'))}"
         rows.append([pin["reference"], pin["source"], when, state])
     for line in table(["IMAGE", "SOURCE", "ADDED (UTC)", "STATE"], rows):
         print(line)
     return 0
+
+
+def _retry(at: object) -> str:
+    """When a failed pin is tried again (the service does it: nothing to run)."""
+    if not isinstance(at, int | float):
+        return ""
+    return f"; next try {datetime.fromtimestamp(at, UTC).strftime('%H:%M:%S')} UTC"

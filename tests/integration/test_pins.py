@@ -2,13 +2,18 @@
 
 `edgecache pin` on a running service fetches the image through the pull path; the pin survives
 a restart and an eviction storm (a 14 MiB quota filled with other images, as in
-test_quota.py); `unpin` lets it go. The prefetch schedule fetches a moved tag before any client
-asks; layer prefetch brings an image's blobs in after a manifest GET alone.
+test_quota.py); `unpin` lets it go. A pin whose fetch failed (the upstream refusing, behind the
+fault proxy) is shown failed with its next try and is fetched once the upstream is back, with
+no new command, at the next try or at the next start. The prefetch schedule fetches a moved
+tag before any client asks; layer prefetch brings an image's blobs in after a manifest GET alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ import pytest
 from tests.integration.test_crash import edgecache_cli
 from tests.support.corpus import HUB, Corpus, MiB
 from tests.support.edgecache import EdgecacheProcess, StartEdgecache
+from tests.support.faultproxy import FaultProxy
 from tests.support.httpclient import fetch
 from tests.support.images import Image, make_image, make_layer
 from tests.support.registry import DockerRegistry, pulls
@@ -24,6 +30,7 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 ACCEPT = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+FIRST_RETRY = 30.0  # edgecache/ops/pinfetch.py RETRY_FIRST: the wait below is bounded above it
 
 
 def content(image: Image) -> dict[str, int]:
@@ -81,10 +88,11 @@ def test_a_runtime_pin_is_fetched_survives_a_restart_and_an_eviction_storm_and_u
     listed = pins(ec)
     assert listed[pinned]["source"] == "runtime" and listed[pinned]["state"] == "held"
     assert listed[declared]["source"] == "config"
+    wait_until(lambda: pins(ec)[declared]["state"] == "held", "the config pin fetched at start")
     code, out, _ = cli(ec, "pins")
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
     assert code == 0 and rows[pinned][0] == "runtime" and rows[pinned][-1] == "held", out
-    assert rows[declared] == ["config", "-", "not", "held"], out
+    assert rows[declared] == ["config", "-", "held"], out
 
     code, _, err = cli(ec, "unpin", declared)  # the declarative base stays
     assert code == 1 and err.count("\n") == 1 and "pinned by the config" in err, err
@@ -163,3 +171,75 @@ def test_layer_prefetch_brings_the_blobs_in_after_a_manifest_get_alone(
     blob_gets = [e for e in pulls(hub.pulls_since(mark))
                  if e.method == "GET" and "/blobs/" in e.path]
     assert len(blob_gets) == len(image.blobs), blob_gets
+
+
+@pytest.fixture
+def outage(hub: DockerRegistry) -> Iterator[FaultProxy]:
+    """The hub behind a fault proxy the test switches between refusing and forwarding."""
+    with contextlib.closing(FaultProxy(hub.url)) as proxy:
+        yield proxy
+
+
+def only_tag_heads(hub: DockerRegistry, mark: int, repository: str, tag: str) -> None:
+    asked = hub.pulls_since(mark)
+    assert asked and all(e.method == "HEAD" and e.path == f"/v2/{repository}/manifests/{tag}"
+                         for e in asked), f"more than the tag's HEAD reached the upstream: {asked}"
+
+
+def test_a_pin_made_while_the_upstream_is_down_is_fetched_when_it_is_back_without_a_command(
+        hub: DockerRegistry, outage: FaultProxy, edgecaches: StartEdgecache) -> None:
+    image = make_image([make_layer(1 * MiB, 701), make_layer(2 * MiB, 702)])
+    hub.push_image("library/later", "1", image)
+    reference = f"{HUB}/library/later:1"
+    ec = edgecaches("down", {HUB: outage.url}, default_upstream=HUB, metrics=True,
+                    extra={"health": {"probe_max_interval": "1s"}})
+    outage.set_mode("refuse")
+
+    code, out, err = cli(ec, "pin", reference)
+    assert code == 1 and "pinned, not held" in out and "next try" in out, out + err
+    state = pins(ec)[reference]
+    assert state["state"] == "failed" and state["error"] and state["failures"] == 1, state
+    assert isinstance(state["next_retry"], float)
+    assert time.time() < state["next_retry"] <= time.time() + FIRST_RETRY, state
+    code, out, _ = cli(ec, "pins")
+    row = next(line for line in out.splitlines() if line.startswith(reference))
+    assert code == 0 and "failed (1x):" in row and "next try" in row, out
+
+    outage.set_mode("forward")
+    wait_until(lambda: pins(ec)[reference]["state"] == "held", "the retry fetched the pin",
+               timeout=FIRST_RETRY + 60, interval=0.5, describe=lambda: str(pins(ec)[reference]))
+    assert set(content(image)) <= set(ec.stored_blobs())
+    mark = hub.mark()
+    pull(ec, "library/later", "1", image)
+    only_tag_heads(hub, mark, "library/later", "1")
+
+
+def test_pins_not_held_at_a_restart_are_fetched_after_start(
+        hub: DockerRegistry, outage: FaultProxy, edgecaches: StartEdgecache,
+        tmp_path: Path) -> None:
+    runtime, declared = (make_image([make_layer(1 * MiB, seed)]) for seed in (711, 712))
+    hub.push_image("library/restart-runtime", "1", runtime)
+    hub.push_image("library/restart-config", "1", declared)
+    pinned, configured = (f"{HUB}/library/restart-{name}:1" for name in ("runtime", "config"))
+    storage = tmp_path / "storage"
+    extra = {"pins": [configured]}
+    outage.set_mode("refuse")
+    ec = edgecaches("first", {HUB: outage.url}, default_upstream=HUB, storage=storage,
+                    metrics=True, extra=extra)
+    code, out, err = cli(ec, "pin", "--no-wait", pinned)
+    assert code == 0, out + err
+    wait_until(lambda: all(p["state"] == "failed" for p in pins(ec).values()),
+               "both fetches failed", describe=lambda: str(pins(ec)))
+    ec.close()
+
+    outage.set_mode("forward")
+    ec = edgecaches("second", {HUB: outage.url}, default_upstream=HUB, storage=storage,
+                    metrics=True, extra=extra)
+    wait_until(lambda: all(p["state"] == "held" for p in pins(ec).values()),
+               "both pins fetched after the start", describe=lambda: str(pins(ec)))
+    for repository, image in (("library/restart-runtime", runtime),
+                              ("library/restart-config", declared)):
+        assert set(content(image)) <= set(ec.stored_blobs())
+        mark = hub.mark()
+        pull(ec, repository, "1", image)
+        only_tag_heads(hub, mark, repository, "1")
