@@ -57,7 +57,7 @@ class UploadHandlers:
         if method == "DELETE":
             self._uploads.cancel(session)
             return web.Response(status=204)
-        with self._uploads.using(session):
+        async with self._uploads.using(session):
             if method == "PATCH":
                 await self._receive(request, session.writer, session.size)
                 return self._status(request, session, 202)
