@@ -4,7 +4,9 @@ placed by an atomic rename. `storage/store.py` is the one caller that places a f
 
 A blob becomes visible under its digest only after every byte was hashed and matched, the file
 was fsynced and renamed into place, and the directory entry was fsynced: a crash at any point
-leaves at worst a `.part` file in `tmp/`, which the next start sweeps away.
+leaves at worst a `.part` file in `tmp/`, which the next start sweeps away (a push session's
+stays while the session lives: `storage/uploadindex.py`; it is still published only by a PUT
+whose digest the whole file matches).
 """
 
 from __future__ import annotations
