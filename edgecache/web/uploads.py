@@ -18,6 +18,7 @@ from aiohttp import web
 
 from edgecache.errors import (
     BlobUploadInvalid,
+    BlobUploadUnknown,
     DigestInvalid,
     PushTooLarge,
     StorageError,
@@ -127,6 +128,9 @@ class UploadHandlers:
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise PushTooLarge(_disk_full(received, 0)) from None
+                if exc.errno == errno.EBADF:  # the writer was abandoned: DELETE or expiry
+                    raise BlobUploadUnknown("the upload was cancelled while this chunk "
+                                            "arrived: start again") from None
                 raise StorageError(f"cannot write the upload: {exc.strerror or exc}") from exc
 
     @staticmethod

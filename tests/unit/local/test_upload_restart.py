@@ -4,17 +4,20 @@ partial files swept at start; the free-space check after a restart; a short writ
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import ClientResponse
 
 from tests.support.images import sha256
+from tests.support.waiting import await_until
 from tests.unit.conftest import Edge, MakeEdge
 from tests.unit.local.conftest import LOCAL, Pusher, basic
 
@@ -170,3 +173,29 @@ def test_a_short_write_then_an_error_leaves_size_and_file_in_step(tmp_path: Path
     assert done.returncode == 0, done.stderr
     [part] = (tmp_path / "tmp").iterdir()
     assert int(done.stdout) == part.stat().st_size == 700
+
+
+async def test_a_delete_while_a_chunk_arrives_ends_it_without_writing(pusher: Pusher) -> None:
+    """The PATCH's writer is abandoned under it: the rest of its body is written nowhere (the
+    descriptor number may be another file's by then) and the client is told the session ended."""
+    resp = await pusher.request("POST", pusher.url("blobs/uploads/"))
+    location = resp.headers["Location"]
+    deleted = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        await deleted.wait()
+        yield b"b" * 1000
+
+    patch = asyncio.create_task(pusher.request("PATCH", location, data=body()))
+
+    def first_piece_in() -> bool:
+        files = pusher.edge.tmp_files()
+        return bool(files) and files[0].stat().st_size == 1000
+
+    await await_until(first_piece_in, "the first piece to be written")
+    assert (await pusher.request("DELETE", location)).status == 204
+    deleted.set()
+    answer = await asyncio.wait_for(patch, 30)
+    assert answer.status == 404
+    assert pusher.edge.tmp_files() == []
