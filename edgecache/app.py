@@ -37,6 +37,7 @@ from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.statuswiring import status_source
+from edgecache.storage import uploadindex
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index, checkpoint
 from edgecache.storage.integrity import reconcile
@@ -102,8 +103,11 @@ def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storag
     layout = Layout(config.storage.path)
     blobs = BlobStore(layout)
     try:
-        blobs.prepare(sweep=sweep)
-        index = Index(layout.index_file)
+        layout.root.mkdir(parents=True, exist_ok=True)
+        index = Index(layout.index_file)  # first: live push sessions' files survive the sweep
+        timeout = config.local.upload_timeout if config.local else None  # None: none survive
+        keep = uploadindex.survivors(index, layout, timeout) if sweep else frozenset()
+        blobs.prepare(sweep, keep)
         if sweep:
             clean = layout.clean_marker.exists()
             layout.clean_marker.unlink(missing_ok=True)

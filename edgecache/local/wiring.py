@@ -18,7 +18,7 @@ def local_handlers(config: LocalConfig, store: Store, index: Index,
     """The handlers of the local route and the upload sessions they own (closed by the
     caller at shutdown, which cancels the expiry task and abandons unfinished uploads)."""
     registry = LocalRegistry(store, LocalIndex(index, config.registry))
-    uploads = Uploads(store, config.upload_timeout)
+    uploads = Uploads(store, index, config.upload_timeout)
     handlers = LocalHandlers(registry, UploadHandlers(registry, uploads, store), store, auth,
                              anonymous_push=config.push == "anonymous")
     return handlers, uploads

@@ -4,6 +4,7 @@
 <storage.path>/
   blobs/<algorithm>/<hex[0:2]>/<hex>   verified content: layers, configs and manifests alike
   tmp/<random>.part                    downloads in progress; swept at start
+  tmp/upload-<id>.part                 push sessions: kept at start while their row lives
   index.db (+ -wal, -shm)              SQLite: manifests' media types, tags, sizes, access times
   clean-shutdown                       present only between a clean stop and the next start
 ```
@@ -30,6 +31,10 @@ class Layout:
     @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
+
+    def upload(self, session: str) -> Path:
+        """A push session's partial file (`session`: our own hex id, never a client's text)."""
+        return self.tmp_dir / f"upload-{session}.part"
 
     @property
     def index_file(self) -> Path:

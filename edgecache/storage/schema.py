@@ -5,7 +5,7 @@ bumps the version; an index of an older version gains the new tables on its next
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 UNKNOWN_OWNER = "(unknown)"  # not an upstream name: config names are host[:port]
 BASE = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -86,4 +86,14 @@ CREATE TABLE IF NOT EXISTS pins (   -- runtime pins (`edgecache pin`); config pi
 );
 """
 
-SCHEMA: tuple[str, ...] = (BASE, SUBJECTS, REFERRERS, PINS)
+UPLOADS = """
+CREATE TABLE IF NOT EXISTS uploads (  -- push sessions in progress (storage/uploadindex.py)
+    id          TEXT PRIMARY KEY,     -- its file: tmp/upload-<id>.part
+    repository  TEXT NOT NULL,
+    received    INTEGER NOT NULL,     -- bytes acknowledged; after a crash the file's size rules
+    created_at  REAL NOT NULL,
+    touched_at  REAL NOT NULL
+);
+"""
+
+SCHEMA: tuple[str, ...] = (BASE, SUBJECTS, REFERRERS, PINS, UPLOADS)

@@ -121,9 +121,14 @@ class Store:
         """A writer for `digest` into a temporary file (StorageError if none can be made)."""
         return self._blobs.writer(digest)
 
-    def begin_upload(self) -> BlobWriter:
-        """A writer for a push, whose digest is named at its end (`BlobWriter.name`)."""
-        return self._blobs.upload()
+    def begin_upload(self, session: str | None = None) -> BlobWriter:
+        """A writer for a push, whose digest is named at its end (`BlobWriter.name`); with a
+        `session` id, into a file a later process can resume (`resume_upload`)."""
+        return self._blobs.upload(session)
+
+    def resume_upload(self, session: str) -> BlobWriter | None:
+        """A session's writer after a restart (hash caught up by `catch_up`); None: gone."""
+        return self._blobs.resume(session)
 
     def room(self) -> int:
         """Bytes the disk can still take above `storage.min_free`, less reservations: a push

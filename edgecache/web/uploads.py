@@ -18,6 +18,7 @@ from aiohttp import web
 
 from edgecache.errors import (
     BlobUploadInvalid,
+    BlobUploadUnknown,
     DigestInvalid,
     PushTooLarge,
     StorageError,
@@ -57,7 +58,7 @@ class UploadHandlers:
         if method == "DELETE":
             self._uploads.cancel(session)
             return web.Response(status=204)
-        with self._uploads.using(session):
+        async with self._uploads.using(session):
             if method == "PATCH":
                 await self._receive(request, session.writer, session.size)
                 return self._status(request, session, 202)
@@ -127,6 +128,9 @@ class UploadHandlers:
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise PushTooLarge(_disk_full(received, 0)) from None
+                if exc.errno == errno.EBADF:  # the writer was abandoned: DELETE or expiry
+                    raise BlobUploadUnknown("the upload was cancelled while this chunk "
+                                            "arrived: start again") from None
                 raise StorageError(f"cannot write the upload: {exc.strerror or exc}") from exc
 
     @staticmethod
