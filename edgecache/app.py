@@ -20,14 +20,12 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from edgecache.airgap.selfpull import SelfPull
 from edgecache.config import Config, secret_files
-from edgecache.errors import StorageError
 from edgecache.metrics import Metrics
 from edgecache.oci import MANIFEST_LIMIT
 from edgecache.ops.pins import Pinning
@@ -37,14 +35,9 @@ from edgecache.proxy.fill import Fills
 from edgecache.proxy.routing import Router
 from edgecache.proxy.service import RegistryService
 from edgecache.statuswiring import status_source
-from edgecache.storage import uploadindex
-from edgecache.storage.blobs import BlobStore
-from edgecache.storage.index import Index, checkpoint
-from edgecache.storage.integrity import reconcile
-from edgecache.storage.layout import Layout
-from edgecache.storage.quota import Quota
+from edgecache.storage.index import checkpoint
+from edgecache.storage.opening import Storage, open_storage
 from edgecache.storage.schema import UNKNOWN_OWNER
-from edgecache.storage.store import Store
 from edgecache.upstream.client import UpstreamClient
 from edgecache.web.auth import ClientAuth
 from edgecache.web.catalog import Catalog
@@ -78,46 +71,6 @@ STATUS = web.AppKey("status", StatusSource)
 PINNING = web.AppKey("pinning", Pinning)
 LISTENING = web.AppKey("listening", asyncio.Event)  # what the service pulls of itself waits for
 LOCAL: web.AppKey[LocalRoute] = web.AppKey("local")
-
-
-@dataclass
-class Storage:
-    """The store (what web/ and proxy/ use) and the parts it is made of (the janitor, the
-    metrics and the CLI's storage commands use those)."""
-
-    layout: Layout
-    blobs: BlobStore
-    index: Index
-    quota: Quota
-    store: Store
-
-    def close(self, clean: bool) -> None:
-        self.index.close()
-        if clean:
-            self.layout.clean_marker.touch()
-
-
-def open_storage(config: Config, metrics: Metrics, sweep: bool = True) -> Storage:
-    """Open (creating if needed) the store. With `sweep`, as the server does at start: remove
-    unfinished downloads and, unless the last stop was clean, reconcile index and files."""
-    layout = Layout(config.storage.path)
-    blobs = BlobStore(layout)
-    try:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        index = Index(layout.index_file)  # first: live push sessions' files survive the sweep
-        timeout = config.local.upload_timeout if config.local else None  # None: none survive
-        keep = uploadindex.survivors(index, layout, timeout) if sweep else frozenset()
-        blobs.prepare(sweep, keep)
-        if sweep:
-            clean = layout.clean_marker.exists()
-            layout.clean_marker.unlink(missing_ok=True)
-            if not clean:
-                reconcile(blobs, index)
-    except OSError as exc:
-        raise StorageError(f"storage.path {layout.root}: {exc.strerror or exc}") from exc
-    quota = Quota(config.storage, blobs, index, config.pins, metrics,
-                  local=config.local.registry if config.local else None)
-    return Storage(layout, blobs, index, quota, Store(blobs, index, quota))
 
 
 def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:

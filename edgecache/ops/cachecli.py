@@ -22,13 +22,13 @@ from edgecache.storage.images import Image, Images
 from edgecache.units import human, when
 
 if TYPE_CHECKING:  # app imports aiohttp: only when a command runs
-    from edgecache.app import Storage
+    from edgecache.storage.opening import Storage
 
 
 @contextmanager
 def _storage(config: Config) -> Iterator[Storage]:
-    from edgecache.app import open_storage
     from edgecache.metrics import Metrics
+    from edgecache.storage.opening import open_storage
 
     storage = open_storage(config, Metrics(), sweep=False)
     try:

@@ -72,8 +72,8 @@ def test_local_section_defaults_and_problems(tmp_path: Path) -> None:
 
 
 async def test_idle_upload_sessions_expire_and_leave_no_file(tmp_path: Path) -> None:
-    from edgecache.app import open_storage
     from edgecache.metrics import Metrics
+    from edgecache.storage.opening import open_storage
 
     config = config_mod.from_mapping({**UPSTREAM, "storage": {"path": str(tmp_path)}})
     storage = open_storage(config, Metrics())

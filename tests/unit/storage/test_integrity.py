@@ -17,13 +17,13 @@ import pytest
 
 from edgecache import cli
 from edgecache import config as config_mod
-from edgecache.app import open_storage
 from edgecache.metrics import Metrics
 from edgecache.oci import Digest
 from edgecache.storage.blobs import BlobStore
 from edgecache.storage.index import Index
 from edgecache.storage.integrity import reconcile, verify
 from edgecache.storage.layout import Layout
+from edgecache.storage.opening import open_storage
 from tests.fakes.registry import FakeRegistry
 from tests.support.images import OCI_INDEX, OCI_MANIFEST, make_image, make_index, make_layer
 from tests.unit.conftest import UPSTREAM
