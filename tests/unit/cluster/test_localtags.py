@@ -14,7 +14,7 @@ def test_the_newest_event_per_tag_wins() -> None:
     a = TagEvents({"v1": 10.0, "v2": 10.0}, {"v3": 30.0})
     b = TagEvents({"v1": 5.0, "v3": 20.0, "v4": 1.0}, {"v1": 20.0, "v2": 5.0})
     assert merged([a, b]) == ["v2", "v4"]  # v1 deleted after both pushes, v3 after its push
-    assert merged([TagEvents({"v1": 30.0}), b]) == ["v1", "v4"]  # v1 pushed again since
+    assert merged([TagEvents({"v1": 30.0}), b]) == ["v1", "v3", "v4"]  # v1 pushed again
     assert merged([]) == []
 
 
