@@ -79,6 +79,8 @@ class SiteLocal:
         digest = str(target.content_digest())
         headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest,
                    "ETag": f'"{digest}"', "Accept-Ranges": "bytes"}
+        if request.method == "HEAD" and not target.peer:
+            return await self._head_copied(request, target)
         if request.method == "HEAD":
             size = await self._copies.head_blob(target)
             if size is not None:
@@ -93,6 +95,20 @@ class SiteLocal:
                 raise BlobUnknown(f"blob unknown: {digest}") from None
             span = parse_range(request.headers.get("Range"), size) if size is not None else None
             return await stream_fill(request, reader, size, span, headers)
+
+    async def _head_copied(self, request: web.Request,
+                           target: Target) -> web.StreamResponse:
+        """A client's HEAD of a blob held elsewhere on the site copies it first: a pusher
+        asks it to skip the upload, and its manifest PUT then checks this node's content."""
+        fill = self._copies.blob(target)
+        with fill.open_reader():
+            while not fill.ended:  # each wait bounded by the fill's stall timeout
+                await fill.changed()
+        if isinstance(fill.error, NotFound):
+            raise BlobUnknown(f"blob unknown: {target.reference}")
+        if fill.error is not None:
+            raise fill.error
+        return await self._local.handle(request, target)
 
     async def _tag(self, request: web.Request, target: Target) -> web.StreamResponse:
         """A client's read of a local tag takes the site's newest event of it first (a 404
