@@ -48,7 +48,8 @@ from edgecache.storage.store import Store
 from edgecache.storage.tombstones import DIGESTS
 from edgecache.upstream.client import BlobStream, ManifestInfo
 
-from .site import Site
+from .client import PeerFailed
+from .site import LOCAL, Site
 
 
 class LocalCopies:
@@ -63,10 +64,11 @@ class LocalCopies:
     async def close(self) -> None:
         await asyncio.gather(self._manifests.close(), self._tags.close())
 
-    async def manifest(self, target: Target) -> Digest:
+    async def manifest(self, target: Target, holder: str | None = None) -> Digest:
         """Copy the manifest `target` names by digest from the site (ManifestUnknown when no
-        live node holds it)."""
-        return await self._manifests.run(target.reference, lambda: self._copy_manifest(target))
+        live node holds it), or from `holder` alone (a peer that answered for a tag)."""
+        return await self._manifests.run(target.reference,
+                                         lambda: self._copy_manifest(target, holder))
 
     def tag_time(self, target: Target) -> float | None:
         """When this node's record of a local tag was pushed (here or where it was copied
@@ -87,15 +89,15 @@ class LocalCopies:
         known = max((t for t in (self.tag_time(target), index.tombstones.at(repository, tag))
                      if t is not None), default=None)
         deleted: list[float] = []
-        newest: tuple[float, Digest] | None = None
-        for _, asked in await self._site.holders(target, "manifests", tag, deleted=deleted):
+        newest: tuple[float, Digest, str] | None = None
+        for peer, asked in await self._site.holders(target, "manifests", tag, deleted=deleted):
             at = asked.info.checked_at
             try:
                 digest = parse_upstream_digest(self.registry, asked.info.digest)
             except UpstreamBadResponse:  # that peer's answer is no evidence: the others' are
                 continue
             if at is not None and digest is not None and (newest is None or at > newest[0]):
-                newest = (at, digest)
+                newest = (at, digest, peer)
         last_delete = max(deleted, default=None)
         if last_delete is not None and (newest is None or last_delete >= newest[0]):
             if known is None or last_delete > known:  # deleted since: gone here too
@@ -103,18 +105,29 @@ class LocalCopies:
             return
         if newest is None or (known is not None and known >= newest[0]):
             return
-        at, digest = newest
+        at, digest, holder = newest
         gone = index.tombstones.at(DIGESTS, str(digest))
         if gone is not None and gone >= at:  # its manifest was deleted after that push
             index.delete_tag(repository, tag, gone)
             return
         if not (self.registry in self._store.links(digest) and self._store.manifest(digest)):
-            await self.manifest(replace(target, reference=str(digest), digest=digest))
+            # from the holder itself: an owner between may hold an older tombstone of it
+            await self.manifest(replace(target, reference=str(digest), digest=digest), holder)
         self._store.set_tag(self.registry, repository, tag, digest, at)
         index.pushed(repository, tag, str(digest))  # pushed again since any delete here
 
-    async def _copy_manifest(self, target: Target) -> Digest:
-        body, info = await self._site.get_manifest(target, target.reference, _no_manifest)
+    async def _copy_manifest(self, target: Target, holder: str | None) -> Digest:
+        if holder is None:
+            body, info = await self._site.get_manifest(target, target.reference, _no_manifest)
+        else:
+            try:
+                asked = await self._site.client.ask(holder, target, "manifests",
+                                                    target.reference, LOCAL, body=True,
+                                                    timeout=5 * self._site.ask_timeout)
+            except PeerFailed as exc:
+                raise UpstreamUnavailable(self.registry, str(exc)) from None
+            assert asked.body is not None  # a GET's answer
+            body, info = asked.body, asked.info
         expected = target.digest or parse_upstream_digest(self.registry, info.digest)
         actual = Digest.of(body, expected.algorithm if expected else "sha256")
         if expected is not None and actual != expected:
