@@ -30,7 +30,7 @@ from edgecache.proxy.routing import Target
 from edgecache.proxy.tags import TagQuery, page
 from edgecache.storage.tombstones import DIGESTS
 from edgecache.web.errors import error_response
-from edgecache.web.handlers import CACHE_HEADER, STALE_WARNING
+from edgecache.web.handlers import CACHE_HEADER, STALE_WARNING, next_link
 from edgecache.web.ranges import parse_range
 from edgecache.web.responses import stream_fill
 
@@ -180,9 +180,5 @@ class SiteLocal:
         if not complete:
             response.headers["Warning"] = STALE_WARNING
         if found.more:
-            following = {"n": str(query.n)} if query.n is not None else {}
-            following["last"] = found.tags[-1]
-            if "ns" in request.query:
-                following["ns"] = request.query["ns"]
-            response.headers["Link"] = f'<{request.rel_url.with_query(following)}>; rel="next"'
+            response.headers["Link"] = next_link(request, query.n, found.tags[-1])
         return response

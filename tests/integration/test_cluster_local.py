@@ -32,6 +32,7 @@ from tests.support.skopeo import Skopeo
 pytestmark = pytest.mark.integration
 
 LOCAL = "registry.local"
+NODE: dict[str, object] = {"local": {"registry": LOCAL, "push": "anonymous"}}
 
 
 def push(skopeo: Skopeo, source: DockerRegistry, image: Seeded, node: EdgecacheProcess,
@@ -42,14 +43,20 @@ def push(skopeo: Skopeo, source: DockerRegistry, image: Seeded, node: EdgecacheP
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def three_nodes(site_of: Callable[[str, int], Site], source: DockerRegistry) -> Site:  # noqa: F811
+    """Three nodes with the local registry (anonymous pushes), each seeing the other two."""
+    site = site_of(source.url, 3)
+    for i in range(3):
+        site.start(i, extra=NODE)
+    for i in range(3):
+        site.wait_peers(i, 2)
+    return site
+
+
 def test_pushed_into_one_node_pulls_through_the_others_and_outlives_it(
         registry_b: DockerRegistry, corpus: Corpus, site_of: Callable[[str, int], Site],  # noqa: F811
         skopeo: Skopeo, containerd: Containerd, tmp_path: Path) -> None:
-    site = site_of(registry_b.url, 3)
-    for i in range(3):
-        site.start(i, extra={"local": {"registry": LOCAL, "push": "anonymous"}})
-    for i in range(3):
-        site.wait_peers(i, 2)
+    site = three_nodes(site_of, registry_b)
     a, b, c = site.nodes[0], site.nodes[1], site.nodes[2]
     image = corpus.app_multi
     push(skopeo, registry_b, image, a, f"team/multi:{image.tag}")
@@ -123,11 +130,7 @@ def skopeo_delete(skopeo: Skopeo, reference: str) -> subprocess.CompletedProcess
 def test_deletes_and_tag_lists_are_the_sites(
         registry_b: DockerRegistry, corpus: Corpus, site_of: Callable[[str, int], Site],  # noqa: F811
         skopeo: Skopeo, tmp_path: Path) -> None:
-    site = site_of(registry_b.url, 3)
-    for i in range(3):
-        site.start(i, extra={"local": {"registry": LOCAL, "push": "anonymous"}})
-    for i in range(3):
-        site.wait_peers(i, 2)
+    site = three_nodes(site_of, registry_b)
     a, b, c = site.nodes[0], site.nodes[1], site.nodes[2]
     image, repo = corpus.app, "team/del"
     push(skopeo, registry_b, image, a, f"{repo}:v1")
@@ -189,11 +192,7 @@ def test_a_node_down_during_deletes(
     still deleted through every node (the others' tombstone is newer than its push) and the
     manifest is not copied back from it to a node that took the delete. While it is down, a
     tags list says it is stale."""
-    site = site_of(registry_b.url, 3)
-    for i in range(3):
-        site.start(i, extra={"local": {"registry": LOCAL, "push": "anonymous"}})
-    for i in range(3):
-        site.wait_peers(i, 2)
+    site = three_nodes(site_of, registry_b)
     a, b, c = site.nodes[0], site.nodes[1], site.nodes[2]
     image, repo = corpus.app, "team/down"
     push(skopeo, registry_b, image, a, f"{repo}:v1")
@@ -211,7 +210,7 @@ def test_a_node_down_during_deletes(
     removed = skopeo_delete(skopeo, f"docker://{a.address}/{LOCAL}/{repo}@{image.top.digest}")
     assert removed.returncode == 0, removed.stderr[-2000:]
 
-    c = site.start(2, extra={"local": {"registry": LOCAL, "push": "anonymous"}})  # same store
+    c = site.start(2, extra=NODE)  # the same store and address
     for i in range(3):
         site.wait_peers(i, 2)
     for node in (a, b, c):  # C's copy of the tag is older than A's delete
