@@ -8,8 +8,9 @@ tag is read as the site's newest event of it (`LocalCopies.refresh_tag`): a peer
 tag it deleted answers 404 with the delete's time (`X-Edgecache-Deleted`). A client's DELETE
 is the local registry's, then carried to the live peers (`cluster/localdeletes.py`); a
 manifest deleted by digest is not copied back (its tombstone). A client's tags list is the
-union of the live nodes' (`cluster/localtags.py`), stale when a member could not be asked.
-Other writes are the local registry's (`web/pushes.py`), unchanged.
+union of the live nodes' (`cluster/localtags.py`), stale when a member could not be asked. A
+client's HEAD of a blob held only elsewhere copies it first: a pusher that skips the upload
+on that answer must find the blob here when its manifest is checked. Other writes are the local registry's (`web/pushes.py`), unchanged.
 """
 
 from __future__ import annotations

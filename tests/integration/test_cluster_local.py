@@ -224,3 +224,17 @@ def test_a_node_down_during_deletes(
     assert again.returncode == 0, again.stderr[-2000:]
     for node in (a, b, c):
         assert _tag(node, repo, image.top.digest) == 404, node.url
+
+
+def test_a_push_of_what_another_node_holds(
+        registry_b: DockerRegistry, corpus: Corpus, site_of: Callable[[str, int], Site],  # noqa: F811
+        skopeo: Skopeo) -> None:
+    """skopeo HEADs each blob before uploading it: a blob held only on another node is copied
+    here before that answer, so the push that skips it has it when its manifest is checked."""
+    site = three_nodes(site_of, registry_b)
+    a, b = site.nodes[0], site.nodes[1]
+    push(skopeo, registry_b, corpus.app, a, "team/again:v1")
+    assert not b.stored_blobs()
+    push(skopeo, registry_b, corpus.app, b, "team/again:v2")
+    assert set(a.stored_blobs()) <= set(b.stored_blobs())
+    assert assert_complete(b, "team/again", "v2") == corpus.app.top.digest
