@@ -10,7 +10,8 @@ is the local registry's, then carried to the live peers (`cluster/localdeletes.p
 manifest deleted by digest is not copied back (its tombstone). A client's tags list is the
 union of the live nodes' (`cluster/localtags.py`), stale when a member could not be asked. A
 client's HEAD of a blob held only elsewhere copies it first: a pusher that skips the upload
-on that answer must find the blob here when its manifest is checked. Other writes are the local registry's (`web/pushes.py`), unchanged.
+on that answer must find the blob here when its manifest is checked. Other writes are the
+local registry's (`web/pushes.py`), unchanged.
 """
 
 from __future__ import annotations
