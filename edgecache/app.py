@@ -155,9 +155,13 @@ async def _components(app: web.Application, config: Config, auth: ClientAuth,
 
         app[LOCAL], uploads = local_handlers(config.local, storage.store, storage.index, auth)
         if cluster is not None:  # what this node's local registry misses is asked of the site
+            from edgecache.local.registry import LocalRegistry
+            from edgecache.storage.localindex import LocalIndex
             from edgecache.web.sitelocal import SiteLocal
 
-            app[LOCAL] = SiteLocal(app[LOCAL], cluster.copies(store, fills, config.local.registry))
+            name = config.local.registry  # deletes and tag lists need the registry's index
+            app[LOCAL] = SiteLocal(app[LOCAL], cluster.copies(store, fills, name),
+                                   LocalRegistry(store, LocalIndex(storage.index, name)))
     status = app[STATUS] = status_source(config, store, storage.index, storage.quota, clients,
                                          metrics, config.local.registry if config.local else None,
                                          cluster.status_peers if cluster is not None else None)

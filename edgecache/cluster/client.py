@@ -28,7 +28,7 @@ from edgecache.upstream.client import BlobStream, ManifestInfo
 from edgecache.upstream.exchange import read_upto
 from edgecache.upstream.headers import content_range, number
 
-from .proof import CHECKED_HEADER, HEADER, NODE_HEADER, PeerProof
+from .proof import CHECKED_HEADER, DELETED_HEADER, HEADER, NODE_HEADER, PeerProof, TagDeleted
 
 CONNECT_TIMEOUT = 2.0  # the site network: a peer that takes longer is as good as down
 READ_TIMEOUT = 15.0  # no byte for this long from a peer streaming a blob: try the next source
@@ -127,6 +127,8 @@ class PeerClient:
             return
         response.release()
         if response.status == 404:
+            if response.headers.get(DELETED_HEADER):  # a tombstone: when it was deleted
+                raise TagDeleted(peer, checked_time(response.headers.get(CHECKED_HEADER)))
             raise missing(f"peer {peer} does not have it")
         raise PeerFailed(peer, f"answered {response.status}", broken=False)
 
@@ -160,6 +162,17 @@ class PeerClient:
                                       response.headers.get("Content-Type"),
                                       number(response.headers.get("Content-Length")),
                                       checked_time(response.headers.get(CHECKED_HEADER))), data)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise PeerFailed(peer, _reason(exc), broken=True) from None
+        finally:
+            response.release()
+
+    async def fetch(self, method: str, peer: str, path: str, mode: str, timeout: float,
+                    headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """Any bounded request and its status and body (up to MANIFEST_LIMIT bytes)."""
+        response = await self._send(method, peer, path, mode, headers, timeout)
+        try:
+            return response.status, await read_upto(response, MANIFEST_LIMIT)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise PeerFailed(peer, _reason(exc), broken=True) from None
         finally:

@@ -21,11 +21,12 @@ import secrets
 import time
 from collections.abc import Callable
 
-from edgecache.errors import Unauthorized
+from edgecache.errors import ManifestUnknown, Unauthorized
 
 HEADER = "X-Edgecache-Peer"
 NODE_HEADER = "X-Edgecache-Node"  # on a peer's answer to a probe: which process answered
 CHECKED_HEADER = "X-Edgecache-Checked-At"  # on a peer's tag answer: when the tag was confirmed
+DELETED_HEADER = "X-Edgecache-Deleted"  # on a peer's 404: a tombstone (CHECKED_HEADER: when)
 MODES = ("owner", "local")
 WINDOW = 120.0  # seconds either way: the site's clocks are NTP-synchronised, not identical
 CHALLENGE = 'EdgecachePeer realm="site"'
@@ -62,6 +63,14 @@ class PeerProof:
             raise Unauthorized("peer request refused: not signed with the site secret",
                                CHALLENGE)
         return mode
+
+
+class TagDeleted(ManifestUnknown):
+    """A peer's 404 for a local tag it deleted, `at` (Unix time) when it did."""
+
+    def __init__(self, peer: str, at: float | None) -> None:
+        super().__init__(f"peer {peer}: the tag was deleted")
+        self.at = at
 
 
 def refuse_unclustered() -> Unauthorized:

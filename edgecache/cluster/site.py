@@ -33,6 +33,7 @@ from edgecache.upstream.client import BlobStream, ManifestInfo
 
 from .client import Asked, PeerClient, PeerFailed
 from .peers import Peers
+from .proof import TagDeleted
 from .ring import tag_key
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ class Site:
     def __init__(self, peers: Peers, client: PeerClient, metrics: Metrics,
                  ask_timeout: float = 1.0) -> None:
         self.peers = peers
-        self._client = client
+        self.client = self._client = client
         self._metrics = metrics
-        self._ask_timeout = ask_timeout
+        self.ask_timeout = self._ask_timeout = ask_timeout
 
     def _ahead(self, key: str, mode: str) -> list[str]:
         """The live nodes to ask as owner before this node acts as one: those ranked above it
@@ -63,15 +64,21 @@ class Site:
             self.peers.failed(exc.peer, str(exc))
 
     async def holders(self, target: Target, kind: str, reference: str,
-                      skip: frozenset[str] = frozenset()) -> list[tuple[str, Asked]]:
+                      skip: frozenset[str] = frozenset(), deleted: list[float] | None = None
+                      ) -> list[tuple[str, Asked]]:
         """The live peers whose store holds the content, with their HEAD's answer (a `local`
-        HEAD each, at once, bounded by `ask_timeout`), in rendezvous order."""
+        HEAD each, at once, bounded by `ask_timeout`), in rendezvous order; `deleted` gets
+        the time of each peer's tombstone of a local tag."""
         asked = [p for p in self.peers.order(reference) if p != self.peers.me and p not in skip]
 
         async def has(peer: str) -> Asked | None:
             try:
                 return await self._client.ask(peer, target, kind, reference, LOCAL, body=False,
                                               timeout=self._ask_timeout)
+            except TagDeleted as exc:
+                if deleted is not None and exc.at is not None:
+                    deleted.append(exc.at)
+                return None
             except NotFound:
                 return None
             except PeerFailed as exc:

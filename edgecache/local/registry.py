@@ -8,6 +8,8 @@ kept only when every blob and manifest it references is local content already
 (MANIFEST_BLOB_UNKNOWN otherwise), within the manifest size limit, its digest matching the one
 it is pushed under; its `subject` is recorded for the referrers API. Every write goes through
 `Store.publish` (`put` for a manifest): verify, fsync, rename, rows and link in one transaction.
+Deletes leave tombstones (`storage/tombstones.py`) and a push clears them: in a site of nodes
+the newest event, push or delete, is what every node answers (`cluster/localcopy.py`).
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ class LocalRegistry:
     def __init__(self, store: Store, index: LocalIndex) -> None:
         self.name = index.registry
         self._store = store
-        self._index = index
+        self.index = index
 
     # ---- reads ---------------------------------------------------------------------------------
 
     def blob(self, digest: Digest) -> Stored | None:
-        if not self._index.holds(str(digest)):
+        if not self.index.holds(str(digest)):
             return None
         return self._store.blob(digest)
 
@@ -55,7 +57,7 @@ class LocalRegistry:
             if tag is None:
                 raise ManifestUnknown(f"manifest unknown: no tag {reference!r} in {repository}")
             digest = tag.digest
-        if not self._index.holds(str(digest)):
+        if not self.index.holds(str(digest)):
             raise ManifestUnknown(f"manifest unknown: {digest} is not in {repository}")
         return digest
 
@@ -71,7 +73,7 @@ class LocalRegistry:
     def referrer_rows(self, subject: Digest) -> list[tuple[Digest, str | None, bytes]]:
         """(digest, artifact type, body) of each local manifest whose subject is `subject`."""
         found = []
-        for row in self._index.referrers(str(subject)):
+        for row in self.index.referrers(str(subject)):
             digest = Digest.parse(row.digest)
             body = self._store.read(digest)
             if body is not None:
@@ -114,14 +116,15 @@ class LocalRegistry:
         subject, artifact_type = subject_of(doc)
         await self._store.put(actual, body, media_type, children, upstreams=(self.name,))
         if subject is not None:
-            self._index.record_subject(str(actual), subject, artifact_type)
+            self.index.record_subject(str(actual), subject, artifact_type)
         if digest is None:
             self._store.set_tag(self.name, repository, reference, actual)
+        self.index.pushed(repository, reference if digest is None else None, str(actual))
         return Pushed(actual, subject)
 
     def _check_references(self, doc: dict[str, Any], children: list[str],
                           media_type: str) -> None:
-        missing = [c for c in children if not self._index.holds(c)]
+        missing = [c for c in children if not self.index.holds(c)]
         if missing:
             raise ManifestBlobUnknown(f"manifest references unknown content: {missing[0]}"
                                       + (f" (and {len(missing) - 1} more)" if missing[1:] else ""))
@@ -132,18 +135,22 @@ class LocalRegistry:
 
     # ---- deletes -------------------------------------------------------------------------------
 
-    def delete_manifest(self, repository: str, reference: str, digest: Digest | None) -> None:
+    def delete_manifest(self, repository: str, reference: str, digest: Digest | None,
+                        at: float | None = None) -> None:
+        """Delete a tag, or a manifest by digest with the tags naming it; `at`: when (a
+        peer's delete carries its time), default now."""
         if digest is None:
-            if not self._index.delete_tag(repository, reference):
+            if not self.index.delete_tag(repository, reference, at):
                 raise ManifestUnknown(f"manifest unknown: no tag {reference!r} in {repository}")
             return
-        if self._store.media_type(digest) is None or not self._index.delete(str(digest)):
+        if self._store.media_type(digest) is None or not self.index.delete(
+                str(digest), at, manifest=True):
             raise ManifestUnknown(f"manifest unknown: {digest}")
 
-    def delete_blob(self, digest: Digest) -> None:
-        if self._store.media_type(digest) is not None or not self._index.delete(str(digest)):
+    def delete_blob(self, digest: Digest, at: float | None = None) -> None:
+        if self._store.media_type(digest) is not None or not self.index.delete(
+                str(digest), at):
             raise BlobUnknown(f"blob unknown: {digest}")
-
 
 def subject_of(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     """The manifest's `subject` digest and its artifact type (`artifactType`, else an image

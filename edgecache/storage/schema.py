@@ -5,7 +5,7 @@ bumps the version; an index of an older version gains the new tables on its next
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 UNKNOWN_OWNER = "(unknown)"  # not an upstream name: config names are host[:port]
 BASE = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -96,4 +96,15 @@ CREATE TABLE IF NOT EXISTS uploads (  -- push sessions in progress (storage/uplo
 );
 """
 
-SCHEMA: tuple[str, ...] = (BASE, SUBJECTS, REFERRERS, PINS, UPLOADS)
+# Deletes of local content, kept for a site's last-writer-wins (`storage/tombstones.py`).
+TOMBSTONES = """
+CREATE TABLE IF NOT EXISTS tombstones (  -- repository '' : a manifest deleted by digest
+    repository  TEXT NOT NULL,
+    reference   TEXT NOT NULL,
+    deleted_at  REAL NOT NULL,
+    PRIMARY KEY (repository, reference)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tombstones_by_time ON tombstones(deleted_at);
+"""
+
+SCHEMA: tuple[str, ...] = (BASE, SUBJECTS, REFERRERS, PINS, UPLOADS, TOMBSTONES)

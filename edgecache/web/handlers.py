@@ -225,3 +225,9 @@ class RegistryHandlers:
         if "ns" in request.query:
             query["ns"] = request.query["ns"]
         return f'<{request.rel_url.with_query(query)}>; rel="next"'
+
+
+def next_link(request: web.Request, n: int | None, last: str) -> str:
+    """A tags list's Link to the page after `last`, as this client asked for it (`ns` kept)."""
+    return RegistryHandlers._link(request, {**({"n": str(n)} if n is not None else {}),
+                                            "last": last})
